@@ -1,0 +1,55 @@
+"""MONAI-style datalists: ``{"training": [...], "validation": [...], "test": [...]}``.
+
+An entry: ``{"id", "image": video|image|[frame files], "label": mask video|folder|[files], "labeled_frames":
+[t, ...] | "all", "group": name}``. One-frame entries are images, grouped by ``group`` for episodes; a
+multi-frame entry is a video whose labelled frames form their own group.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from medvos.io.atomic import atomic_write_bytes
+from medvos.io.errors import CineReadError
+
+SPLITS = ("training", "validation", "test")
+
+
+def _resolve(value: Any, base: Path) -> Any:
+    if isinstance(value, list):
+        return [_resolve(v, base) for v in value]
+    if isinstance(value, str) and value and not Path(value).is_absolute():
+        return str(base / value)
+    return value
+
+
+def load_datalist(path: str | Path, split: str, base_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Entries of ``split`` with ``image``/``label`` paths made absolute (relative to ``base_dir`` or the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CineReadError(path, "datalist file not found")
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CineReadError(path, f"datalist is not valid JSON ({exc})") from exc
+    if split not in content:
+        raise CineReadError(path, f"datalist has no '{split}' list (has {sorted(k for k in content if k in SPLITS)})")
+    base = Path(base_dir) if base_dir else path.parent
+    out = []
+    for i, entry in enumerate(content[split]):
+        if "image" not in entry:
+            raise CineReadError(path, f"entry {i} of '{split}' has no 'image'")
+        e = dict(entry)
+        e.setdefault("id", f"{split}_{i}")
+        for key in ("image", "label"):
+            if key in e:
+                e[key] = _resolve(e[key], base)
+        out.append(e)
+    return out
+
+
+def write_datalist(path: str | Path, datalist: dict[str, Any]) -> Path:
+    """Write a datalist JSON atomically."""
+    return atomic_write_bytes(path, json.dumps(datalist, indent=1).encode())

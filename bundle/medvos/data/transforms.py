@@ -1,0 +1,104 @@
+"""MONAI dictionary transforms for the cine pipeline. Arrays use the frames layout ``(T, C, H, W)``."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Resize
+from monai.utils import ensure_tuple_rep
+
+from medvos.io.errors import MaskMismatchError
+from medvos.io.readers import read_cine, read_mask
+
+
+class LoadCined(MapTransform):
+    """Read ``image`` (cine) and optionally ``label`` (mask video) with :func:`read_cine` / :func:`read_mask`.
+
+    Adds ``<image>_meta`` (geometry: spacing, frame_time_ms, source, format) and, for a labelled entry,
+    ``labeled_frames`` (from the entry if given, ``"all"`` for every frame, else the frames the mask covers).
+    Output: ``image`` float32 ``(T, C, H, W)``; ``label`` uint8 ``(T, 1, H, W)``.
+    """
+
+    def __init__(self, image_key: str = "image", label_key: str | None = "label", min_frames: int = 1,
+                 allow_missing_keys: bool = True) -> None:
+        super().__init__([image_key] + ([label_key] if label_key else []), allow_missing_keys)
+        self.image_key, self.label_key, self.min_frames = image_key, label_key, min_frames
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        cine = read_cine(d[self.image_key], min_frames=self.min_frames)
+        d[self.image_key] = cine.frames
+        d[f"{self.image_key}_meta"] = {"spacing": cine.spacing, "frame_time_ms": cine.frame_time_ms,
+                                       "source": cine.source, "format": cine.format, "size": cine.size}
+        if self.label_key and d.get(self.label_key) is not None:
+            mask = read_mask(d[self.label_key], like=cine)
+            d[self.label_key] = mask.labels[:, None]
+            given = d.get("labeled_frames")
+            if given is None:
+                d["labeled_frames"] = mask.labeled_frames
+            elif given == "all":
+                d["labeled_frames"] = list(range(cine.num_frames))
+            else:
+                bad = [t for t in given if not 0 <= int(t) < cine.num_frames]
+                if bad:
+                    raise MaskMismatchError(mask.source, f"labeled_frames {bad} outside 0..{cine.num_frames - 1}")
+                d["labeled_frames"] = [int(t) for t in given]
+        return d
+
+
+def scale_intensity(frames: np.ndarray) -> np.ndarray:
+    """Map intensities to [0, 1]: 8-bit-range data by /255, anything else by its 0.5-99.5 percentiles."""
+    lo, hi = float(frames.min()), float(frames.max())
+    if lo >= 0.0 and hi <= 255.0:
+        return (frames / 255.0).astype(np.float32)
+    p_lo, p_hi = np.percentile(frames, [0.5, 99.5])
+    return np.clip((frames - p_lo) / max(p_hi - p_lo, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+class ScaleCineIntensityd(MapTransform):
+    """Per-cine intensity scaling to [0, 1] (see :func:`scale_intensity`)."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = scale_intensity(np.asarray(d[key], dtype=np.float32))
+        return d
+
+
+class ToThreeChannelsd(MapTransform):
+    """Grey ``(T,1,H,W)`` -> ``(T,3,H,W)`` by repetition (the backbone is an RGB ImageNet model)."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = d[key]
+            if x.shape[1] == 1:
+                d[key] = np.repeat(x, 3, axis=1) if isinstance(x, np.ndarray) else x.repeat(1, 3, 1, 1)
+        return d
+
+
+class ResizeCined(MapTransform):
+    """Resize every frame to ``spatial_size``; ``mode`` per key (``"area"``/``"bilinear"`` images, ``"nearest"`` masks)."""
+
+    def __init__(self, keys: KeysCollection, spatial_size: int | Sequence[int], mode: str | Sequence[str] = "area",
+                 allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        size = ensure_tuple_rep(spatial_size, 2)
+        self.resizers = [Resize(size, mode=m, anti_aliasing=m != "nearest" and m != "area")
+                         for m in ensure_tuple_rep(mode, len(self.keys))]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key, resize in self.key_iterator(d, self.resizers):
+            x = d[key]
+            t, c = x.shape[:2]
+            dtype = x.dtype
+            flat = torch.as_tensor(np.asarray(x, dtype=np.float32)).reshape(t * c, *x.shape[2:])
+            out = resize(flat)
+            out = torch.as_tensor(out).reshape(t, c, *out.shape[1:]).numpy()
+            d[key] = out.astype(dtype) if dtype == np.uint8 else out.astype(np.float32)
+        return d

@@ -1,0 +1,87 @@
+"""Event handlers: per-frame results (CSV) and Dice-per-frame plots written after each evaluation."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ignite.engine import Engine, Events
+
+from medvos.io.atomic import atomic_path, atomic_write_bytes
+
+
+def plot_dice_per_frame(series: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:
+    """One line per video (or method): ``{name: (frames, dice)}`` -> PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, (x, y) in series.items():
+        ax.plot(x, y, marker=".", label=f"{name} ({np.nanmean(y):.3f})")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("Dice")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    if len(series) <= 12:
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+class VideoResultsWriter:
+    """After each evaluator epoch write ``frames.csv`` (video, frame, dice, iou), ``videos.csv`` (per-video means)
+    and ``dice_per_frame.png`` into ``output_dir``; with ``per_video_plots`` also one plot per video.
+
+    Only rank 0 writes (the other ranks' videos are not gathered: run evaluation single-process for full CSVs).
+    """
+
+    def __init__(self, output_dir: str | Path, per_video_plots: bool = False, enabled: bool = True) -> None:
+        self.output_dir = Path(output_dir)
+        self.per_video_plots = per_video_plots
+        self.enabled = enabled
+        self.rows: list[dict[str, Any]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _reset(self, engine: Engine) -> None:
+        self.rows = []
+
+    def _collect(self, engine: Engine) -> None:
+        self.rows.append({k: engine.state.output[k] for k in ("id", "support", "frame", "frame_dice", "frame_iou",
+                                                                "dice", "iou", "confidence")})
+
+    def _write(self, engine: Engine) -> None:
+        if not self.enabled or not self.rows:
+            return
+        frames, videos = io.StringIO(), io.StringIO()
+        fw, vw = csv.writer(frames), csv.writer(videos)
+        fw.writerow(["video", "frame", "dice", "iou", "confidence"])
+        vw.writerow(["video", "support_frames", "frames", "mean_dice", "mean_iou"])
+        series = {}
+        for r in self.rows:
+            for t, d, i in zip(r["frame"], r["frame_dice"], r["frame_iou"]):
+                fw.writerow([r["id"], int(t), f"{d:.4f}", f"{i:.4f}", f"{r['confidence'][int(t)]:.4f}"])
+            vw.writerow([r["id"], " ".join(map(str, r["support"])), len(r["frame"]), f"{r['dice']:.4f}",
+                         f"{r['iou']:.4f}"])
+            series[r["id"]] = (r["frame"], r["frame_dice"])
+            if self.per_video_plots:
+                plot_dice_per_frame({r["id"]: series[r["id"]]}, self.output_dir / "plots" / f"{r['id']}.png",
+                                    f"{r['id']}: Dice per frame")
+        vw.writerow(["mean", "", sum(len(r["frame"]) for r in self.rows),
+                     f"{np.mean([r['dice'] for r in self.rows]):.4f}", f"{np.mean([r['iou'] for r in self.rows]):.4f}"])
+        atomic_write_bytes(self.output_dir / "frames.csv", frames.getvalue().encode())
+        atomic_write_bytes(self.output_dir / "videos.csv", videos.getvalue().encode())
+        epoch = getattr(engine.state, "epoch", 0)
+        plot_dice_per_frame(series, self.output_dir / "dice_per_frame.png", f"Dice per frame (evaluation {epoch})")

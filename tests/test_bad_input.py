@@ -1,0 +1,72 @@
+"""Bad input gets one clear error naming the file and the problem; writers leave nothing half-written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medvos.io import CineReadError, MaskMismatchError, atomic_path, read_cine, read_mask
+from medvos.io.writers import write_dicom_cine, write_nifti, write_png_frames
+
+
+def test_truncated_dicom(tmp_path, echo_small):
+    p = write_dicom_cine(tmp_path / "t.dcm", echo_small.frames)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CineReadError, match="t.dcm: .*(DICOM|pixel data)"):
+        read_cine(p)
+
+
+def test_corrupt_dicom_random_bytes(tmp_path):
+    p = tmp_path / "c.dcm"
+    p.write_bytes(b"\0" * 128 + b"DICM" + np.random.default_rng(0).bytes(500))
+    with pytest.raises(CineReadError, match="c.dcm"):
+        read_cine(p)
+
+
+def test_non_image_and_zero_byte(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"not a png at all")
+    with pytest.raises(CineReadError, match="x.png: not a readable image"):
+        read_cine(tmp_path / "x.png")
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    with pytest.raises(CineReadError, match=r"empty.nii.gz: empty file \(0 bytes\)"):
+        read_cine(tmp_path / "empty.nii.gz")
+    with pytest.raises(CineReadError, match="missing.dcm: file or folder not found"):
+        read_cine(tmp_path / "missing.dcm")
+
+
+def test_mask_frame_count_and_size_mismatch(tmp_path, echo_small):
+    write_nifti(tmp_path / "v.nii.gz", echo_small.frames)
+    video = read_cine(tmp_path / "v.nii.gz")
+    write_nifti(tmp_path / "short.nii.gz", echo_small.labels[:4])
+    with pytest.raises(MaskMismatchError, match="short.nii.gz: mask has 4 frame"):
+        read_mask(tmp_path / "short.nii.gz", like=video)
+    write_nifti(tmp_path / "small.nii.gz", echo_small.labels[:, :40])
+    with pytest.raises(MaskMismatchError, match="small.nii.gz: mask frame size"):
+        read_mask(tmp_path / "small.nii.gz", like=video)
+
+
+def test_single_frame_video(tmp_path, echo_small):
+    write_png_frames(tmp_path / "one", echo_small.frames[:1])
+    with pytest.raises(CineReadError, match="has 1 frame.*at least 2"):
+        read_cine(tmp_path / "one", min_frames=2)
+
+
+def test_empty_support_mask():
+    from medvos.inference.propagator import FewShotPropagator
+    from medvos.networks.image_model import FewShotSegNet
+
+    prop = FewShotPropagator(FewShotSegNet(backbone_weights=None).eval(), image_size=32)
+    frames, labels = torch.rand(3, 3, 32, 32), torch.zeros(3, 32, 32, dtype=torch.uint8)
+    with pytest.raises(MaskMismatchError, match="carry no annotated object"):
+        prop.propagate(frames, labels, [0])
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.nii.gz"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []
