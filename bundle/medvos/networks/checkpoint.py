@@ -1,0 +1,40 @@
+"""Loading trained weights safely (``torch.load(weights_only=True)``) with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt or does not fit the network."""
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """The state dict of a checkpoint (a plain state dict, or ``{"model": state}`` as written by CheckpointSaver)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint, corrupt or truncated ({type(exc).__name__}: "
+                              f"{exc})") from exc
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: checkpoint holds {type(obj).__name__}, expected a state dict")
+    return obj
+
+
+def load_weights(network: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
+    """Load a checkpoint into ``network`` (DDP ``module.`` prefixes stripped)."""
+    state = {k.removeprefix("module."): v for k, v in load_state(path).items()}
+    try:
+        network.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit {type(network).__name__} ({str(exc)[:500]})") from exc
+    return network

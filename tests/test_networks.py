@@ -1,0 +1,102 @@
+"""The method's modules on tiny tensors, the pretrained backbone (chelsea), weights errors, K-shot shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medvos.networks.backbone import BackboneWeightsError, build_backbone, efficientnet_lite0
+from medvos.networks.fusion import CrossResolutionFusion
+from medvos.networks.head import SegmentationHead
+from medvos.networks.image_model import FewShotSegNet, pack_episode, param_groups, unpack_episode
+from medvos.networks.neck import GFPNNeck, _node_sources
+from medvos.networks.pseudo_mask import PseudoMask
+
+
+def test_pseudo_mask_known_values():
+    # query positions: (0,0) equals the in-mask support feature, (0,1) is orthogonal to it
+    fs = torch.zeros(1, 1, 2, 2, 2)
+    fs[0, 0, :, 0, 0] = torch.tensor([1.0, 0.0])  # inside the mask
+    fs[0, 0, :, 1, 1] = torch.tensor([0.0, 1.0])  # outside the mask: must be ignored
+    mask = torch.zeros(1, 1, 1, 4, 4)
+    mask[..., :2, :2] = 1  # covers support cell (0,0) only
+    fq = torch.zeros(1, 2, 1, 2)
+    fq[0, :, 0, 0] = torch.tensor([2.0, 0.0])
+    fq[0, :, 0, 1] = torch.tensor([0.0, 3.0])
+    p = PseudoMask()(fq, fs, mask)
+    assert p.shape == (1, 1, 1, 2)
+    assert p[0, 0, 0, 0] == pytest.approx(1.0, abs=1e-5) and p[0, 0, 0, 1] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_pseudo_mask_averages_shots_and_empty_support():
+    fq, fs = torch.randn(2, 8, 3, 3), torch.randn(2, 3, 8, 3, 3)
+    mask = torch.ones(2, 3, 1, 12, 12)
+    p = PseudoMask()(fq, fs, mask)
+    assert p.shape == (2, 1, 3, 3) and p.min() >= 0 and p.max() <= 1
+    assert torch.count_nonzero(PseudoMask()(fq, fs, torch.zeros_like(mask))) == 0
+
+
+def test_fusion_neck_head_shapes():
+    f = CrossResolutionFusion(5, 16)(torch.rand(2, 1, 4, 4), torch.rand(2, 5, 8, 8), torch.rand(2, 5, 8, 8))
+    assert f.shape == (2, 16, 8, 8)
+    assert GFPNNeck(16, levels=3, depth=3)(f).shape == (2, 16, 8, 8)
+    assert GFPNNeck(16)(torch.rand(1, 16, 7, 9)).shape == (1, 16, 7, 9)  # odd sizes
+    assert SegmentationHead(16)(f, (32, 32)).shape == (2, 2, 32, 32)
+
+
+def test_neck_queen_fusion_and_log2n_skips():
+    assert _node_sources(1, 1, 3) == [(1, 0), (2, 0), (0, 0)]
+    assert (0, 0) in _node_sources(0, 2, 3)  # layer 2 skips back to layer 0 (2^1)
+    assert (1, 0) in _node_sources(1, 4, 3) and (1, 2) in _node_sources(1, 4, 3)
+
+
+@pytest.mark.parametrize("shots", [1, 2])
+def test_image_model_k_shot(shots):
+    net = FewShotSegNet(backbone_weights=None, channels=16)
+    q, s, m = torch.rand(2, 3, 64, 64), torch.rand(2, shots, 3, 64, 64), (torch.rand(2, shots, 1, 64, 64) > 0.5).float()
+    x = pack_episode(q, s, m)
+    assert x.shape == (2, 3 + 4 * shots, 64, 64)
+    for a, b in zip(unpack_episode(x), (q, s, m)):
+        torch.testing.assert_close(a, b)
+    y = net(x)
+    assert y.shape == (2, 2, 64, 64)
+    y.mean().backward()
+    assert all(p.grad is None for p in net.backbone.f_stages.parameters())  # F is frozen
+    assert net.head.conv1.weight.grad is not None and net.fusion.conv[0].weight.grad is not None
+    groups = param_groups(net, 1e-3, 0.1)
+    assert groups[1]["lr"] == pytest.approx(1e-4)
+
+
+def test_lite0_pretrained_classifies_chelsea_as_cat():
+    import skimage.data
+    import torch.nn.functional as F
+
+    net = efficientnet_lite0().eval()
+    x = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, (224, 224), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        logits = net((x - 127.5) / 128)
+    assert int(logits.argmax()) == 285  # ImageNet 285: Egyptian cat
+
+
+def test_backbone_strides():
+    bb = build_backbone()
+    mid, deep = bb(torch.rand(1, 3, 96, 128))
+    assert mid.shape == (1, 40, 12, 16) and deep.shape == (1, 112, 6, 8)
+
+
+def test_missing_weights_file_fails_clearly(tmp_path):
+    with pytest.raises(BackboneWeightsError, match="nope.pt: EfficientNet-Lite0 weights file not found"):
+        build_backbone("efficientnet-lite0", tmp_path / "nope.pt")
+    with pytest.raises(BackboneWeightsError, match="resnet.pt: ResNet-50 weights file not found"):
+        build_backbone("resnet50", tmp_path / "resnet.pt")
+    with pytest.raises(BackboneWeightsError, match="no packaged weights"):
+        build_backbone("resnet50", "package")
+
+
+def test_resnet50_with_user_weights(tmp_path):
+    from torchvision.models import resnet50
+
+    torch.save(resnet50(weights=None).state_dict(), tmp_path / "r50.pt")
+    mid, deep = build_backbone("resnet50", tmp_path / "r50.pt")(torch.rand(1, 3, 64, 64))
+    assert mid.shape == (1, 512, 8, 8) and deep.shape == (1, 1024, 4, 4)
