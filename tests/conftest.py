@@ -39,7 +39,7 @@ def synthetic_root(tmp_path_factory) -> Path:
     from medvos.data.synthetic import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic_dataset(root, size=64, images_per_family=6, val_cines=1, test_cines=1, num_frames=8)
+    make_synthetic_dataset(root, size=64, images_per_family=6, val_cines=1, test_cines=1, num_frames=8, train_cines=2)
     return root
 
 

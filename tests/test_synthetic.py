@@ -42,7 +42,7 @@ def test_masks_agree_with_frames():
 def test_dataset_layout_and_reuse(synthetic_root):
     dl = synthetic_root / "datalist.json"
     content = json.loads(dl.read_text())
-    assert len(content["training"]) == 12 and len(content["validation"]) == 2
+    assert len(content["training"]) == 12 + 4 and len(content["validation"]) == 2
     val = load_datalist(dl, "validation")
     echo = next(e for e in val if e["id"].startswith("echo"))
     assert echo["image"].endswith(".dcm")
@@ -50,5 +50,6 @@ def test_dataset_layout_and_reuse(synthetic_root):
     mask = read_mask(echo["label"], like=video)
     assert video.num_frames == 8 and mask.labels.shape == (8, 64, 64)
     mtime = dl.stat().st_mtime_ns
-    make_synthetic_dataset(synthetic_root, size=64, images_per_family=6, val_cines=1, test_cines=1, num_frames=8)
+    make_synthetic_dataset(synthetic_root, size=64, images_per_family=6, val_cines=1, test_cines=1, num_frames=8,
+                           train_cines=2)
     assert dl.stat().st_mtime_ns == mtime  # reused, not regenerated

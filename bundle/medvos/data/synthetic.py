@@ -142,7 +142,7 @@ def synthetic_cine(family: str, seed: int, size: int = 128, num_frames: int = 20
 
 
 def make_synthetic_dataset(root: str | Path, size: int = 128, images_per_family: int = 48, val_cines: int = 2,
-                           test_cines: int = 2, num_frames: int = 20, seed: int = 0) -> Path:
+                           test_cines: int = 2, num_frames: int = 20, seed: int = 0, train_cines: int = 2) -> Path:
     """Write the synthetic dataset under ``root`` and return the path of its ``datalist.json``.
 
     Layout::
@@ -150,13 +150,16 @@ def make_synthetic_dataset(root: str | Path, size: int = 128, images_per_family:
         images/{family}_{k}.png, masks/{family}_{k}.png       labelled images (phase 1, grouped by family)
         cines/echo_{split}{k}.dcm + cines/echo_{split}{k}_mask.nii.gz    DICOM multi-frame US + NIfTI mask
         cines/endo_{split}{k}.nii.gz + cines/endo_{split}{k}_mask.nii.gz  RGB NIfTI + NIfTI mask
-        datalist.json   {"training": images, "validation": cines, "test": cines}
+        cines/{family}_train{k}.*   training cines with only frame 0 labelled ("labeled_frames": [0]): one more
+                                    episode source for phase 1, unlabelled videos for phase-2 relearning
+        datalist.json   {"training": images + training cines, "validation": cines, "test": cines}
 
     Idempotent: an existing complete dataset with the same parameters is reused.
     """
     root = Path(root)
     params = {"size": size, "images_per_family": images_per_family, "val_cines": val_cines,
-              "test_cines": test_cines, "num_frames": num_frames, "seed": seed, "version": 1}
+              "test_cines": test_cines, "num_frames": num_frames, "seed": seed, "train_cines": train_cines,
+              "version": 2}
     datalist_path = root / "datalist.json"
     if datalist_path.is_file():
         try:
@@ -175,10 +178,11 @@ def make_synthetic_dataset(root: str | Path, size: int = 128, images_per_family:
             write_png(root / "masks" / name, c.labels[t] * 255)
             training.append({"id": f"{family}_{k:03d}", "image": f"images/{name}", "label": f"masks/{name}",
                              "group": f"synthetic-{family}"})
-        for split, count, out in (("val", val_cines, validation), ("test", test_cines, test)):
+        for split, count, out in (("val", val_cines, validation), ("test", test_cines, test),
+                                  ("train", train_cines, training)):
+            offset = {"val": 0, "test": 500, "train": 1000}[split]
             for k in range(count):
-                c = synthetic_cine(family, seed * 100003 + fi * 10007 + 5000 + (k if split == "val" else 500 + k),
-                                   size, num_frames)
+                c = synthetic_cine(family, seed * 100003 + fi * 10007 + 5000 + offset + k, size, num_frames)
                 stem = f"cines/{family}_{split}{k}"
                 if family == "echo":
                     image = f"{stem}.dcm"

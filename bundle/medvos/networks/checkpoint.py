@@ -38,3 +38,18 @@ def load_weights(network: nn.Module, path: str | Path, strict: bool = True) -> n
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit {type(network).__name__} ({str(exc)[:500]})") from exc
     return network
+
+
+def is_relearned(path: str | Path) -> bool:
+    """Whether a checkpoint holds a phase-2 model (it has TAU weights)."""
+    return any(k.removeprefix("module.").startswith("tau.") for k in load_state(path))
+
+
+def load_model(path: str | Path, image_model: nn.Module, window: int = 8, tau_hidden: int = 256,
+               tau_blocks: int = 2) -> nn.Module:
+    """A phase-1 or phase-2 checkpoint into the right network (built around ``image_model``'s architecture)."""
+    if is_relearned(path):
+        from medvos.networks.relearn_model import RelearnNet
+
+        return load_weights(RelearnNet(image_model, window, tau_hidden, tau_blocks), path)
+    return load_weights(image_model, path)

@@ -1,0 +1,80 @@
+"""Phase-2 relearning model: a copy of the image model with a TAU between neck and head; the head is frozen."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from medvos.networks.image_model import FewShotSegNet, SupportEncoding, unpack_episode
+from medvos.networks.tau import TAUTranslator
+
+
+class RelearnNet(nn.Module):
+    """Image model + TAU (Zheng et al. 2024, phase 2).
+
+    Query frames passed to :meth:`features`/:meth:`segment` are consecutive frames of one video; they are cut into
+    windows of ``window`` frames (the last window padded by repeating its last frame) for the TAU.
+
+    Args:
+        image_model: the trained phase-1 model; it is deep-copied (the original can serve as frozen teacher).
+        window: |B|, frames per TAU window.
+        tau_hidden / tau_blocks / drop_path: TAU translator size.
+    """
+
+    def __init__(self, image_model: FewShotSegNet, window: int = 8, tau_hidden: int = 256, tau_blocks: int = 2,
+                 drop_path: float = 0.1) -> None:
+        super().__init__()
+        base = copy.deepcopy(image_model)
+        self.backbone, self.pseudo_mask, self.fusion = base.backbone, base.pseudo_mask, base.fusion
+        self.neck, self.head = base.neck, base.head
+        self.train_backbone = base.train_backbone
+        self.channels = base.channels
+        self.window = window
+        self.tau = TAUTranslator(window, base.channels, tau_hidden, tau_blocks, drop_path=drop_path)
+        # Paper: everything trains except the head (and, here, the frozen deep stage F of the pseudo mask).
+        for p in self.backbone.parameters():
+            p.requires_grad_(True)
+        for p in list(self.head.parameters()) + list(self.backbone.f_stages.parameters()):
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> RelearnNet:
+        super().train(mode)
+        self.head.eval()
+        self.backbone.f_stages.eval()
+        return self
+
+    # the image-model path, shared with FewShotSegNet
+    encode_support = FewShotSegNet.encode_support
+    neck_features = FewShotSegNet.features
+
+    def temporal(self, feats: torch.Tensor) -> torch.Tensor:
+        """TAU over consecutive frames ``(N, C, h, w)`` (any N; padded to whole windows)."""
+        n = feats.shape[0]
+        pad = (-n) % self.window
+        if pad:
+            feats = torch.cat([feats, feats[-1:].expand(pad, *feats.shape[1:])], dim=0)
+        return self.tau(feats)[:n]
+
+    def features(self, query: torch.Tensor, support: SupportEncoding) -> torch.Tensor:
+        return self.temporal(self.neck_features(query, support))
+
+    def relearn_outputs(self, query: torch.Tensor, support: SupportEncoding, out_size: tuple[int, int]
+                        ) -> dict[str, torch.Tensor]:
+        """``{"neck": z^ (before TAU), "tau": f (TAU output), "logits": head(f)}`` for one clip of frames."""
+        neck = self.neck_features(query, support)
+        tau = self.temporal(neck)
+        return {"neck": neck, "tau": tau, "logits": self.head(tau, out_size)}
+
+    def decode(self, feats: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        return self.head(feats, out_size)
+
+    def segment(self, query: torch.Tensor, support: SupportEncoding, out_size: tuple[int, int]) -> torch.Tensor:
+        return self.decode(self.features(query, support), out_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Packed episodes ``(B, 3+4K, H, W)`` whose queries are consecutive frames -> logits ``(B, 2, H, W)``."""
+        query, support, mask = unpack_episode(x)
+        enc = self.encode_support(support[:1], mask[:1])
+        return self.segment(query, enc, (int(x.shape[-2]), int(x.shape[-1])))
