@@ -1,12 +1,23 @@
-"""Few-shot propagation: segment every frame of a cine from its annotated support frame(s).
+"""Few-shot propagation: segment every frame of a cine from its annotated frame(s).
 
-Frames are processed in windows of ``window`` consecutive frames, resized to the network's input size; the
-support is encoded once per object and cached. Memory holds one window at a time plus the outputs.
+Frames are processed in windows of ``window`` consecutive frames (the TAU window of a relearned model), resized
+to the network's input size. Each (annotated frame, object) support is encoded once; a window's query features
+are computed once and shared by all supports. Only one window of frames is on the device at a time; outputs are
+uint8 labels plus a per-frame confidence, so memory does not grow with the frames processed beyond the outputs.
+
+Several annotated frames (any frames, not only the first) propagate forward and backward; per object the
+``fusion`` mode decides which annotation a frame follows:
+
+- ``nearest``: the temporally nearest annotated frame (ties: the earlier);
+- ``fuse``: probabilities averaged with weights ``confidence / (1 + |t - a| / window)``;
+- ``joint``: all annotated frames of the object encoded together as K shots.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from medvos.io.errors import MaskMismatchError
+
+FUSION_MODES = ("nearest", "fuse", "joint")
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
@@ -25,84 +38,139 @@ def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
 
 
 def frame_confidence(prob: torch.Tensor) -> torch.Tensor:
-    """Per-frame certainty in [0, 1]: mean over pixels of ``|2p - 1|`` for foreground probability ``p``."""
+    """Per-frame certainty in [0, 1]: mean over pixels of ``|2p - 1|`` for foreground probability ``p (N,...)``."""
     return (2 * prob - 1).abs().flatten(1).mean(1)
 
 
-class FewShotPropagator:
-    """Segments frames given supports with a few-shot network (phase-1 image model or relearned model).
+@dataclass
+class Support:
+    """One encoded support: object ``value`` annotated on ``frames``."""
 
-    The network must provide ``encode_support(support, mask)`` and ``segment(query, support, out_size)``.
+    value: int
+    frames: list[int]
+    encoding: Any
+
+
+class FewShotPropagator:
+    """Segments frames given annotated frames with a few-shot network (phase-1 image model or relearned model).
+
+    The network provides ``encode_support``, ``encode_query`` and ``segment_encoded``.
 
     Args:
         network: the model (put in eval mode by the caller).
         image_size: network input size ``(h, w)`` or int.
-        window: frames per forward pass (the TAU window of a relearned model).
-        threshold: foreground probability threshold for a label.
+        window: frames per forward pass.
+        threshold: foreground probability above which a pixel gets an object.
+        fusion: how several annotated frames combine (``nearest``, ``fuse``, ``joint``).
     """
 
     def __init__(self, network: nn.Module, image_size: int | Sequence[int] = 256, window: int = 8,
-                 threshold: float = 0.5) -> None:
+                 threshold: float = 0.5, fusion: str = "nearest") -> None:
+        if fusion not in FUSION_MODES:
+            raise ValueError(f"unknown fusion '{fusion}' (expected one of {FUSION_MODES})")
         self.network = network
         self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.window = window
         self.threshold = threshold
+        self.fusion = fusion
 
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
-    def encode(self, frames: torch.Tensor, masks: torch.Tensor):  # noqa: ANN201
-        """Support ``frames (K,3,H,W)`` in [0,1] and binary ``masks (K,H,W)`` -> cached encoding (batch 1)."""
+    def encode(self, frames: torch.Tensor, masks: torch.Tensor) -> Any:
+        """Support ``frames (K,3,H,W)`` in [0,1] and binary ``masks (K,H,W)`` -> encoding (batch 1, K shots)."""
         if masks.flatten(1).sum(1).min() <= 0:
             raise MaskMismatchError("support", "a support mask is empty: annotate the object on the support frame")
         s = _resize(frames.to(self.device, torch.float32), self.image_size, "bilinear")
         m = _resize(masks[:, None].to(self.device, torch.float32), self.image_size, "nearest")
         return self.network.encode_support(s[None], m[None])
 
-    def windows(self, frames: torch.Tensor, support) -> Iterator[tuple[int, torch.Tensor]]:  # noqa: ANN001
-        """Yield ``(start, foreground probability (n,H,W))`` per window of frames at the frames' own size."""
-        size = tuple(frames.shape[-2:])
-        for start in range(0, frames.shape[0], self.window):
-            q = _resize(frames[start : start + self.window].to(self.device, torch.float32), self.image_size, "bilinear")
-            logits = self.network.segment(q, support, self.image_size)
-            prob = torch.softmax(logits, dim=1)[:, 1:2]
-            yield start, _resize(prob, size, "bilinear")[:, 0].float().cpu()
+    @torch.inference_mode()
+    def supports(self, annotated: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> list[Support]:
+        """Encode ``{frame: (image (3,H,W), labels (H,W))}`` into one support per (object, annotation)."""
+        values = sorted({int(v) for _, lab in annotated.values() for v in torch.unique(lab) if v != 0})
+        if not values:
+            raise MaskMismatchError("support", f"annotated frame(s) {sorted(annotated)} carry no annotated object")
+        out = []
+        for v in values:
+            frames = [a for a in sorted(annotated) if (annotated[a][1] == v).any()]
+            groups = [frames] if self.fusion == "joint" else [[a] for a in frames]
+            for g in groups:
+                imgs = torch.stack([annotated[a][0] for a in g])
+                masks = torch.stack([(annotated[a][1] == v).float() for a in g])
+                out.append(Support(v, g, self.encode(imgs, masks)))
+        return out
+
+    def _combine(self, start: int, probs: list[torch.Tensor], supports: list[Support]) -> dict[int, torch.Tensor]:
+        """Per object value: foreground probability ``(n,H,W)`` of the window starting at ``start``."""
+        n = probs[0].shape[0]
+        t = torch.arange(start, start + n, dtype=torch.float32)
+        out = {}
+        for v in sorted({s.value for s in supports}):
+            idx = [i for i, s in enumerate(supports) if s.value == v]
+            dist = torch.stack([(t[:, None] - torch.tensor(supports[i].frames, dtype=torch.float32)).abs().min(1)
+                                .values for i in idx])  # (S, n)
+            p = torch.stack([probs[i] for i in idx])  # (S, n, H, W)
+            if self.fusion == "fuse" and len(idx) > 1:
+                w = frame_confidence(p.flatten(0, 1)).view(len(idx), n) / (1.0 + dist / self.window)
+                w = w / w.sum(0, keepdim=True).clamp_min(1e-8)
+                out[v] = (w[:, :, None, None] * p).sum(0)
+            else:
+                choice = dist.argmin(0)  # nearest annotation (first on ties)
+                out[v] = p[choice, torch.arange(n)]
+        return out
 
     @torch.inference_mode()
+    def stream(self, windows: Iterable[tuple[int, torch.Tensor]], supports: list[Support]
+               ) -> Iterator[tuple[int, np.ndarray, np.ndarray, dict[int, np.ndarray]]]:
+        """For each ``(start, frames (n,3,H,W) in [0,1])`` yield ``(start, labels (n,H,W) uint8, confidence (n,),
+        {value: probability (n,H,W) float16})`` at the frames' own size."""
+        for start, frames in windows:
+            size = tuple(frames.shape[-2:])
+            q = _resize(frames.to(self.device, torch.float32), self.image_size, "bilinear")
+            q_enc = self.network.encode_query(q)
+            probs = [torch.softmax(self.network.segment_encoded(q_enc, s.encoding, self.image_size), 1)[:, 1]
+                     .float().cpu() for s in supports]
+            per_value = self._combine(start, probs, supports)
+            values = sorted(per_value)
+            stack = _resize(torch.stack([per_value[v] for v in values], 1), size, "bilinear")  # (n, L, H, W)
+            best_p, best = stack.max(1)
+            labels = torch.where(best_p > self.threshold, torch.tensor(values, dtype=torch.uint8)[best],
+                                 torch.zeros((), dtype=torch.uint8))
+            yield (start, labels.numpy(), frame_confidence(best_p).numpy(),
+                   {v: stack[:, i].numpy().astype(np.float16) for i, v in enumerate(values)})
+
+    def windows(self, frames: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(start, frames[start:start+window])`` over an in-memory video ``(T,3,H,W)``."""
+        for start in range(0, frames.shape[0], self.window):
+            yield start, frames[start : start + self.window]
+
     def propagate(self, frames: torch.Tensor, labels: torch.Tensor, support_frames: Sequence[int]
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Propagate every object of the support frames' labels to all frames.
+        """Propagate the objects annotated on ``support_frames`` through an in-memory video.
 
         Args:
             frames: ``(T, 3, H, W)`` in [0, 1].
             labels: ``(T, H, W)`` or ``(T,1,H,W)`` integer labels (only the support frames are read).
-            support_frames: indices of the annotated frames used as supports.
+            support_frames: indices of the annotated frames.
 
         Returns:
-            ``(label map (T,H,W) uint8, foreground probability per label (L,T,H,W) float16, confidence (T,))``.
-            Support frames keep their given labels. Each pixel gets the most probable object whose probability
-            exceeds ``threshold``, else background.
+            ``(labels (T,H,W) uint8, foreground probability of the winning object (T,H,W) float16, confidence (T,))``;
+            annotated frames keep their given labels and confidence 1.
         """
         if labels.ndim == 4:
             labels = labels[:, 0]
         sup = [int(t) for t in support_frames]
-        sup_labels = labels[sup]
-        values = [int(v) for v in torch.unique(sup_labels) if v != 0]
-        if not values:
-            raise MaskMismatchError("support", f"support frame(s) {sup} carry no annotated object")
+        supports = self.supports({a: (frames[a], labels[a]) for a in sup})
         t, h, w = labels.shape
-        probs = np.zeros((len(values), t, h, w), np.float16)
-        for li, v in enumerate(values):
-            masks = (sup_labels == v).float()
-            keep = [k for k in range(len(sup)) if masks[k].sum() > 0]
-            enc = self.encode(frames[[sup[k] for k in keep]], masks[keep])
-            for start, p in self.windows(frames, enc):
-                probs[li, start : start + p.shape[0]] = p.numpy()
-        best = probs.argmax(0)
-        best_p = probs.max(0).astype(np.float32)
-        out = np.where(best_p > self.threshold, np.asarray(values, np.uint8)[best], 0).astype(np.uint8)
+        out = np.zeros((t, h, w), np.uint8)
+        prob = np.zeros((t, h, w), np.float16)
+        conf = np.zeros(t, np.float32)
+        for start, lab, c, p in self.stream(self.windows(frames), supports):
+            n = lab.shape[0]
+            out[start : start + n], conf[start : start + n] = lab, c
+            prob[start : start + n] = np.max(np.stack(list(p.values())), 0)
         out[sup] = labels[sup].cpu().numpy().astype(np.uint8)
-        conf = frame_confidence(torch.from_numpy(best_p).flatten(1)).numpy()
         conf[sup] = 1.0
-        return out, probs, conf
+        return out, prob, conf

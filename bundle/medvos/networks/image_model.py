@@ -95,22 +95,36 @@ class FewShotSegNet(nn.Module):
         mid = mid.view(b, k, *mid.shape[1:]).mean(dim=1)
         return deep.view(b, k, *deep.shape[1:]), support_mask, mid
 
-    def features(self, query: torch.Tensor, support: SupportEncoding) -> torch.Tensor:
-        """Neck features ``(B, C, H/8, W/8)`` of ``query (B,3,H,W)`` given an encoded support.
+    def encode_query(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``query (B,3,H,W)`` -> ``(G(q) (B,Cm,H/8,W/8), F(q) (B,Cd,H/16,W/16))``; shareable across supports."""
+        q_mid = self.backbone.forward_mid(query)
+        with torch.no_grad():
+            q_deep = self.backbone.forward_deep(q_mid.detach())
+        return q_mid, q_deep
+
+    def condition(self, query_enc: tuple[torch.Tensor, torch.Tensor], support: SupportEncoding) -> torch.Tensor:
+        """Neck features ``(B, C, H/8, W/8)`` from an encoded query and an encoded support.
 
         A support encoded with batch 1 is broadcast over a batch of query frames.
         """
+        q_mid, q_deep = query_enc
         s_deep, s_mask, s_mid = support
-        b = query.shape[0]
+        b = q_mid.shape[0]
         if s_deep.shape[0] != b:
             s_deep = s_deep.expand(b, *s_deep.shape[1:])
             s_mask = s_mask.expand(b, *s_mask.shape[1:])
             s_mid = s_mid.expand(b, *s_mid.shape[1:])
-        q_mid = self.backbone.forward_mid(query)
-        with torch.no_grad():
-            q_deep = self.backbone.forward_deep(q_mid.detach())
         prior = self.pseudo_mask(q_deep, s_deep, s_mask)
         return self.neck(self.fusion(prior, q_mid, s_mid))
+
+    def features(self, query: torch.Tensor, support: SupportEncoding) -> torch.Tensor:
+        """Neck features ``(B, C, H/8, W/8)`` of ``query (B,3,H,W)`` given an encoded support."""
+        return self.condition(self.encode_query(query), support)
+
+    def segment_encoded(self, query_enc: tuple[torch.Tensor, torch.Tensor], support: SupportEncoding,
+                        out_size: tuple[int, int]) -> torch.Tensor:
+        """Logits from an encoded query (see :meth:`encode_query`)."""
+        return self.decode(self.condition(query_enc, support), out_size)
 
     def decode(self, feats: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
         """Head: neck features -> logits ``(B, 2, *out_size)``."""

@@ -47,6 +47,8 @@ class RelearnNet(nn.Module):
 
     # the image-model path, shared with FewShotSegNet
     encode_support = FewShotSegNet.encode_support
+    encode_query = FewShotSegNet.encode_query
+    condition = FewShotSegNet.condition
     neck_features = FewShotSegNet.features
 
     def temporal(self, feats: torch.Tensor) -> torch.Tensor:
@@ -72,6 +74,11 @@ class RelearnNet(nn.Module):
 
     def segment(self, query: torch.Tensor, support: SupportEncoding, out_size: tuple[int, int]) -> torch.Tensor:
         return self.decode(self.features(query, support), out_size)
+
+    def segment_encoded(self, query_enc: tuple[torch.Tensor, torch.Tensor], support: SupportEncoding,
+                        out_size: tuple[int, int]) -> torch.Tensor:
+        """Logits for consecutive query frames from their encoding (the TAU sees the whole window)."""
+        return self.decode(self.temporal(self.condition(query_enc, support)), out_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Packed episodes ``(B, 3+4K, H, W)`` whose queries are consecutive frames -> logits ``(B, 2, H, W)``."""
