@@ -45,3 +45,29 @@ def test_verify_net_in_out():
            "--backbone_weights", "None"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_relearning_evaluating_inferring_tiny(tmp_path, synthetic_root):
+    from mlflow import MlflowClient
+
+    common = ["--datalist", str(synthetic_root / "datalist.json"), "--image_size", "64"]
+    run_bundle("training", ["train.yaml"], tmp_path, *common, "--max_epochs", "1", "--episodes_per_epoch", "8",
+               "--batch_size", "4", "--run_name", "p1")
+    run_bundle("relearning", ["train.yaml", "relearn.yaml"], tmp_path, *common, "--max_epochs", "1",
+               "--clip_length", "4", "--tau_hidden", "32", "--run_name", "p2")
+    relearned = tmp_path / "models" / "relearned.pt"
+    assert relearned.is_file()
+    run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], tmp_path, *common, "--checkpoint", str(relearned),
+               "--window", "4", "--tau_hidden", "32", "--run_name", "ev")
+    assert (tmp_path / "eval" / "evaluation" / "test" / "videos.csv").is_file()
+    assert len(list((tmp_path / "eval" / "evaluation" / "test" / "plots").glob("*.png"))) == 2
+    run_bundle("inferring", ["train.yaml", "inference.yaml"], tmp_path, *common, "--window", "4",
+               "--tau_hidden", "32", "--overlay_format", "gif")
+    assert (tmp_path / "eval" / "inference" / "mask.nii.gz").is_file()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}")
+    exp = client.get_experiment_by_name("medvos")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert {"p1", "p2", "ev"} <= set(runs)  # both phases side by side in one experiment
+    assert "loss_p" in runs["p2"].data.metrics and "val_mean_dice" in runs["p2"].data.metrics
+    assert "val_mean_dice" in runs["ev"].data.metrics

@@ -98,8 +98,10 @@ def write_png_frames(folder: str | Path, frames: np.ndarray, names: Sequence[str
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 10.0) -> Path:
-    """Write ``(T,C,H,W)``/``(T,H,W[,3])`` frames as MP4/AVI (OpenCV) or GIF (Pillow), by suffix."""
-    arr = _as_uint8_frames(frames) if np.asarray(frames).ndim == 4 else np.asarray(frames, np.uint8)
+    """Write ``(T,C,H,W)`` frames, or uint8 ``(T,H,W[,3])``, as MP4/AVI (OpenCV) or GIF (Pillow), by suffix."""
+    arr = np.asarray(frames)
+    channels_last = arr.dtype == np.uint8 and (arr.ndim == 3 or (arr.ndim == 4 and arr.shape[-1] == 3))
+    arr = arr if channels_last else _as_uint8_frames(arr)
     if arr.ndim == 3:
         arr = np.repeat(arr[..., None], 3, axis=-1)
     suffix = Path(path).suffix.lower()

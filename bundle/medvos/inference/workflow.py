@@ -1,0 +1,148 @@
+"""The `inferring` workflow: a user's cine + annotated frame(s) -> masks for every frame in several formats.
+
+Outputs (under ``output_dir``, each written atomically):
+    ``mask.nii.gz``      labels (x, y, t) with the input's geometry (its own affine for NIfTI input)
+    ``masks/``           one PNG per frame, pixel value = object label (0 = background)
+    ``mask_seg.dcm``     DICOM SEG referencing the source frames (DICOM input only)
+    ``overlay.mp4``      frames with coloured objects and contours (or ``.gif``)
+    ``confidence.csv``   frame, annotated, confidence, pixels per object
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from medvos.data.transforms import scale_intensity
+from medvos.inference.propagator import FewShotPropagator
+from medvos.io.atomic import atomic_write_bytes
+from medvos.io.errors import MaskMismatchError
+from medvos.io.readers import read_cine, read_mask
+from medvos.io.writers import write_nifti, write_png_frames, write_video
+
+logger = logging.getLogger(__name__)
+OUTPUTS = ("nifti", "png", "dicom_seg", "overlay", "csv")
+PALETTE = np.array([[0, 0, 0], [255, 60, 60], [60, 220, 60], [70, 120, 255], [255, 200, 0], [220, 60, 220],
+                    [0, 220, 220], [255, 140, 0]], np.float32)
+
+
+def overlay(frames: np.ndarray, labels: np.ndarray, alpha: float = 0.4) -> np.ndarray:
+    """RGB ``(T,H,W,3)`` uint8 of ``frames (T,3,H,W)`` in [0,1] with objects filled and outlined."""
+    import cv2
+
+    out = np.clip(np.moveaxis(frames, 1, -1) * 255, 0, 255).astype(np.float32)
+    colours = PALETTE[np.asarray(labels) % len(PALETTE)]
+    fg = (np.asarray(labels) > 0)[..., None]
+    out = np.where(fg, (1 - alpha) * out + alpha * colours, out).astype(np.uint8)
+    for t in range(out.shape[0]):
+        for v in np.unique(labels[t]):
+            if v == 0:
+                continue
+            cnts, _ = cv2.findContours((labels[t] == v).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            frame = np.ascontiguousarray(out[t])
+            cv2.drawContours(frame, cnts, -1, tuple(int(c) for c in PALETTE[v % len(PALETTE)]), 1)
+            out[t] = frame
+    return out
+
+
+def annotated_frames(mask_labeled: np.ndarray, labels: np.ndarray, given: Sequence[int] | None) -> list[int]:
+    """Which frames carry the user's annotation: ``given``, else the mask's labelled frames that are non-empty."""
+    if given:
+        return sorted(int(t) for t in given)
+    partial = not mask_labeled.all()
+    return [int(t) for t in np.flatnonzero(mask_labeled if partial else labels.reshape(len(labels), -1).any(1))]
+
+
+def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], output_dir: str | Path,
+                  network: nn.Module, image_size: int = 256, window: int = 8, fusion: str = "nearest",
+                  outputs: Sequence[str] = OUTPUTS, overlay_format: str = "mp4", threshold: float = 0.5,
+                  annotated: Sequence[int] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Propagate the annotation of one or more frames of ``video`` to every frame and write the outputs.
+
+    Args:
+        video: any cine :func:`medvos.io.read_cine` reads.
+        annotation: mask for the annotated frame(s): a full-length mask video whose non-empty frames are the
+            annotations, or a partial frame folder named like the video's frames. Multi-label masks propagate
+            every object (one label per pixel in the output).
+        annotated: explicit annotated frame indices (overrides the rule above).
+
+    Returns:
+        ``{"labels": (T,H,W) uint8, "confidence": (T,), "annotated": [...], "files": {name: path}}``.
+    """
+    unknown = set(outputs) - set(OUTPUTS)
+    if unknown:
+        raise ValueError(f"unknown outputs {sorted(unknown)} (expected a subset of {OUTPUTS})")
+    cine = read_cine(video, min_frames=2)
+    mask = read_mask(annotation, like=cine)
+    ann = annotated_frames(mask.labeled, mask.labels, annotated)
+    if not ann:
+        raise MaskMismatchError(mask.source, "no annotated frame: the mask is empty on every frame")
+    empty = [a for a in ann if not mask.labels[a].any()]
+    if empty:
+        raise MaskMismatchError(mask.source, f"annotated frame(s) {empty} have an empty mask")
+    frames = scale_intensity(cine.frames)
+    if frames.shape[1] == 1:
+        frames = np.repeat(frames, 3, axis=1)
+    frames_t = torch.from_numpy(frames)
+    labels_t = torch.from_numpy(mask.labels)
+    network.eval()
+    prop = FewShotPropagator(network, image_size, window, threshold, fusion)
+    supports = prop.supports({a: (frames_t[a], labels_t[a]) for a in ann})
+    t_total = cine.num_frames
+    out = np.zeros((t_total, *cine.size), np.uint8)
+    conf = np.zeros(t_total, np.float32)
+    bar = tqdm(total=t_total, desc="propagating", unit="frame", disable=not progress)
+    for start, lab, c, _ in prop.stream(prop.windows(frames_t), supports):
+        out[start : start + len(lab)], conf[start : start + len(lab)] = lab, c
+        bar.update(len(lab))
+    bar.close()
+    out[ann] = mask.labels[ann]
+    conf[ann] = 1.0
+
+    output_dir = Path(output_dir)
+    files: dict[str, Path] = {}
+    if "nifti" in outputs:
+        files["nifti"] = write_nifti(output_dir / "mask.nii.gz", out, like=cine)
+    if "png" in outputs:
+        names = cine.meta.get("frame_names") or [f"{t:04d}" for t in range(t_total)]
+        write_png_frames(output_dir / "masks", out, names=names)
+        files["png"] = output_dir / "masks"
+    if "dicom_seg" in outputs and cine.format in ("dicom", "dicom-series"):
+        import pydicom
+
+        from medvos.io.dicom_seg import write_dicom_seg
+
+        sources = ([cine.meta["dicom"]] if cine.format == "dicom"
+                   else [pydicom.dcmread(f, stop_before_pixels=True) for f in cine.meta["files"]])
+        files["dicom_seg"] = write_dicom_seg(output_dir / "mask_seg.dcm", out, sources)
+    if "overlay" in outputs:
+        files["overlay"] = write_video(output_dir / f"overlay.{overlay_format}", overlay(frames, out),
+                                       fps=cine.fps or 10.0)
+    if "csv" in outputs:
+        values = sorted(set(np.unique(out).tolist()) - {0})
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["frame", "annotated", "confidence"] + [f"pixels_label_{v}" for v in values])
+        for t in range(t_total):
+            w.writerow([t, int(t in ann), f"{conf[t]:.4f}"] + [int((out[t] == v).sum()) for v in values])
+        files["csv"] = atomic_write_bytes(output_dir / "confidence.csv", buf.getvalue().encode())
+    logger.info("inference on %s: %d frames, annotated %s, outputs %s", cine.source, t_total, ann,
+                {k: str(v) for k, v in files.items()})
+    return {"labels": out, "confidence": conf, "annotated": ann, "files": files}
+
+
+def default_example(datalist_path: str) -> tuple[str, str]:
+    """The first test cine of a datalist and its mask (its non-empty first frame is the annotation)."""
+    from medvos.data.datalist import load_datalist
+
+    entry = load_datalist(datalist_path, "test")[0]
+    return entry["image"], entry["label"]
