@@ -23,16 +23,22 @@ def load_state(path: str | Path) -> dict[str, Any]:
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint, corrupt or truncated ({type(exc).__name__}: "
                               f"{exc})") from exc
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: checkpoint holds {type(obj).__name__}, expected a state dict")
     return obj
 
 
+def model_state(path: str | Path) -> dict[str, Any]:
+    """The network weights of a checkpoint: a plain state dict, or its ``"model"`` entry (resume checkpoints)."""
+    state = load_state(path)
+    if "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
 def load_weights(network: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
     """Load a checkpoint into ``network`` (DDP ``module.`` prefixes stripped)."""
-    state = {k.removeprefix("module."): v for k, v in load_state(path).items()}
+    state = model_state(path)
     try:
         network.load_state_dict(state, strict=strict)
     except RuntimeError as exc:
@@ -42,7 +48,7 @@ def load_weights(network: nn.Module, path: str | Path, strict: bool = True) -> n
 
 def is_relearned(path: str | Path) -> bool:
     """Whether a checkpoint holds a phase-2 model (it has TAU weights)."""
-    return any(k.removeprefix("module.").startswith("tau.") for k in load_state(path))
+    return any(k.startswith("tau.") for k in model_state(path))
 
 
 def load_model(path: str | Path, image_model: nn.Module, window: int = 8, tau_hidden: int = 256,

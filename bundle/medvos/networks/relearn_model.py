@@ -40,9 +40,14 @@ class RelearnNet(nn.Module):
             p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> RelearnNet:
+        """Training mode for the TAU only as far as normalisation goes: the copied image-model parts keep their
+        BatchNorm statistics frozen (a clip of |B| nearly identical frames is a poor batch estimate; choice), while
+        their weights train; the head is entirely frozen."""
         super().train(mode)
-        self.head.eval()
-        self.backbone.f_stages.eval()
+        for part in (self.backbone, self.fusion, self.neck, self.head):
+            for m in part.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
     # the image-model path, shared with FewShotSegNet

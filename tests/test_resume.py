@@ -1,0 +1,57 @@
+"""A training killed mid-run (SIGKILL) and started again with the same command continues from its last checkpoint
+in the same MLflow run; a corrupt checkpoint fails clearly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+from medvos.engines.resume import prepare_resume
+from medvos.networks.checkpoint import CheckpointError
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume(tmp_path, synthetic_root):
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "bundle/configs/train.yaml",
+           "--datalist", str(synthetic_root / "datalist.json"), "--image_size", "64", "--max_epochs", "5",
+           "--episodes_per_epoch", "32", "--batch_size", "4", "--output_dir", str(tmp_path / "eval"),
+           "--ckpt_dir", str(tmp_path / "models")]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = tmp_path / "models" / "phase1_resume_checkpoint_epoch=2.pt"
+    deadline = time.time() + 300
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "models" / "phase1_resume_checkpoint_epoch=5.pt").exists()
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Restored all variables from" in done.stdout + done.stderr
+    assert (tmp_path / "models" / "phase1_resume_checkpoint_epoch=5.pt").exists()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}")
+    exp = client.get_experiment_by_name("medvos")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1  # the interrupted run was continued, not a new one
+    steps = sorted({m.step for m in client.get_metric_history(runs[0].info.run_id, "val_mean_dice")})
+    assert steps == [1, 2, 3, 4, 5]
+
+
+def test_corrupt_checkpoint_is_clear(tmp_path):
+    (tmp_path / "phase1_resume_checkpoint_epoch=3.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"epoch=3.pt: not a readable checkpoint"):
+        prepare_resume(tmp_path, "phase1_resume", max_epochs=10)
+
+
+def test_completed_run_starts_fresh(tmp_path):
+    (tmp_path / "phase1_resume_checkpoint_epoch=10.pt").write_bytes(b"old")
+    assert prepare_resume(tmp_path, "phase1_resume", max_epochs=10) is None
+    assert not list(tmp_path.glob("*.pt"))
