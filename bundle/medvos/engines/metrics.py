@@ -47,7 +47,8 @@ class VideoMean(Metric):
     def update(self, output: dict) -> None:
         self._values.append(float(output[self.key]))
 
-    def compute(self) -> float:
+    def gathered(self) -> torch.Tensor:
+        """Every rank's per-video values."""
         import ignite.distributed as idist
 
         values = torch.tensor(self._values, dtype=torch.float64)
@@ -55,4 +56,14 @@ class VideoMean(Metric):
             values = idist.all_gather(values)
         if values.numel() == 0:
             raise RuntimeError("no video was evaluated")
-        return float(values.mean())
+        return values
+
+    def compute(self) -> float:
+        return float(self.gathered().mean())
+
+
+class VideoCount(VideoMean):
+    """How many videos were evaluated, over all ranks (shows every rank took part)."""
+
+    def compute(self) -> float:
+        return float(self.gathered().numel())

@@ -38,3 +38,14 @@ def resume_run_name(ckpt_dir: str | Path, prefix: str, default: str, resuming: b
         return path.read_text().strip()
     atomic_write_bytes(path, default.encode())
     return default
+
+
+def broadcast_str(value: str, src: int = 0) -> str:
+    """Rank ``src``'s string on every rank (identity without torch.distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

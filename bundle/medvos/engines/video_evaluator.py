@@ -29,14 +29,15 @@ class VideoEvaluator(SupervisedEvaluator):
                  **kwargs: Any) -> None:
         kwargs.setdefault("decollate", False)
         super().__init__(device=device, val_data_loader=val_data_loader, network=network, **kwargs)
-        self.propagator = FewShotPropagator(network, image_size, window, threshold)
+        # DDP: evaluation needs no gradient synchronisation, so the wrapped module is used directly
+        self.propagator = FewShotPropagator(getattr(network, "module", network), image_size, window, threshold)
         self.shots = shots
 
     def _iteration(self, engine: SupervisedEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:
         frames, labels = batchdata["image"], batchdata["label"][:, 0]
         labeled = batchdata.get("labeled_frames") or [0]
         support = list(labeled[: self.shots])
-        self.network.eval()
+        self.propagator.network.eval()
         pred, _, conf = self.propagator.propagate(frames, labels, support)
         scores = frame_scores(pred, labels.numpy(), support)
         engine.state.output = {

@@ -38,12 +38,25 @@ def _node_sources(level: int, layer: int, levels: int) -> list[tuple[int, int]]:
     return src
 
 
+def _needed_nodes(levels: int, depth: int) -> set[tuple[int, int]]:
+    """Nodes ``(level, layer)``, layer >= 1, from which the output node ``(0, depth)`` is reachable."""
+    needed, todo = set(), [(0, depth)]
+    while todo:
+        node = todo.pop()
+        if node in needed or node[1] == 0:
+            continue
+        needed.add(node)
+        todo.extend(_node_sources(node[0], node[1], levels))
+    return needed
+
+
 class GFPNNeck(nn.Module):
     """Generalised FPN over levels of strides ``s, 2s, 4s`` (level 0 = finest = the fused map).
 
     Node ``(l, k)`` fuses node ``(l, k-1)``, the coarser ``(l+1, k-1)`` (nearest upsampling), the finer
     ``(l-1, k-1)`` (max pooling) and the log2n skips ``(l, k - 2^n)``, n >= 1. All nodes have ``channels``
-    channels, so no 1x1 adapters are needed. Output: the finest level of the last layer.
+    channels, so no 1x1 adapters are needed. Output: the finest level of the last layer; only nodes that reach
+    it are built (the last layers' coarse nodes would feed nothing).
 
     Args:
         channels: width of every node.
@@ -55,10 +68,19 @@ class GFPNNeck(nn.Module):
         super().__init__()
         self.levels, self.depth = levels, depth
         self.nodes = nn.ModuleDict()
+        self.needed = _needed_nodes(levels, depth)
         for k in range(1, depth + 1):
             for lv in range(levels):
-                n_in = len(_node_sources(lv, k, levels))
-                self.nodes[f"{lv}_{k}"] = FusionNode(n_in * channels, channels)
+                if (lv, k) in self.needed:
+                    n_in = len(_node_sources(lv, k, levels))
+                    self.nodes[f"{lv}_{k}"] = FusionNode(n_in * channels, channels)
+        self._register_load_state_dict_pre_hook(self._drop_unused_nodes)
+
+    def _drop_unused_nodes(self, state: dict, prefix: str, *args) -> None:  # noqa: ANN002
+        """Checkpoints of medvos <= 0.1.0 hold last-layer coarse nodes that never affected the output."""
+        for key in [k for k in state if k.startswith(prefix + "nodes.")]:
+            if key[len(prefix) + len("nodes.") :].split(".")[0] not in self.nodes:
+                del state[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w) -> (B, C, h, w)``."""
@@ -67,6 +89,8 @@ class GFPNNeck(nn.Module):
             feats[(lv, 0)] = F.max_pool2d(feats[(lv - 1, 0)], 2, ceil_mode=True)
         for k in range(1, self.depth + 1):
             for lv in range(self.levels):
+                if (lv, k) not in self.needed:
+                    continue
                 size = feats[(lv, 0)].shape[-2:]
                 inputs = []
                 for sl, sk in _node_sources(lv, k, self.levels):
