@@ -1,0 +1,87 @@
+"""MLflow tracking server: a tiny training logs to a real `mlflow server` on 127.0.0.1; an unreachable server
+fails fast with a message naming the URI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from medvos.engines.tracking import checked_tracking_uri
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                             "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
+        pytest.fail("mlflow server did not start within 90 s")
+    yield uri
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_training_logs_to_server(tmp_path, synthetic_root, mlflow_server):
+    from mlflow import MlflowClient
+
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "bundle/configs/train.yaml",
+           "--datalist", str(synthetic_root / "datalist.json"), "--image_size", "64", "--max_epochs", "2",
+           "--episodes_per_epoch", "8", "--batch_size", "4", "--output_dir", str(tmp_path / "eval"),
+           "--ckpt_dir", str(tmp_path / "models"), "--tracking_uri", mlflow_server, "--run_name", "server-run"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(tracking_uri=mlflow_server)
+    run = client.search_runs([client.get_experiment_by_name("medvos").experiment_id])[0]
+    assert run.info.run_name == "server-run" and run.data.params["max_epochs"] == "2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mean_dice")] == [1, 2]
+    assert {"dice_per_frame.png", "videos.csv", "phase1_config.json"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)}
+    assert not (tmp_path / "eval" / "mlruns.db").exists()  # nothing went to the local store
+
+
+def test_unreachable_server_fails_fast():
+    uri = f"http://127.0.0.1:{free_port()}"
+    t0 = time.time()
+    with pytest.raises(RuntimeError, match=f"MLflow tracking server {uri} is unreachable"):
+        checked_tracking_uri(uri, timeout=3)
+    assert time.time() - t0 < 10
+    assert checked_tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
+
+
+@pytest.mark.slow
+def test_training_with_unreachable_server_exits_with_clear_error(tmp_path, synthetic_root):
+    uri = f"http://127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "bundle/configs/train.yaml",
+           "--datalist", str(synthetic_root / "datalist.json"), "--max_epochs", "1", "--tracking_uri", uri,
+           "--output_dir", str(tmp_path / "eval"), "--ckpt_dir", str(tmp_path / "models")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and f"MLflow tracking server {uri} is unreachable" in proc.stderr + proc.stdout
+    assert not (tmp_path / "models" / "model.pt").exists()
