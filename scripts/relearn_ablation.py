@@ -53,7 +53,8 @@ def relearn(name: str, overrides: dict, args: argparse.Namespace) -> tuple[Path,
            "--learning_rate", str(args.learning_rate), "--val_interval", str(args.max_epochs + 1),
            "--output_dir", str(out / "eval"), "--ckpt_dir", str(out / "models"),
            "--tracking_uri", f"sqlite:///{(args.out / 'mlruns.db').resolve()}", "--run_name", f"ablation: {name}"]
-    for k, v in overrides.items():
+    l1, l2, l3 = (float(v) for v in args.lambdas.split(","))
+    for k, v in {"lambda_t": l1, "lambda_f": l2, "lambda_p": l3, **overrides}.items():
         cmd += [f"--{k}", str(v)]
     t0 = time.time()
     log = out / "relearn.log"
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--learning-rate", type=float, default=1e-4)
     ap.add_argument("--variants", default="full,without L_t,without L_f,without L_p",
                     help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+    ap.add_argument("--lambdas", default="0.1,1,1", help="base l1,l2,l3 (the 'without' variants zero one of them)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

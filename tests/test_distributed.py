@@ -33,3 +33,21 @@ def test_torchrun_two_cpu_processes(tmp_path, synthetic_root):
     videos = client.get_metric_history(runs[0].info.run_id, "val_videos")
     assert all(m.value == 2.0 for m in videos)  # 1 validation cine per family, 1 per rank, gathered: both ranks
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+@pytest.mark.slow
+def test_torchrun_relearning_two_cpu_processes(tmp_path, synthetic_root):
+    import torch
+
+    from medvos.networks.image_model import FewShotSegNet
+
+    torch.save(FewShotSegNet(backbone_weights=None).state_dict(), tmp_path / "phase1.pt")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "monai.bundle", "run", "relearning", "--config_file",
+           "['bundle/configs/train.yaml','bundle/configs/relearn.yaml','bundle/configs/multi_gpu_train.yaml']",
+           "--datalist", str(synthetic_root / "datalist.json"), "--image_size", "64", "--max_epochs", "1",
+           "--clip_length", "4", "--tau_hidden", "32", "--phase1_checkpoint", str(tmp_path / "phase1.pt"),
+           "--output_dir", str(tmp_path / "eval"), "--ckpt_dir", str(tmp_path / "models")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (tmp_path / "models" / "relearned.pt").is_file()

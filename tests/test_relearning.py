@@ -116,3 +116,25 @@ def test_relearn_model_starts_as_image_model_and_head_stays_frozen():
         torch.testing.assert_close(v, head_before[k])  # frozen head: weights and BN statistics unchanged
     assert not torch.equal(neck_before, student.neck.nodes["0_1"].block[0].weight)  # the rest trains
     assert not any(p.requires_grad for p in image.parameters())  # teacher frozen
+
+
+def test_relearning_step_with_every_option():
+    from monai.engines import SupervisedTrainer
+
+    from medvos.engines.relearning import RelearnStep, strong_augment
+
+    torch.manual_seed(1)
+    image = FewShotSegNet(backbone_weights=None, channels=16).eval()
+    student = RelearnNet(image, window=4, tau_hidden=16, tau_blocks=1)
+    loss = RelearnLoss(divergence_weight=0.1, tcr_weight=1.0)
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-3)
+    trainer = SupervisedTrainer(device="cpu", max_epochs=1, train_data_loader=[{}], network=student, optimizer=opt,
+                                loss_function=loss, iteration_update=RelearnStep(image, loss, tps_weight=0.5))
+    mask = torch.zeros(1, 1, 48, 48)
+    mask[..., 10:30, 10:30] = 1
+    out = trainer._process_function(trainer, {"clip": torch.rand(4, 3, 48, 48), "support": torch.rand(1, 3, 48, 48),
+                                              "support_mask": mask})
+    assert {"loss_div", "loss_tcr", "loss_tps"} <= set(out) and all(torch.isfinite(torch.tensor(v)) for v in out.values())
+    x = torch.rand(3, 3, 8, 8)
+    y = strong_augment(x)
+    assert y.shape == x.shape and 0 <= float(y.min()) and float(y.max()) <= 1

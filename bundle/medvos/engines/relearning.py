@@ -47,26 +47,29 @@ class RelearnStep:
 
     def __call__(self, engine: Engine, batch: dict[str, Any]) -> dict[str, float]:
         device = engine.state.device
-        student = engine.network
+        student = engine.network  # possibly DistributedDataParallel: one forward call per step
+        plain = getattr(student, "module", student)
         clip = batch["clip"].to(device)
         support, mask = batch["support"][None].to(device), batch["support_mask"][None].to(device)
         size = (int(clip.shape[-2]), int(clip.shape[-1]))
         student.train()
-        enc = student.encode_support(support, mask)
-        out = student.relearn_outputs(clip, enc, size)
+        flows = backward_flows(clip) if (self.loss.tcr_weight or self.tps_weight) else None
+        pseudo = None
+        if self.tps_weight:
+            with torch.no_grad():  # weak view (horizontal flip) of every frame, flipped back
+                enc = plain.encode_support(support, mask)
+                weak = torch.softmax(plain.segment(clip.flip(-1), enc, size), 1).flip(-1)
+            pseudo = tps_pseudo_labels(weak[:-1], flows)
+        out = student(clip, support, mask, strong_augment(clip) if self.tps_weight else None)
         y_s = torch.softmax(out["logits"], 1)
         with torch.no_grad():
             z_t = self.teacher.features(clip, self.teacher.encode_support(support, mask))
             y_t = torch.softmax(self.teacher.decode(z_t, size), 1)
-        flows = backward_flows(clip) if (self.loss.tcr_weight or self.tps_weight) else None
         total, parts = self.loss(out["tau"], out["neck"], y_s, z_t, y_t, flows)
         if self.tps_weight:
-            with torch.no_grad():  # weak view (horizontal flip) of every frame, flipped back
-                weak = torch.softmax(student.segment(clip.flip(-1), enc, size), 1).flip(-1)
-            pseudo = tps_pseudo_labels(weak[:-1], flows)
-            strong = student.segment(strong_augment(clip), enc, size)[1:]
-            parts["loss_tps"] = float(F.cross_entropy(strong, pseudo))
-            total = total + self.tps_weight * F.cross_entropy(strong, pseudo)
+            l_tps = F.cross_entropy(out["extra_logits"][1:], pseudo)
+            parts["loss_tps"] = float(l_tps.detach())
+            total = total + self.tps_weight * l_tps
         engine.optimizer.zero_grad(set_to_none=True)
         total.backward()
         engine.optimizer.step()

@@ -85,8 +85,22 @@ class RelearnNet(nn.Module):
         """Logits for consecutive query frames from their encoding (the TAU sees the whole window)."""
         return self.decode(self.temporal(self.condition(query_enc, support)), out_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Packed episodes ``(B, 3+4K, H, W)`` whose queries are consecutive frames -> logits ``(B, 2, H, W)``."""
-        query, support, mask = unpack_episode(x)
-        enc = self.encode_support(support[:1], mask[:1])
-        return self.segment(query, enc, (int(x.shape[-2]), int(x.shape[-1])))
+    def forward(self, x: torch.Tensor, support: torch.Tensor | None = None, support_mask: torch.Tensor | None = None,
+                extra: torch.Tensor | None = None) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Two call forms.
+
+        - ``forward(packed)``: packed episodes ``(B, 3+4K, H, W)`` whose queries are consecutive frames -> logits.
+        - ``forward(clip, support, support_mask[, extra])``: one relearning step's pass (so DistributedDataParallel
+          sees it): clip ``(B,3,H,W)``, support ``(1,K,3,H,W)``, mask ``(1,K,1,H,W)`` -> :meth:`relearn_outputs`,
+          plus ``"extra_logits"`` for ``extra`` frames ``(B,3,H,W)`` (TPS's strongly augmented view).
+        """
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        if support is None:
+            query, sup, mask = unpack_episode(x)
+            enc = self.encode_support(sup[:1], mask[:1])
+            return self.segment(query, enc, size)
+        enc = self.encode_support(support, support_mask)
+        out = self.relearn_outputs(x, enc, size)
+        if extra is not None:
+            out["extra_logits"] = self.segment(extra, enc, size)
+        return out
