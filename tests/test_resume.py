@@ -55,3 +55,30 @@ def test_completed_run_starts_fresh(tmp_path):
     (tmp_path / "phase1_resume_checkpoint_epoch=10.pt").write_bytes(b"old")
     assert prepare_resume(tmp_path, "phase1_resume", max_epochs=10) is None
     assert not list(tmp_path.glob("*.pt"))
+
+
+def test_checkpoint_saves_are_atomic(tmp_path, monkeypatch):
+    import torch
+    from ignite.engine import Engine
+
+    from medvos.engines.handlers import AtomicCheckpointSaver
+
+    net = torch.nn.Linear(2, 2)
+    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_interval=1, n_saved=1)
+    engine = Engine(lambda e, b: None)
+    saver.attach(engine)
+    real_save = torch.save
+
+    def crash_mid_write(obj, f, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        real_save(obj, f, *args, **kwargs)
+        raise KeyboardInterrupt("killed during the save")
+
+    monkeypatch.setattr(torch, "save", crash_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run([0], max_epochs=1)
+    assert not list(tmp_path.glob("*.pt"))  # no half-written checkpoint under the final name
+    monkeypatch.setattr(torch, "save", real_save)
+    engine = Engine(lambda e, b: None)
+    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_interval=1, n_saved=1).attach(engine)
+    engine.run([0], max_epochs=1)
+    assert len(list(tmp_path.glob("*.pt"))) == 1

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from ignite.engine import Engine, Events
+from monai.handlers import CheckpointSaver
 
 from medvos.io.atomic import atomic_path, atomic_write_bytes
 
@@ -85,3 +86,15 @@ class VideoResultsWriter:
         atomic_write_bytes(self.output_dir / "videos.csv", videos.getvalue().encode())
         epoch = getattr(engine.state, "epoch", 0)
         plot_dice_per_frame(series, self.output_dir / "dice_per_frame.png", f"Dice per frame (evaluation {epoch})")
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` writing every file to a temporary name then renaming it (ignite's atomic mode,
+    which MONAI turns off), so a kill during a save never leaves a corrupt checkpoint."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint"):
+            checkpoint = getattr(self, name, None)
+            if checkpoint is not None:
+                checkpoint.save_handler._atomic = True
