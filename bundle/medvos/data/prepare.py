@@ -104,7 +104,7 @@ def generic_videos(root: str | Path, test_fraction: float = 0.3, seed: int = 0) 
     test, dev = entries[:n_test], entries[n_test:]
     return {
         "name": root.name,
-        "training": [e for e in dev],
+        "training": list(dev),
         "validation": [e for e in dev if "label" in e],
         "test": [e for e in test if "label" in e],
         "unlabeled": [e for e in entries if "label" not in e],

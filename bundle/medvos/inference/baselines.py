@@ -20,10 +20,9 @@ def copy_mask(labels: np.ndarray, support_frames: Sequence[int]) -> np.ndarray:
     return labels[nearest].astype(np.uint8)
 
 
-def _grey(frame: np.ndarray) -> np.ndarray:
-    """``(3,H,W)`` in [0,1] -> uint8 grey ``(H,W)``."""
-    img = np.clip(frame.mean(0) * 255, 0, 255).astype(np.uint8)
-    return img
+def grey_frame(frame: np.ndarray) -> np.ndarray:
+    """``(3,H,W)`` in [0,1] -> uint8 grey ``(H,W)`` (the input of OpenCV optical flow)."""
+    return np.clip(frame.mean(0) * 255, 0, 255).astype(np.uint8)
 
 
 class FlowPropagator:
@@ -71,7 +70,7 @@ class FlowPropagator:
                 for t in range(s + direction, stop + direction, direction):
                     for i in (prev, t):
                         if grey[i] is None:
-                            grey[i] = _grey(frames[i])
+                            grey[i] = grey_frame(frames[i])
                     onehot = self.warp(onehot, self.flow(grey[prev], grey[t]))
                     if onehot.ndim == 2:
                         onehot = onehot[..., None]

@@ -61,10 +61,8 @@ def _check_size(path: PathLike, shape: Sequence[int]) -> None:
         raise CineReadError(path, f"declared size {tuple(int(s) for s in shape)} is implausibly large")
 
 
-def _to_tchw(arr: np.ndarray, path: PathLike, layout: str) -> np.ndarray:
-    """Turn ``(T,H,W)``/``(T,H,W,C)`` (layout ``thw``) into float32 ``(T,C,H,W)`` and sanity-check it."""
-    if layout != "thw":
-        raise ValueError(layout)
+def _to_tchw(arr: np.ndarray, path: PathLike) -> np.ndarray:
+    """Turn ``(T,H,W)``/``(T,H,W,C)`` into float32 ``(T,C,H,W)`` and sanity-check it."""
     if arr.ndim == 3:
         arr = arr[:, None]
     elif arr.ndim == 4:
@@ -160,7 +158,7 @@ def _read_dicom_dataset(path: Path) -> Any:
 def _read_dicom_file(path: Path) -> Cine:
     ds = _read_dicom_dataset(path)
     arr = _dicom_pixels(ds, path)
-    frames = _to_tchw(arr, path, "thw")
+    frames = _to_tchw(arr, path)
     header = ds.copy()
     if "PixelData" in header:
         del header.PixelData
@@ -193,7 +191,7 @@ def _read_dicom_series(files: list[Path], source: Path) -> Cine:
     if geom["frame_time_ms"] is None and len(entries) > 1:
         geom["frame_time_ms"] = _series_frame_time(entries[0][2], entries[1][2])
     return Cine(
-        frames=_to_tchw(np.concatenate(frames, 0), source, "thw"),
+        frames=_to_tchw(np.concatenate(frames, 0), source),
         source=str(source),
         format="dicom-series",
         meta={"dicom": header, "files": [str(e[1]) for e in entries]},
@@ -252,7 +250,7 @@ def _read_nifti(path: Path) -> Cine:
     ras_to_lps = np.diag([-1.0, -1.0, 1.0])
     rot = affine[:3, :3] / np.maximum(np.linalg.norm(affine[:3, :3], axis=0, keepdims=True), 1e-12)
     return Cine(
-        frames=_to_tchw(arr, path, "thw"),
+        frames=_to_tchw(arr, path),
         spacing=(float(zooms[1]), float(zooms[0])),
         frame_time_ms=frame_time,
         origin=tuple(ras_to_lps @ affine[:3, 3]),  # type: ignore[arg-type]
@@ -285,7 +283,7 @@ def _read_itk(path: Path) -> Cine:
     d3 = np.eye(3)
     d3[: direction.shape[0], : direction.shape[1]] = direction
     return Cine(
-        frames=_to_tchw(arr, path, "thw"),
+        frames=_to_tchw(arr, path),
         spacing=(spacing[1], spacing[0]),
         frame_time_ms=None,
         origin=tuple((origin + [0.0, 0.0, 0.0])[:3]),  # type: ignore[arg-type]
@@ -319,7 +317,7 @@ def _read_video(path: Path) -> Cine:
     if len(shapes) > 1:
         raise CineReadError(path, f"video frames differ in size: {sorted(shapes)}")
     return Cine(
-        frames=_to_tchw(np.stack(frames), path, "thw"),
+        frames=_to_tchw(np.stack(frames), path),
         frame_time_ms=1000.0 / fps if fps > 0 else None,
         source=str(path),
         format="video",
@@ -355,7 +353,7 @@ def _read_frame_files(files: Sequence[PathLike], source: PathLike) -> Cine:
         shape = img.shape
         frames.append(img)
     return Cine(
-        frames=_to_tchw(np.stack(frames), source, "thw"),
+        frames=_to_tchw(np.stack(frames), source),
         source=str(source),
         format="frames",
         meta={"files": [str(f) for f in files], "frame_names": [f.stem for f in files]},

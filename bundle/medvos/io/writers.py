@@ -83,15 +83,10 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     return Path(path)
 
 
-def write_png_frames(folder: str | Path, frames: np.ndarray, names: Sequence[str] | None = None,
-                     scale_labels: bool = False) -> list[Path]:
+def write_png_frames(folder: str | Path, frames: np.ndarray, names: Sequence[str] | None = None) -> list[Path]:
     """Write ``(T,H,W)`` labels or ``(T,C,H,W)`` frames as ``folder/<name>.png`` (default names 0000..).
-
-    ``scale_labels`` maps small label values to visible grey levels (``label * (255 // max)``).
     """
     arr = np.asarray(frames)
-    if scale_labels and arr.size and arr.max() > 0:
-        arr = arr.astype(np.int32) * (255 // int(arr.max()))
     arr = _as_uint8_frames(arr) if (arr.ndim == 4 or arr.dtype != np.uint8) else arr
     names = list(names) if names is not None else [f"{t:04d}" for t in range(len(arr))]
     return [write_png(Path(folder) / f"{n}.png", a) for n, a in zip(names, arr)]
@@ -128,7 +123,6 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 10.0) -> Path
 
 # ----------------------------------------------------------------------------------------------- DICOM
 def _base_dataset(sop_class: str, study_uid: str | None = None, series_uid: str | None = None):  # noqa: ANN202
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -148,7 +142,6 @@ def _base_dataset(sop_class: str, study_uid: str | None = None, series_uid: str 
     ds.Modality = "US"
     ds.SeriesNumber, ds.StudyID, ds.AccessionNumber = 1, "1", ""
     ds.ReferringPhysicianName, ds.PatientBirthDate, ds.PatientSex = "", "", ""
-    _ = pydicom  # keep import explicit for readers of this module
     return ds
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -13,9 +12,12 @@ def backward_flows(frames: torch.Tensor) -> torch.Tensor:
 
     ``frames``: ``(T, 3, H, W)`` in [0, 1] (any device; flow is computed on CPU with OpenCV DIS).
     """
-    grey = (frames.detach().float().mean(1).clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    flows = [dis.calc(grey[t], grey[t - 1], None) for t in range(1, len(grey))]
+    from medvos.inference.baselines import FlowPropagator, grey_frame
+
+    arr = frames.detach().float().cpu().numpy()
+    flow = FlowPropagator("dis")
+    grey = [grey_frame(f) for f in arr]
+    flows = [flow.flow(grey[t - 1], grey[t]) for t in range(1, len(grey))]
     return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(frames.device)
 
 

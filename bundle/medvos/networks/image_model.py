@@ -3,7 +3,7 @@
 Input packing (one tensor, so MONAI engines, ``verify_net_in_out`` and TorchScript export work unchanged):
 ``x = concat([query RGB, support_1 RGB, mask_1, ..., support_K RGB, mask_K], dim=1)`` of shape
 ``(B, 3 + 4K, H, W)``, RGB in [0, 1], masks in {0, 1}. Output: logits ``(B, 2, H, W)``; the head's softmax is
-applied by the loss (``DiceCELoss(softmax=True)``) and by inference (:func:`probabilities`).
+applied by the loss (``DiceCELoss(softmax=True)``) and by inference (the propagator).
 """
 
 from __future__ import annotations
@@ -35,11 +35,6 @@ def unpack_episode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
         raise ValueError(f"packed episode needs 3 + 4K channels (K >= 1), got {c}")
     shots = x[:, 3:].reshape(b, (c - 3) // 4, 4, h, w)
     return x[:, :3], shots[:, :, :3], shots[:, :, 3:]
-
-
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """The head's softmax over classes."""
-    return torch.softmax(logits, dim=1)
 
 
 class FewShotSegNet(nn.Module):
