@@ -21,3 +21,15 @@ def init(backend: str | None = None) -> int:
     if torch.cuda.is_available():
         torch.cuda.set_device(dist.get_rank() % torch.cuda.device_count())
     return dist.get_rank()
+
+
+def finalize() -> None:
+    """Leave together: barrier, then destroy every process group (ignite's extra ones included). Without the
+    barrier a rank tearing down gloo while its peer still talks aborts with ``terminate called ...``."""
+    import ignite.distributed as idist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        idist.finalize()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
