@@ -1,0 +1,119 @@
+"""Infer task "propagate": a cine plus a label volume with some frames annotated -> every frame segmented."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+from torch import nn
+
+from medvos.inference.workflow import run_inference
+from medvos.networks.checkpoint import load_model
+from medvos.networks.image_model import FewShotSegNet
+
+logger = logging.getLogger(__name__)
+PHASE1_FILE, RELEARNED_FILE = "model.pt", "relearned.pt"
+
+
+def _stamp(path: str | Path) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return str(path), st.st_mtime_ns, st.st_size
+
+
+class PropagateInfer(InferTask):
+    """Few-shot propagation with the relearned model when ``relearned.pt`` is in ``model_dir``, else the phase-1
+    ``model.pt``; weights are reloaded when either file changes, so a finished "relearn" task is picked up.
+
+    Request keys (the app fills ``image`` and ``annotation`` with checked paths): ``fusion``, ``annotated_frames``
+    (a list, or empty for "every non-empty frame of the label"). The response JSON holds the per-frame confidence.
+    """
+
+    def __init__(self, model_dir: str | Path, image_size: int = 128, window: int = 8, tau_hidden: int = 256,
+                 fusion: str = "nearest", threshold: float = 0.5, labels: Sequence[str] | dict | None = None) -> None:
+        super().__init__(type=InferType.SEGMENTATION, labels=labels or {"object": 1}, dimension=3,
+                         description="Propagate the annotated frame(s) of a cine to every frame (few-shot)",
+                         config={"fusion": fusion, "annotated_frames": [], "annotation_tag": "final"})
+        self.model_dir = Path(model_dir)
+        self.image_size, self.window, self.tau_hidden = image_size, window, tau_hidden
+        self.threshold = threshold
+        self._lock = threading.Lock()
+        self._net: tuple[tuple, nn.Module] | None = None
+        self._confidence: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+
+    def checkpoint(self) -> Path | None:
+        for name in (RELEARNED_FILE, PHASE1_FILE):
+            if (self.model_dir / name).is_file():
+                return self.model_dir / name
+        return None
+
+    def is_valid(self) -> bool:
+        return self.checkpoint() is not None
+
+    def info(self) -> dict[str, Any]:
+        ckpt = self.checkpoint()
+        return {**super().info(), "checkpoint": ckpt.name if ckpt else None}
+
+    def network(self) -> tuple[nn.Module, Path]:
+        """The current model (loaded once per checkpoint file version)."""
+        ckpt = self.checkpoint()
+        if ckpt is None:
+            raise FileNotFoundError(f"{self.model_dir}: no {PHASE1_FILE} or {RELEARNED_FILE}")
+        key = _stamp(ckpt)
+        with self._lock:
+            if self._net is None or self._net[0] != key:
+                device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+                net = load_model(ckpt, FewShotSegNet(backbone_weights=None), self.window, self.tau_hidden)
+                self._net = (key, net.to(device).eval())
+                logger.info("propagate: loaded %s", ckpt)
+            return self._net[1], ckpt
+
+    def propagate(self, image: str, annotation: str, fusion: str = "nearest",
+                  annotated: Sequence[int] | None = None, output: str | Path | None = None) -> dict[str, Any]:
+        """Run the propagation; with ``output`` the labels are written there as NIfTI (the input's geometry).
+
+        Results are cached per (image, annotation, checkpoint) file version for the strategy.
+        """
+        net, ckpt = self.network()
+        key = (_stamp(image), _stamp(annotation), _stamp(ckpt), fusion, tuple(annotated or ()))
+        with self._lock:
+            cached = self._confidence.get(key)
+        if cached is not None and output is None:
+            return cached
+        work = Path(tempfile.mkdtemp(prefix="medvos_infer_"))
+        try:
+            res = run_inference(image, annotation, work, net, self.image_size, self.window, fusion,
+                                outputs=("nifti",) if output else (), threshold=self.threshold,
+                                annotated=annotated or None, progress=False)
+            if output:
+                shutil.move(str(res["files"]["nifti"]), str(output))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        out = {"frame_confidence": [round(float(c), 4) for c in res["confidence"]],
+               "annotated_frames": res["annotated"], "num_frames": int(len(res["confidence"])),
+               "objects": sorted(int(v) for v in set(res["labels"].ravel().tolist()) - {0}),
+               "model": "relearned" if ckpt.name == RELEARNED_FILE else "phase1", "checkpoint": ckpt.name}
+        with self._lock:
+            self._confidence[key] = out
+            while len(self._confidence) > 256:
+                self._confidence.popitem(last=False)
+        return out
+
+    def __call__(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        fd, result = tempfile.mkstemp(suffix=".nii.gz", prefix="medvos_label_")
+        os.close(fd)
+        try:
+            params = self.propagate(request["image"], request["annotation"], request.get("fusion", "nearest"),
+                                    request.get("annotated_frames") or None, output=result)
+        except BaseException:
+            os.unlink(result)
+            raise
+        return result, params

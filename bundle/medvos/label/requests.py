@@ -1,0 +1,43 @@
+"""Request validation for the MONAI Label app: ids, tags and files a request names must stay inside the datastore."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+class RequestError(HTTPException):
+    """A bad request: answered with its HTTP status (4xx) and a message; the server keeps serving."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(status_code=status_code, detail=detail)
+
+    def __str__(self) -> str:
+        return f"{self.status_code}: {self.detail}"
+
+
+def check_name(value: Any, what: str) -> str:
+    """An image id or label tag: letters, digits, ``_ . -``; no path separators, no ``..``."""
+    if not isinstance(value, str) or not SAFE_NAME.match(value) or ".." in value:
+        raise RequestError(400, f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' (no paths)")
+    return value
+
+
+def uploaded_file(path: Any) -> Path:
+    """A file uploaded with this request: MONAI Label stores uploads under the server's temp folder as ``tmp*``.
+
+    Anything else (a path smuggled in through ``params``, a symlink) is refused, so a request cannot make the
+    server read files outside the datastore.
+    """
+    p = Path(str(path))
+    tmp = Path(tempfile.gettempdir()).resolve()
+    if p.is_symlink() or p.parent.resolve() != tmp or not p.name.startswith("tmp") or not p.is_file():
+        raise RequestError(400, "a label must be uploaded with the request (multipart field 'label') or saved in "
+                                "the datastore; file paths are not accepted")
+    return p

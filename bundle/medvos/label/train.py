@@ -1,0 +1,106 @@
+"""Train task "relearn": phase-2 relearning on the datastore's cines, their submitted labels as support."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.train import TrainTask
+
+from medvos.data.datalist import write_datalist
+from medvos.io.atomic import atomic_path, atomic_write_bytes
+from medvos.io.errors import CineReadError
+from medvos.io.readers import read_cine, read_mask
+from medvos.label.datastore import datastore_annotation
+from medvos.label.infer import PHASE1_FILE, RELEARNED_FILE
+from medvos.label.requests import RequestError, check_name
+from medvos.networks.checkpoint import model_state
+
+logger = logging.getLogger(__name__)
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+class RelearnTrain(TrainTask):
+    """Runs the bundle's ``relearning`` workflow from the phase-1 ``model.pt`` on every cine with a label under
+    ``annotation_tag`` (its non-empty frames are the support), then writes ``relearned.pt`` atomically beside it;
+    the "propagate" task reloads it on its next request. Progress and losses go to MLflow (``tracking_uri``)."""
+
+    def __init__(self, model_dir: str | Path, image_size: int = 128, window: int = 8, tau_hidden: int = 256,
+                 max_epochs: int = 3, tracking_uri: str | None = None) -> None:
+        super().__init__("Phase-2 relearning on the datastore's cines (their labelled frames as support)")
+        self.model_dir = Path(model_dir)
+        self.image_size, self.window, self.tau_hidden = image_size, window, tau_hidden
+        self.max_epochs = max_epochs
+        self.tracking_uri = tracking_uri or f"sqlite:///{(self.model_dir / 'mlruns.db').resolve()}"
+
+    def config(self) -> dict[str, Any]:
+        return {"max_epochs": self.max_epochs, "learning_rate": 1e-4, "lambda_t": 0.1, "lambda_f": 1.0,
+                "lambda_p": 1.0, "annotation_tag": "final"}
+
+    def stats(self) -> dict[str, Any]:
+        path = self.model_dir / "relearn_stats.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def entries(self, datastore: Datastore, tag: str) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+        """Datalist entries for cines with a usable annotation; the others with the reason they were left out."""
+        out, skipped = [], []
+        for image_id in sorted(datastore.list_images()):
+            if not datastore.get_label_uri(image_id, tag):
+                continue
+            image = datastore.get_image_uri(image_id)
+            try:
+                label, frames = datastore_annotation(datastore, image_id, tag)
+                mask = read_mask(label, like=read_cine(image, min_frames=2))
+            except CineReadError as exc:
+                skipped.append({"id": image_id, "error": exc.problem})
+                continue
+            frames = frames or [int(t) for t in np.flatnonzero(mask.labels.reshape(len(mask.labels), -1).any(1))]
+            if frames:
+                out.append({"id": image_id, "image": image, "label": label, "labeled_frames": frames})
+        return out, skipped
+
+    def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        cfg = {**self.config(), **{k: v for k, v in request.items() if k in self.config()}}
+        tag = check_name(cfg["annotation_tag"], "label tag")
+        phase1 = self.model_dir / PHASE1_FILE
+        if not phase1.is_file():
+            raise RequestError(409, f"no phase-1 model {PHASE1_FILE} in the app's model folder")
+        entries, skipped = self.entries(datastore, tag)
+        if not entries:
+            raise RequestError(422, f"no cine has a label with an annotated frame under tag '{tag}'")
+        epochs = int(cfg["max_epochs"])
+        work = self.model_dir / "relearn_work"
+        shutil.rmtree(work, ignore_errors=True)  # a new relearning starts from the phase-1 model
+        datalist = write_datalist(work / "datalist.json", {"training": entries, "validation": entries})
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "relearning",
+               "--config_file", repr([str(CONFIGS / "train.yaml"), str(CONFIGS / "relearn.yaml")]),
+               "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
+               "--datalist", str(datalist), "--phase1_checkpoint", str(phase1),
+               "--ckpt_dir", str(work / "models"), "--output_dir", str(work / "eval"),
+               "--image_size", str(self.image_size), "--clip_length", str(self.window),
+               "--tau_hidden", str(self.tau_hidden), "--max_epochs", str(epochs), "--val_interval", str(epochs + 1),
+               "--learning_rate", str(cfg["learning_rate"]), "--lambda_t", str(cfg["lambda_t"]),
+               "--lambda_f", str(cfg["lambda_f"]), "--lambda_p", str(cfg["lambda_p"]),
+               "--tracking_uri", self.tracking_uri, "--run_name", "monailabel-relearn-" + time.strftime("%Y%m%d-%H%M%S")]
+        t0 = time.time()
+        logger.info("relearn: %d cines, %d epochs", len(entries), epochs)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"relearning failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+        final = work / "models" / f"phase2_resume_checkpoint_epoch={epochs}.pt"
+        with atomic_path(self.model_dir / RELEARNED_FILE) as tmp:
+            torch.save(model_state(final), tmp)
+        stats = {"cines": [e["id"] for e in entries], "skipped": skipped, "epochs": epochs,
+                 "seconds": round(time.time() - t0, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                 "checkpoint": RELEARNED_FILE}
+        atomic_write_bytes(self.model_dir / "relearn_stats.json", json.dumps(stats, indent=1).encode())
+        return stats

@@ -1,0 +1,108 @@
+"""MONAI Label app: label one frame of a cine, get every frame; correct, re-propagate; relearn on the datastore.
+
+Start it with ``python scripts/start_label_server.py --studies <folder of cines>`` (see the README), or directly:
+``python -m monailabel.main start_server --app bundle/monailabel_app --studies <folder> --conf models <dir>``.
+
+Configuration (``--conf key value``): ``models`` (folder with the phase-1 ``model.pt``; ``relearned.pt`` is
+written and used beside it; default ``bundle/models``), ``image_size`` (the size the model was trained at,
+default 128), ``window`` (8), ``tau_hidden`` (256), ``fusion`` (nearest|fuse|joint), ``threshold`` (0.5),
+``max_epochs`` (relearning, 3), ``tracking_uri`` (MLflow; default sqlite beside the models).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+
+from medvos.inference.propagator import FUSION_MODES
+from medvos.io.errors import CineReadError
+from medvos.label.datastore import PROPAGATED_TAG, CineDatastore, datastore_annotation, file_sha1
+from medvos.label.infer import PropagateInfer
+from medvos.label.requests import RequestError, check_name, uploaded_file
+from medvos.label.strategy import LeastConfidentFrame
+from medvos.label.train import RelearnTrain
+from medvos.networks.checkpoint import CheckpointError
+
+logger = logging.getLogger(__name__)
+BUNDLE = Path(__file__).resolve().parents[1]
+
+
+class MedVOSApp(MONAILabelApp):
+    """Tasks: infer "propagate", train "relearn", strategy "least_confident_frame"."""
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        self.model_dir = Path(conf.get("models", BUNDLE / "models")).resolve()
+        self.image_size = int(conf.get("image_size", 128))
+        self.window = int(conf.get("window", 8))
+        self.tau_hidden = int(conf.get("tau_hidden", 256))
+        fusion = conf.get("fusion", "nearest")
+        if fusion not in FUSION_MODES:
+            raise ValueError(f"--conf fusion {fusion!r}: expected one of {FUSION_MODES}")
+        self.propagate = PropagateInfer(self.model_dir, self.image_size, self.window, self.tau_hidden, fusion,
+                                        float(conf.get("threshold", 0.5)))
+        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="medvos",
+                         description="Few-shot cine segmentation: annotate a frame, propagate to every frame",
+                         version="1.0")
+
+    def init_datastore(self) -> Datastore:
+        if self.studies.startswith(("http://", "https://")):
+            raise ValueError("medvos reads cines from a local folder (--studies DIR)")
+        return CineDatastore(self.studies)
+
+    def init_infers(self) -> dict[str, Any]:
+        return {"propagate": self.propagate}
+
+    def init_trainers(self) -> dict[str, Any]:
+        return {"relearn": RelearnTrain(self.model_dir, self.image_size, self.window, self.tau_hidden,
+                                        int(self.conf.get("max_epochs", 3)), self.conf.get("tracking_uri"))}
+
+    def init_strategies(self) -> dict[str, Any]:
+        return {"least_confident_frame": LeastConfidentFrame(self.propagate)}
+
+    def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """Checked inference: the image is a datastore id; the annotation is the label uploaded with the request or
+        the datastore's label under ``annotation_tag`` (default ``final``). Bad requests answer 4xx."""
+        ds = datastore or self.datastore()
+        model = request.get("model")
+        task = self._infers.get(model)
+        if task is None:
+            raise RequestError(404, f"unknown model {model!r} (available: {sorted(self._infers)})")
+        image_id = request.get("image")
+        if not isinstance(image_id, str) or not image_id or os.sep in image_id:
+            raise RequestError(400, "give the cine as a datastore image id (upload new cines with PUT "
+                                    "/datastore/image first)")
+        image = ds.require_image(image_id) if isinstance(ds, CineDatastore) else ds.get_image_uri(image_id)
+        fusion = request.get("fusion", "nearest")
+        if fusion not in FUSION_MODES:
+            raise RequestError(400, f"fusion {fusion!r}: expected one of {FUSION_MODES}")
+        frames = request.get("annotated_frames") or []
+        if not isinstance(frames, list) or not all(isinstance(t, int) and t >= 0 for t in frames):
+            raise RequestError(400, "annotated_frames must be a list of frame indices")
+        from_datastore = not request.get("label")
+        try:
+            if not from_datastore:
+                annotation = str(uploaded_file(request["label"]))
+            else:
+                tag = check_name(request.get("annotation_tag", DefaultLabelTag.FINAL.value), "label tag")
+                annotation, corrected = datastore_annotation(ds, image_id, tag)
+                frames = frames or corrected
+            result_file, params = task({"image": image, "annotation": annotation, "fusion": fusion,
+                                        "annotated_frames": frames})
+        except CineReadError as exc:
+            which = "image" if Path(exc.path) == Path(image) else "label"
+            raise RequestError(422, f"{which} of {image_id!r}: {exc.problem}") from exc
+        except (CheckpointError, FileNotFoundError) as exc:
+            raise RequestError(503, f"model not available: {exc}") from exc
+        if from_datastore:  # remembered, so a corrected re-submission can be told apart from the propagation
+            ds.save_label(image_id, result_file, PROPAGATED_TAG, {"annotated_frames": params["annotated_frames"],
+                                                                  "source_sha1": file_sha1(annotation)})
+        label_id = result_file
+        if str(request.get("save_label", "false")).lower() == "true":
+            tag = check_name(request.get("label_tag", DefaultLabelTag.ORIGINAL.value), "label tag")
+            label_id = ds.save_label(image_id, result_file, tag, {"model": model, "params": params})
+        return {"label": label_id, "tag": DefaultLabelTag.ORIGINAL, "file": result_file, "params": params}

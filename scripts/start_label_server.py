@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""Start the medvos MONAI Label server on a folder of cines.
+
+    python scripts/start_label_server.py --studies /data/cines --models bundle/models --image-size 128
+
+Runs ``python -m monailabel.main start_server --app bundle/monailabel_app --studies <folder> --conf models <dir>
+...`` with this Python (MONAI Label's ``monailabel`` console script would use whatever ``python`` is first on PATH).
+MLflow runs of the "relearn" task go to a sqlite store beside the models unless ``--tracking-uri`` is given.
+Extra arguments after ``--`` go to ``start_server`` unchanged (for example ``-- --workers 1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+APP = Path(__file__).resolve().parents[1] / "bundle" / "monailabel_app"
+
+
+def command(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP), "--studies",
+           str(Path(args.studies).resolve()), "--host", args.host, "--port", str(args.port),
+           "--conf", "models", str(Path(args.models).resolve()), "--conf", "image_size", str(args.image_size),
+           "--conf", "window", str(args.window), "--conf", "tau_hidden", str(args.tau_hidden),
+           "--conf", "fusion", args.fusion, "--conf", "max_epochs", str(args.max_epochs)]
+    if args.tracking_uri:
+        cmd += ["--conf", "tracking_uri", args.tracking_uri]
+    return cmd + extra
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--studies", required=True, help="folder of cines (2D+t NIfTI, DICOM, .mha/.nrrd, MP4/AVI/GIF)")
+    ap.add_argument("--models", default=str(APP.parent / "models"), help="folder with model.pt (phase 1)")
+    ap.add_argument("--image-size", type=int, default=128, help="the size the model was trained at")
+    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--tau-hidden", type=int, default=256)
+    ap.add_argument("--fusion", default="nearest", choices=["nearest", "fuse", "joint"])
+    ap.add_argument("--max-epochs", type=int, default=3, help="relearning epochs of the 'relearn' task")
+    ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8000)
+    args = ap.parse_args(argv)
+    if not (Path(args.models) / "model.pt").is_file():
+        sys.exit(f"{args.models}: no model.pt (train one: python -m monai.bundle run training --config_file "
+                 f"bundle/configs/train.yaml)")
+    cmd = command(args, extra)
+    print(" ".join(cmd), flush=True)
+    os.execv(sys.executable, cmd)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""The MONAI Label app against a real server on 127.0.0.1: tasks, propagation, strategy, relearning, bad requests.
+
+The server runs ``scripts/start_label_server.py`` on a synthetic 2D+t NIfTI datastore with a phase-1 model trained
+here for about a minute at 64 px (6 epochs x 32 episodes; validation Dice about 0.9 on the synthetic set).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import requests
+
+from conftest import REPO, free_port
+
+pytestmark = pytest.mark.slow
+SIZE, FRAMES, WINDOW, TAU_HIDDEN = 64, 12, 4, 32
+
+
+def train_tiny_model(root: Path, datalist: Path) -> Path:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training",
+           "--config_file", str(REPO / "bundle/configs/train.yaml"),
+           "--meta_file", str(REPO / "bundle/configs/metadata.json"),
+           "--logging_file", str(REPO / "bundle/configs/logging.conf"),
+           "--output_dir", str(root / "eval"), "--ckpt_dir", str(root / "models"), "--datalist", str(datalist),
+           "--image_size", str(SIZE), "--max_epochs", "6", "--episodes_per_epoch", "32", "--batch_size", "4"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "models" / "model.pt"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, synthetic_root):
+    from medvos.label.demo import make_demo_studies
+
+    root = tmp_path_factory.mktemp("label")
+    ckpt = train_tiny_model(root / "train", synthetic_root / "datalist.json")
+    models = root / "models"
+    models.mkdir()
+    (models / "model.pt").write_bytes(ckpt.read_bytes())
+    cines = make_demo_studies(root, cines=3, size=SIZE, num_frames=FRAMES)
+    port = free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts/start_label_server.py"), "--studies",
+                             str(root / "studies"), "--models", str(models), "--image-size", str(SIZE),
+                             "--window", str(WINDOW), "--tau-hidden", str(TAU_HIDDEN), "--max-epochs", "1",
+                             "--port", str(port)], cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if requests.get(url + "/info/", timeout=5).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
+        assert time.time() < deadline, "server did not start in 120 s"
+        time.sleep(1)
+    yield {"url": url, "cines": cines, "root": root, "models": models, "pid": proc.pid}
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+def volume(content: bytes) -> nib.Nifti1Image:
+    """The NIfTI a response carries (gzipped or not)."""
+    return nib.Nifti1Image.from_bytes(gzip.decompress(content) if content[:2] == b"\x1f\x8b" else content)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+def alive(server) -> bool:
+    return requests.get(server["url"] + "/info/", timeout=10).status_code == 200
+
+
+def infer(server, image: str, label: Path | bytes | None = None, output: str = "image", params: dict | None = None):
+    files = {}
+    if label is not None:
+        files["label"] = ("label.nii.gz", label if isinstance(label, bytes) else Path(label).read_bytes())
+    data = {"params": json.dumps(params)} if params else None
+    return requests.post(f"{server['url']}/infer/propagate", params={"image": image, "output": output},
+                         files=files or None, data=data, timeout=300)
+
+
+def test_info_lists_tasks(server):
+    info = requests.get(server["url"] + "/info/", timeout=10).json()
+    assert "propagate" in info["models"] and info["models"]["propagate"]["checkpoint"] == "model.pt"
+    assert "relearn" in info["trainers"] and "least_confident_frame" in info["strategies"]
+    assert info["datastore"]["total"] == 3
+
+
+def test_propagate_first_frame_label(server):
+    """Upload a first-frame label, propagate: every frame segmented, frame 0 exactly as given, geometry kept.
+
+    Threshold: Dice >= 0.8 over frames 1..T-1. This model scores about 0.9 on the synthetic validation cines;
+    copying the first-frame mask scores lower on moving objects, an empty or all-foreground answer far lower
+    (checked below), so 0.8 separates a working propagation from a broken one with margin for training noise.
+    """
+    cid = "echo_cine0"
+    paths = server["cines"][cid]
+    r = requests.put(f"{server['url']}/datastore/label", params={"image": cid, "tag": "final"},
+                     files={"label": ("l.nii.gz", paths["first_frame"].read_bytes())}, timeout=60)
+    assert r.status_code == 200, r.text
+    r = infer(server, cid)
+    assert r.status_code == 200, r.text
+    out = volume(r.content)
+    truth, given, image = (nib.load(str(paths[k])) for k in ("truth", "first_frame", "image"))
+    labels, gt = np.asarray(out.dataobj), np.asarray(truth.dataobj)
+    assert labels.dtype == np.uint8 and labels.shape == gt.shape == (SIZE, SIZE, FRAMES)
+    assert np.allclose(out.affine, image.affine)
+    assert np.array_equal(labels[..., 0], np.asarray(given.dataobj)[..., 0])
+    d = np.mean([dice(labels[..., t], gt[..., t]) for t in range(1, FRAMES)])
+    all_fg = np.mean([dice(np.ones_like(gt[..., t]), gt[..., t]) for t in range(1, FRAMES)])
+    assert all_fg < 0.5 and d >= 0.8, (d, all_fg)
+    meta = infer(server, cid, output="json").json()
+    assert len(meta["frame_confidence"]) == FRAMES and meta["annotated_frames"] == [0]
+    assert meta["frame_confidence"][0] == 1.0 and all(0 <= c <= 1 for c in meta["frame_confidence"])
+    assert meta["model"] == "phase1"
+
+
+def test_corrected_frame_is_kept_and_used_as_second_annotation(server):
+    """Propagate, correct one frame of the result, submit it as the final label, propagate again: only frame 0 and
+    the corrected frame count as annotated (not every frame of the submitted result), and the correction stays."""
+    cid = "echo_cine0"
+    paths = server["cines"][cid]
+    url = f"{server['url']}/datastore/label"
+    requests.put(url, params={"image": cid, "tag": "final"},
+                 files={"label": ("l.nii.gz", paths["first_frame"].read_bytes())}, timeout=60)
+    first = volume(infer(server, cid).content)
+    corrected = np.asarray(first.dataobj).copy()
+    truth = np.asarray(nib.load(str(paths["truth"])).dataobj)
+    corrected[..., 7] = truth[..., 7]
+    assert not np.array_equal(corrected, np.asarray(first.dataobj)), "frame 7 was already perfect: no correction"
+    body = gzip.compress(nib.Nifti1Image(corrected, first.affine).to_bytes())
+    requests.put(url, params={"image": cid, "tag": "final"}, files={"label": ("l.nii.gz", body)}, timeout=60)
+    again = infer(server, cid)
+    assert again.status_code == 200, again.text
+    labels = np.asarray(volume(again.content).dataobj)
+    assert np.array_equal(labels[..., 7], truth[..., 7]) and np.array_equal(labels[..., 0], truth[..., 0])
+    assert infer(server, cid, output="json").json()["annotated_frames"] == [0, 7]
+
+
+def test_uploaded_label_matches_in_process_propagation(server):
+    import torch
+
+    from medvos.inference.workflow import run_inference
+    from medvos.networks.checkpoint import load_model
+    from medvos.networks.image_model import FewShotSegNet
+
+    cid = "endo_cine1"
+    paths = server["cines"][cid]
+    r = infer(server, cid, paths["first_frame"])
+    assert r.status_code == 200, r.text
+    net = load_model(server["models"] / "model.pt", FewShotSegNet(backbone_weights=None), WINDOW, TAU_HIDDEN)
+    with torch.inference_mode():
+        ref = run_inference(str(paths["image"]), str(paths["first_frame"]), server["root"] / "ref", net.eval(),
+                            SIZE, WINDOW, outputs=(), progress=False)
+    assert np.array_equal(np.transpose(ref["labels"], (2, 1, 0)), np.asarray(volume(r.content).dataobj))
+
+
+def test_two_infer_requests_at_once(server):
+    paths = server["cines"]["endo_cine1"]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: infer(server, "endo_cine1", paths["first_frame"]), range(2)))
+    assert [r.status_code for r in results] == [200, 200]
+    a, b = (np.asarray(volume(r.content).dataobj) for r in results)
+    assert np.array_equal(a, b)
+
+
+def test_least_confident_frame(server):
+    url = server["url"] + "/activelearning/least_confident_frame"
+    for cid in ("echo_cine0", "endo_cine1"):
+        requests.put(f"{server['url']}/datastore/label", params={"image": cid, "tag": "final"},
+                     files={"label": ("l.nii.gz", server["cines"][cid]["first_frame"].read_bytes())}, timeout=60)
+    first = requests.post(url, json={}, timeout=300).json()
+    assert first["id"] == "echo_cine2" and first["frame"] == 0  # the cine nobody annotated yet comes first
+    cid = "echo_cine2"
+    requests.put(f"{server['url']}/datastore/label", params={"image": cid, "tag": "final"},
+                 files={"label": ("l.nii.gz", server["cines"][cid]["first_frame"].read_bytes())}, timeout=60)
+    nxt = requests.post(url, json={}, timeout=300).json()
+    confidences = {c: infer(server, c, output="json").json()["frame_confidence"] for c in server["cines"]}
+    lowest = min((conf[t], c, t) for c, conf in confidences.items() for t in range(1, FRAMES))
+    assert (nxt["id"], nxt["frame"]) == (lowest[1], lowest[2]) and nxt["frame"] != 0
+    assert nxt["confidence"] == pytest.approx(lowest[0])
+
+
+def test_bad_requests_answer_4xx_and_server_keeps_serving(server, tmp_path):
+    url, cid = server["url"], "endo_cine1"
+    first = server["cines"][cid]["first_frame"]
+    ref = nib.load(str(first))
+    short, empty = tmp_path / "short.nii.gz", tmp_path / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(ref.dataobj)[..., :5], ref.affine), str(short))
+    nib.save(nib.Nifti1Image(np.zeros(ref.shape, np.uint8), ref.affine), str(empty))
+    cases = {
+        "unknown image id": (infer(server, "no_such_cine", first), 404, "unknown image id"),
+        "label with wrong shape": (infer(server, cid, short), 422, "frame"),
+        "label with no annotated frame": (infer(server, cid, empty), 422, "no annotated frame"),
+        "no label given or saved": (infer(server, cid, params={"annotation_tag": "draft"}), 422, "no label"),
+        "path as image id": (infer(server, "../../../etc/passwd", first), 400, "datastore image id"),
+        "path smuggled as label": (infer(server, cid, params={"label": "/etc/passwd"}), 400, "not accepted"),
+        "unknown model": (requests.post(f"{url}/infer/nope", params={"image": cid}, timeout=30), 404, "unknown model"),
+        "tag with a path": (requests.put(f"{url}/datastore/label", params={"image": cid, "tag": "../../x"},
+                                         files={"label": ("l.nii.gz", first.read_bytes())}, timeout=30), 400, "tag"),
+        "image id with a path": (requests.put(f"{url}/datastore/", params={"image": "../../evil"},
+                                              files={"file": ("e.nii.gz", first.read_bytes())}, timeout=30), 400,
+                                 "image id"),
+    }
+    for name, (r, status, text) in cases.items():
+        assert r.status_code == status and text in r.text, (name, r.status_code, r.text)
+        assert alive(server), name
+    assert not (server["root"].parent / "evil.nii.gz").exists() and not list(server["root"].rglob("x.nii.gz"))
+    # a corrupt file in the datastore: a clear 422 naming the problem, and the strategy skips it
+    (server["root"] / "studies" / "broken.nii.gz").write_bytes(b"this is not a NIfTI file" * 20)
+    time.sleep(2)  # the datastore watches its folder
+    r = infer(server, "broken", first)
+    assert r.status_code == 422 and "not a readable NIfTI" in r.text, r.text
+    proposal = requests.post(url + "/activelearning/least_confident_frame", json={}, timeout=300).json()
+    assert proposal.get("id") != "broken" and any(s["id"] == "broken" for s in proposal.get("skipped", []))
+    assert alive(server)
+    (server["root"] / "studies" / "broken.nii.gz").unlink()
+    time.sleep(2)
+
+
+def test_relearn_task_then_infer_uses_relearned_model(server):
+    for cid in server["cines"]:
+        requests.put(f"{server['url']}/datastore/label", params={"image": cid, "tag": "final"},
+                     files={"label": ("l.nii.gz", server["cines"][cid]["first_frame"].read_bytes())}, timeout=60)
+    r = requests.post(f"{server['url']}/train/relearn", params={"run_sync": "true"}, json={"max_epochs": 1},
+                      timeout=900)
+    assert r.status_code == 200, r.text
+    stats = r.json()
+    assert stats["epochs"] == 1 and sorted(stats["cines"]) == sorted(server["cines"])
+    assert (server["models"] / "relearned.pt").is_file()
+    meta = infer(server, "echo_cine0", output="json").json()
+    assert meta["model"] == "relearned" and len(meta["frame_confidence"]) == FRAMES
+    info = requests.get(server["url"] + "/info/", timeout=10).json()
+    assert info["models"]["propagate"]["checkpoint"] == "relearned.pt"
+    assert info["train_stats"]["relearn"]["epochs"] == 1
