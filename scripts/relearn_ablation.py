@@ -19,15 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from medvos.data.datalist import load_datalist
 from medvos.data.videos import VideoDataset
 from medvos.inference.evaluation import evaluate_methods
-from medvos.inference.propagator import FewShotPropagator
+from medvos.inference.methods import model_method
 from medvos.io.atomic import atomic_write_bytes
-from medvos.networks.checkpoint import load_model
-from medvos.networks.image_model import FewShotSegNet
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -87,12 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"relearning: {name}", flush=True)
         checkpoints[name] = relearn(name, VARIANTS[name], args)
     dataset = VideoDataset(load_datalist(args.datalist, args.eval_split))
-    methods = {}
-    for name, (ckpt, _) in checkpoints.items():
-        net = load_model(ckpt, FewShotSegNet(backbone_weights=None), args.clip_length).eval()
-        prop = FewShotPropagator(net, args.image_size, args.clip_length)
-        methods[name] = (lambda p: lambda f, lab, s: p.propagate(torch.from_numpy(f), torch.from_numpy(lab), s)[0])(
-            prop)
+    methods = {name: model_method(ckpt, args.image_size, args.clip_length) for name, (ckpt, _) in checkpoints.items()}
     results = evaluate_methods(dataset, methods)
     results["relearn_seconds"] = {k: v[1] for k, v in checkpoints.items()}
     results["settings"] = {k: str(v) for k, v in vars(args).items()}

@@ -1,0 +1,150 @@
+#!/usr/bin/env python
+"""Benchmark every propagation method on the same videos and support frames (1-shot: first labelled frame).
+
+    python scripts/benchmark.py --datalist DATALIST.json --split test --image-size 256 \
+        --phase1 bundle/models/model.pt --relearned bundle/models/relearned.pt --out bundle/eval/benchmark
+
+Methods: copy-support-mask, optical flow (DIS; ``--flow farneback``), the phase-1 model, the relearned model,
+the relearned model with the memory tree, and any other checkpoint given as ``--model NAME=PATH`` (for example
+relearned with a phase-2 option switched on). ``--methods`` picks a subset by name.
+
+Each method runs in its own process, so its peak resident memory (``ru_maxrss``) is its own; frames per second
+count the propagated frames (support frames excluded) over the method's own time on the already-loaded video.
+Writes ``results.json``, ``table.md`` and ``plots/<video>.png`` (Dice per frame, one line per method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from medvos.data.datalist import load_datalist
+from medvos.data.videos import VideoDataset
+from medvos.engines.handlers import plot_dice_per_frame
+from medvos.inference.evaluation import evaluate_methods, markdown_table
+from medvos.inference.methods import Method, copy_method, flow_method, model_method
+from medvos.io.atomic import atomic_write_bytes
+from medvos.networks.checkpoint import is_relearned
+
+
+def method_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Name -> how to build it (kept as plain data so a child process can rebuild it)."""
+    specs: dict[str, dict[str, Any]] = {"copy-mask": {"kind": "copy"},
+                                        f"optical flow ({args.flow})": {"kind": "flow", "flow": args.flow}}
+    models = ([("phase-1 model", args.phase1)] if args.phase1 else []) + \
+             ([("relearned model", args.relearned)] if args.relearned else []) + \
+             [tuple(m.split("=", 1)) for m in args.model]
+    for name, path in models:
+        specs[name] = {"kind": "model", "checkpoint": str(path)}
+        if args.memory_tree and is_relearned(path):
+            specs[f"{name} + memory tree"] = {"kind": "model", "checkpoint": str(path), "memory_tree": True}
+    if args.methods:
+        wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = set(wanted) - set(specs)
+        if unknown:
+            raise SystemExit(f"unknown methods {sorted(unknown)}; available: {sorted(specs)}")
+        specs = {k: v for k, v in specs.items() if k in wanted}
+    return specs
+
+
+def build(spec: dict[str, Any], args: argparse.Namespace) -> Method:
+    if spec["kind"] == "copy":
+        return copy_method()
+    if spec["kind"] == "flow":
+        return flow_method(spec["flow"])
+    tree = {"pathways": args.pathways} if spec.get("memory_tree") else None
+    return model_method(spec["checkpoint"], args.image_size, args.window, args.tau_hidden,
+                        memory_tree=bool(spec.get("memory_tree")), tree_options=tree)
+
+
+def run_one(name: str, args: argparse.Namespace, out: Path) -> None:
+    """Child process: one method over the dataset -> ``out`` (JSON with its peak RSS)."""
+    spec = method_specs(args)[name]
+    dataset = VideoDataset(load_datalist(args.datalist, args.split))
+    results = evaluate_methods(dataset, {name: build(spec, args)}, progress=False)
+    results["overall"][name]["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    atomic_write_bytes(out, json.dumps(results).encode())
+
+
+def merge(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    names = list(parts)
+    first = parts[names[0]]
+    videos = [{k: v for k, v in row.items() if k not in names} for row in first["videos"]]
+    for name in names:
+        for row, part_row in zip(videos, parts[name]["videos"]):
+            row[name] = part_row[name]
+    return {"videos": videos, "overall": {n: parts[n]["overall"][n] for n in names}}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version(), "torch": torch.__version__}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datalist", type=Path, required=True)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--phase1", type=Path, help="phase-1 checkpoint (model.pt)")
+    ap.add_argument("--relearned", type=Path, help="relearned checkpoint (relearned.pt)")
+    ap.add_argument("--model", action="append", default=[], help="NAME=PATH, another checkpoint (repeatable)")
+    ap.add_argument("--memory-tree", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run every relearned checkpoint with the memory tree")
+    ap.add_argument("--pathways", type=int, default=3)
+    ap.add_argument("--methods", default="", help="comma-separated subset of method names")
+    ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--tau-hidden", type=int, default=256)
+    ap.add_argument("--flow", default="dis", choices=["dis", "farneback"])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        run_one(args.child, args, args.out)
+        return {}
+    specs = method_specs(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    parts = {}
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for name in tqdm(specs, desc="methods", unit="method"):
+        part = args.out / "parts" / (name.replace(" ", "_").replace("/", "_") + ".json")
+        part.parent.mkdir(exist_ok=True)
+        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--child", name, "--out", str(part)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"method '{name}' failed:\n{proc.stderr[-3000:]}")
+        parts[name] = json.loads(part.read_text())
+    results = merge(parts)
+    results["settings"] = {k: str(v) for k, v in vars(args).items() if k != "child"}
+    results["machine"] = machine()
+    lines = ["| method | Dice | IoU | frames/s | peak memory (MB) |", "|---|---|---|---|---|"]
+    for name, o in results["overall"].items():
+        lines.append(f"| {name} | {o['dice']:.3f} | {o['iou']:.3f} | {o['fps']:.1f} | {o['peak_rss_mb']:.0f} |")
+    table = "\n".join(lines) + "\n\nPer video:\n\n" + markdown_table(results) + "\n"
+    atomic_write_bytes(args.out / "results.json", json.dumps(results, indent=1).encode())
+    atomic_write_bytes(args.out / "table.md", table.encode())
+    for v in results["videos"]:
+        plot_dice_per_frame({m: (v[m]["frame"], v[m]["frame_dice"]) for m in specs},
+                            args.out / "plots" / f"{v['id']}.png", f"{v['id']}: Dice per frame")
+    print(table)
+    return results
+
+
+if __name__ == "__main__":
+    main()
