@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -31,7 +29,7 @@ from tqdm import tqdm
 from medvos.data.datalist import load_datalist
 from medvos.data.videos import VideoDataset
 from medvos.engines.handlers import plot_dice_per_frame
-from medvos.inference.evaluation import evaluate_methods, markdown_table
+from medvos.inference.evaluation import evaluate_methods, machine_info, markdown_table
 from medvos.inference.methods import Method, copy_method, flow_method, model_method
 from medvos.io.atomic import atomic_write_bytes
 from medvos.networks.checkpoint import is_relearned
@@ -86,17 +84,6 @@ def merge(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"videos": videos, "overall": {n: parts[n]["overall"][n] for n in names}}
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "python": platform.python_version(), "torch": torch.__version__}
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datalist", type=Path, required=True)
@@ -132,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parts[name] = json.loads(part.read_text())
     results = merge(parts)
     results["settings"] = {k: str(v) for k, v in vars(args).items() if k != "child"}
-    results["machine"] = machine()
+    results["machine"] = machine_info()
     lines = ["| method | Dice | IoU | frames/s | peak memory (MB) |", "|---|---|---|---|---|"]
     for name, o in results["overall"].items():
         lines.append(f"| {name} | {o['dice']:.3f} | {o['iou']:.3f} | {o['fps']:.1f} | {o['peak_rss_mb']:.0f} |")

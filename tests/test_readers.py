@@ -133,3 +133,20 @@ def test_error_message_names_file(tmp_path):
     p.write_text("hello")
     with pytest.raises(CineReadError, match="notes.txt: unsupported file type"):
         read_cine(p)
+
+
+@pytest.mark.parametrize("kind", ["avi", "frames"])
+def test_lazy_reading_equals_in_memory(tmp_path, endo_small, kind):
+    from medvos.io.readers import LazyFrames
+
+    src = tmp_path / ("v.avi" if kind == "avi" else "frames")
+    if kind == "avi":
+        write_video(src, endo_small.frames, fps=12)
+    else:
+        write_png_frames(src, endo_small.frames)
+    full, lazy = read_cine(src), read_cine(src, lazy=True)
+    assert isinstance(lazy.frames, LazyFrames) and lazy.frames.shape == full.frames.shape
+    assert np.array_equal(lazy.frames[2:5], full.frames[2:5]) and np.array_equal(lazy.frames[1], full.frames[1])
+    assert np.array_equal(lazy.frames[0:2], full.frames[0:2])  # going back reopens the video
+    assert np.array_equal(np.asarray(lazy.frames), full.frames)
+    assert lazy.fps == full.fps and lazy.meta.get("frame_names") == full.meta.get("frame_names")

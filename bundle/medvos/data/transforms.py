@@ -50,13 +50,30 @@ class LoadCined(MapTransform):
         return d
 
 
-def scale_intensity(frames: np.ndarray) -> np.ndarray:
-    """Map intensities to [0, 1]: 8-bit-range data by /255, anything else by its 0.5-99.5 percentiles."""
-    lo, hi = float(frames.min()), float(frames.max())
-    if lo >= 0.0 and hi <= 255.0:
-        return (frames / 255.0).astype(np.float32)
-    p_lo, p_hi = np.percentile(frames, [0.5, 99.5])
-    return np.clip((frames - p_lo) / max(p_hi - p_lo, 1e-6), 0.0, 1.0).astype(np.float32)
+def intensity_range(frames: Any, max_frames: int = 64) -> tuple[float, float] | None:
+    """The cine's intensity window: ``None`` for 8-bit-range data (scaled by /255), else its 0.5-99.5
+    percentiles. Estimated on at most ``max_frames`` evenly spaced frames, so a streamed cine is read once."""
+    t = len(frames)
+    idx = np.unique(np.linspace(0, t - 1, min(t, max_frames)).round().astype(int))
+    if isinstance(frames, np.ndarray):
+        sample = frames if len(idx) == t else frames[idx]
+        eight_bit = float(sample.min()) >= 0.0 and float(sample.max()) <= 255.0
+    else:  # streamed: one frame at a time for the range check
+        eight_bit = all(0.0 <= float(f.min()) and float(f.max()) <= 255.0 for f in (frames[int(i)] for i in idx))
+        sample = None if eight_bit else np.stack([np.asarray(frames[int(i)]) for i in idx])
+    if eight_bit:
+        return None
+    p_lo, p_hi = np.percentile(sample, [0.5, 99.5])
+    return float(p_lo), float(p_hi)
+
+
+def scale_intensity(frames: np.ndarray, window: tuple[float, float] | None | str = "auto") -> np.ndarray:
+    """Map intensities to [0, 1] with :func:`intensity_range` (computed from ``frames`` unless given)."""
+    window = intensity_range(frames) if isinstance(window, str) else window
+    if window is None:
+        return np.clip(np.asarray(frames, np.float32) / 255.0, 0.0, 1.0)
+    lo, hi = window
+    return np.clip((np.asarray(frames, np.float32) - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
 
 
 class ScaleCineIntensityd(MapTransform):

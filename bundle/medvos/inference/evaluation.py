@@ -64,3 +64,20 @@ def markdown_table(results: dict[str, Any], methods: Sequence[str] | None = None
                        for m in methods)
     lines.append(f"| mean over videos | {sum(v['frames'] for v in results['videos'])} | {cells} |")
     return "\n".join(lines)
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a benchmark ran on (CPU model, cores, torch threads, GPU)."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version(), "torch": torch.__version__}

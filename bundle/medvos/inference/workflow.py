@@ -10,6 +10,7 @@ Outputs (under ``output_dir``, each written atomically):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -22,12 +23,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from medvos.data.transforms import scale_intensity
+from medvos.data.transforms import intensity_range, scale_intensity
 from medvos.inference.propagator import FewShotPropagator
 from medvos.io.atomic import atomic_write_bytes
 from medvos.io.errors import MaskMismatchError
 from medvos.io.readers import read_cine, read_mask
-from medvos.io.writers import write_nifti, write_png_frames, write_video
+from medvos.io.writers import VideoWriter, write_nifti, write_png_frames
 
 logger = logging.getLogger(__name__)
 OUTPUTS = ("nifti", "png", "dicom_seg", "overlay", "csv")
@@ -65,8 +66,13 @@ def annotated_frames(mask_labeled: np.ndarray, labels: np.ndarray, given: Sequen
 def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], output_dir: str | Path,
                   network: nn.Module, image_size: int = 256, window: int = 8, fusion: str = "nearest",
                   outputs: Sequence[str] = OUTPUTS, overlay_format: str = "mp4", threshold: float = 0.5,
-                  annotated: Sequence[int] | None = None, progress: bool = True) -> dict[str, Any]:
+                  annotated: Sequence[int] | None = None, progress: bool = True, keep_labels: bool = True,
+                  propagator: FewShotPropagator | None = None) -> dict[str, Any]:
     """Propagate the annotation of one or more frames of ``video`` to every frame and write the outputs.
+
+    Streaming: video files and frame folders are decoded window by window (|B| = ``window`` frames); PNG frames,
+    the overlay video and the CSV are written per window. The NIfTI and DICOM SEG outputs (and ``keep_labels``)
+    hold the label volume, 1 byte per pixel; nothing else grows with the video's length.
 
     Args:
         video: any cine :func:`medvos.io.read_cine` reads.
@@ -74,14 +80,17 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
             annotations, or a partial frame folder named like the video's frames. Multi-label masks propagate
             every object (one label per pixel in the output).
         annotated: explicit annotated frame indices (overrides the rule above).
+        propagator: a configured propagator (for example :class:`MemoryTreePropagator`); default: a
+            :class:`FewShotPropagator` over ``network``.
 
     Returns:
-        ``{"labels": (T,H,W) uint8, "confidence": (T,), "annotated": [...], "files": {name: path}}``.
+        ``{"labels": (T,H,W) uint8 or None, "confidence": (T,), "annotated": [...], "objects": [...],
+        "files": {name: path}}``.
     """
     unknown = set(outputs) - set(OUTPUTS)
     if unknown:
         raise ValueError(f"unknown outputs {sorted(unknown)} (expected a subset of {OUTPUTS})")
-    cine = read_cine(video, min_frames=2)
+    cine = read_cine(video, min_frames=2, lazy=True)
     mask = read_mask(annotation, like=cine)
     ann = annotated_frames(mask.labeled, mask.labels, annotated)
     if not ann:
@@ -89,33 +98,56 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
     empty = [a for a in ann if not mask.labels[a].any()]
     if empty:
         raise MaskMismatchError(mask.source, f"annotated frame(s) {empty} have an empty mask")
-    frames = scale_intensity(cine.frames)
-    if frames.shape[1] == 1:
-        frames = np.repeat(frames, 3, axis=1)
-    frames_t = torch.from_numpy(frames)
-    labels_t = torch.from_numpy(mask.labels)
-    network.eval()
-    prop = FewShotPropagator(network, image_size, window, threshold, fusion)
-    supports = prop.supports({a: (frames_t[a], labels_t[a]) for a in ann})
-    t_total = cine.num_frames
-    out = np.zeros((t_total, *cine.size), np.uint8)
-    conf = np.zeros(t_total, np.float32)
-    bar = tqdm(total=t_total, desc="propagating", unit="frame", disable=not progress)
-    for start, lab, c, _ in prop.stream(prop.windows(frames_t), supports):
-        out[start : start + len(lab)], conf[start : start + len(lab)] = lab, c
-        bar.update(len(lab))
-    bar.close()
-    out[ann] = mask.labels[ann]
-    conf[ann] = 1.0
+    intensity = intensity_range(cine.frames)
 
+    def prepare(frames: np.ndarray) -> np.ndarray:
+        x = scale_intensity(frames, intensity)
+        return np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
+
+    def windows() -> Any:
+        for start in range(0, t_total, window):
+            yield start, torch.from_numpy(prepare(cine.frames[start : start + window]))
+
+    network.eval()
+    prop = propagator or FewShotPropagator(network, image_size, window, threshold, fusion)
+    supports = prop.supports({a: (torch.from_numpy(prepare(cine.frames[a : a + 1]))[0],
+                                  torch.from_numpy(mask.labels[a])) for a in ann})
+    t_total = cine.num_frames
     output_dir = Path(output_dir)
     files: dict[str, Path] = {}
+    hold = keep_labels or "nifti" in outputs or ("dicom_seg" in outputs and cine.format in ("dicom", "dicom-series"))
+    out = np.zeros((t_total, *cine.size), np.uint8) if hold else None
+    conf = np.zeros(t_total, np.float32)
+    names = cine.meta.get("frame_names") or [f"{t:04d}" for t in range(t_total)]
+    rows, objects = [], set()
+    video_out = (VideoWriter(output_dir / f"overlay.{overlay_format}", fps=cine.fps or 10.0)
+                 if "overlay" in outputs else None)
+    bar = tqdm(total=t_total, desc="propagating", unit="frame", disable=not progress)
+    with video_out or contextlib.nullcontext():
+        for start, lab, c, _ in prop.stream(windows(), supports):
+            n = len(lab)
+            for t in range(start, start + n):  # annotated frames keep the given labels
+                if t in ann:
+                    lab[t - start], c[t - start] = mask.labels[t], 1.0
+            conf[start : start + n] = c
+            if out is not None:
+                out[start : start + n] = lab
+            if "png" in outputs:
+                write_png_frames(output_dir / "masks", lab, names=names[start : start + n])
+            if video_out is not None:
+                video_out.append(overlay(prepare(cine.frames[start : start + n]), lab))
+            for t in range(start, start + n):
+                counts = np.bincount(lab[t - start].ravel(), minlength=256)
+                objects |= set(np.flatnonzero(counts[1:]) + 1)
+                rows.append((t, int(t in ann), float(conf[t]), counts))
+            bar.update(n)
+    bar.close()
+    if video_out is not None:
+        files["overlay"] = video_out.path
+    if "png" in outputs:
+        files["png"] = output_dir / "masks"
     if "nifti" in outputs:
         files["nifti"] = write_nifti(output_dir / "mask.nii.gz", out, like=cine)
-    if "png" in outputs:
-        names = cine.meta.get("frame_names") or [f"{t:04d}" for t in range(t_total)]
-        write_png_frames(output_dir / "masks", out, names=names)
-        files["png"] = output_dir / "masks"
     if "dicom_seg" in outputs and cine.format in ("dicom", "dicom-series"):
         import pydicom
 
@@ -124,20 +156,18 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
         sources = ([cine.meta["dicom"]] if cine.format == "dicom"
                    else [pydicom.dcmread(f, stop_before_pixels=True) for f in cine.meta["files"]])
         files["dicom_seg"] = write_dicom_seg(output_dir / "mask_seg.dcm", out, sources)
-    if "overlay" in outputs:
-        files["overlay"] = write_video(output_dir / f"overlay.{overlay_format}", overlay(frames, out),
-                                       fps=cine.fps or 10.0)
+    values = sorted(int(v) for v in objects)
     if "csv" in outputs:
-        values = sorted(set(np.unique(out).tolist()) - {0})
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["frame", "annotated", "confidence"] + [f"pixels_label_{v}" for v in values])
-        for t in range(t_total):
-            w.writerow([t, int(t in ann), f"{conf[t]:.4f}"] + [int((out[t] == v).sum()) for v in values])
+        for t, a, c, counts in rows:
+            w.writerow([t, a, f"{c:.4f}"] + [int(counts[v]) for v in values])
         files["csv"] = atomic_write_bytes(output_dir / "confidence.csv", buf.getvalue().encode())
     logger.info("inference on %s: %d frames, annotated %s, outputs %s", cine.source, t_total, ann,
                 {k: str(v) for k, v in files.items()})
-    return {"labels": out, "confidence": conf, "annotated": ann, "files": files}
+    return {"labels": out if keep_labels else None, "confidence": conf, "annotated": ann, "objects": values,
+            "files": files}
 
 
 def default_example(datalist_path: str) -> tuple[str, str]:

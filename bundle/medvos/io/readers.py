@@ -81,6 +81,41 @@ def _to_tchw(arr: np.ndarray, path: PathLike) -> np.ndarray:
     return out
 
 
+class LazyFrames:
+    """Frames ``(T, C, H, W)`` float32 read on demand: ``frames[a:b]`` reads only frames a..b-1, so a cine can be
+    streamed window by window; ``np.asarray(frames)`` reads everything (what an in-memory cine would hold).
+
+    Args:
+        shape: ``(T, C, H, W)``.
+        read: ``read(start, stop) -> (stop-start, C, H, W)`` float32.
+    """
+
+    ndim = 4
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, shape: tuple[int, int, int, int], read: Any) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self._read = read
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            t = int(key) + (self.shape[0] if key < 0 else 0)
+            if not 0 <= t < self.shape[0]:
+                raise IndexError(f"frame {key} out of range for {self.shape[0]} frames")
+            return self._read(t, t + 1)[0]
+        if isinstance(key, slice) and key.step in (None, 1):
+            start, stop, _ = key.indices(self.shape[0])
+            return self._read(start, max(start, stop))
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self._read(0, self.shape[0])
+        return arr.astype(dtype) if dtype is not None else arr
+
+
 # ----------------------------------------------------------------------------------------------- DICOM
 def _dicom_geometry(ds: Any) -> dict[str, Any]:
     spacing = (1.0, 1.0)
@@ -295,6 +330,57 @@ def _read_itk(path: Path) -> Cine:
 
 
 # ----------------------------------------------------------------------------------------------- video / frames
+class _VideoFrames:
+    """Sequential decoding with one open capture; a read before the current position reopens the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.cap, self.pos = path, None, 0
+
+    def _open(self) -> None:
+        import cv2
+
+        if self.cap is not None:
+            self.cap.release()
+        self.cap, self.pos = cv2.VideoCapture(str(self.path)), 0
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        import cv2
+
+        if self.cap is None or start < self.pos:
+            self._open()
+        while self.pos < start:
+            self.cap.grab()
+            self.pos += 1
+        out = []
+        for _ in range(start, stop):
+            ok, frame = self.cap.read()
+            if not ok:
+                raise CineReadError(self.path, f"frame {self.pos} could not be decoded")
+            self.pos += 1
+            out.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame)
+        return _to_tchw(np.stack(out), self.path)
+
+
+def _read_video_lazy(path: Path) -> Cine:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise CineReadError(path, "OpenCV cannot open this video file (unknown codec or not a video)")
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    ok, frame = cap.read()
+    if not ok:
+        cap.release()
+        raise CineReadError(path, "video contains no decodable frames")
+    count = 1
+    while cap.grab():  # count decodable frames (container counts can be wrong); nothing is kept
+        count += 1
+    cap.release()
+    first = _to_tchw(frame[None], path)
+    return Cine(frames=LazyFrames((count, *first.shape[1:]), _VideoFrames(path).read),  # type: ignore[arg-type]
+                frame_time_ms=1000.0 / fps if fps > 0 else None, source=str(path), format="video")
+
+
 def _read_video(path: Path) -> Cine:
     import cv2
 
@@ -341,10 +427,23 @@ def read_image_file(path: PathLike) -> np.ndarray:
     return img
 
 
-def _read_frame_files(files: Sequence[PathLike], source: PathLike) -> Cine:
+def _read_frame_files(files: Sequence[PathLike], source: PathLike, lazy: bool = False) -> Cine:
     files = [Path(f) for f in files]
     if not files:
         raise CineReadError(source, "no image frames found")
+    meta = {"files": [str(f) for f in files], "frame_names": [f.stem for f in files]}
+    if lazy:
+        first = _to_tchw(read_image_file(files[0])[None], files[0])
+
+        def read(start: int, stop: int) -> np.ndarray:
+            out = [_to_tchw(read_image_file(f)[None], f) for f in files[start:stop]]
+            for f, a in zip(files[start:stop], out):
+                if a.shape[1:] != first.shape[1:]:
+                    raise CineReadError(f, f"frame size {a.shape[2:]} differs from the first frame's {first.shape[2:]}")
+            return np.concatenate(out) if out else np.zeros((0, *first.shape[1:]), np.float32)
+
+        return Cine(frames=LazyFrames((len(files), *first.shape[1:]), read), source=str(source),  # type: ignore[arg-type]
+                    format="frames", meta=meta)
     frames, shape = [], None
     for f in files:
         img = read_image_file(f)
@@ -352,12 +451,7 @@ def _read_frame_files(files: Sequence[PathLike], source: PathLike) -> Cine:
             raise CineReadError(f, f"frame size {img.shape} differs from the first frame's {shape}")
         shape = img.shape
         frames.append(img)
-    return Cine(
-        frames=_to_tchw(np.stack(frames), source),
-        source=str(source),
-        format="frames",
-        meta={"files": [str(f) for f in files], "frame_names": [f.stem for f in files]},
-    )
+    return Cine(frames=_to_tchw(np.stack(frames), source), source=str(source), format="frames", meta=meta)
 
 
 def list_frame_files(folder: PathLike) -> list[Path]:
@@ -368,18 +462,20 @@ def list_frame_files(folder: PathLike) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------------- public API
-def read_cine(source: CineSource, min_frames: int = 1) -> Cine:
+def read_cine(source: CineSource, min_frames: int = 1, lazy: bool = False) -> Cine:
     """Read a cine (or a single image as a 1-frame cine) from any supported source.
 
     Args:
         source: a file, a folder (DICOM series or image frames) or a list of frame image files.
         min_frames: raise :class:`CineReadError` when fewer frames are found (2 for anything used as a video).
+        lazy: for video files and image-frame folders/lists, return :class:`LazyFrames` that decode frames only
+            when sliced (streaming); other formats are read into memory either way.
 
     Returns:
         :class:`Cine` with ``frames`` of shape ``(T, C, H, W)`` float32.
     """
     if isinstance(source, (list, tuple)):
-        cine = _read_frame_files(source, source[0] if source else "<empty list>")
+        cine = _read_frame_files(source, source[0] if source else "<empty list>", lazy)
     else:
         path = Path(source)
         if not path.exists():
@@ -390,7 +486,7 @@ def read_cine(source: CineSource, min_frames: int = 1) -> Cine:
             if dicoms:
                 cine = _read_dicom_series(dicoms, path)
             else:
-                cine = _read_frame_files(list_frame_files(path), path)
+                cine = _read_frame_files(list_frame_files(path), path, lazy)
         else:
             if path.stat().st_size == 0:
                 raise CineReadError(path, "empty file (0 bytes)")
@@ -400,7 +496,7 @@ def read_cine(source: CineSource, min_frames: int = 1) -> Cine:
             elif suffix in ITK_SUFFIXES:
                 cine = _read_itk(path)
             elif suffix in VIDEO_SUFFIXES:
-                cine = _read_video(path)
+                cine = _read_video_lazy(path) if lazy else _read_video(path)
             elif suffix in IMAGE_SUFFIXES:
                 cine = _read_frame_files([path], path)
             elif _is_dicom_file(path):

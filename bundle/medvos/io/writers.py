@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,32 +93,63 @@ def write_png_frames(folder: str | Path, frames: np.ndarray, names: Sequence[str
     return [write_png(Path(folder) / f"{n}.png", a) for n, a in zip(names, arr)]
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float = 10.0) -> Path:
-    """Write ``(T,C,H,W)`` frames, or uint8 ``(T,H,W[,3])``, as MP4/AVI (OpenCV) or GIF (Pillow), by suffix."""
-    arr = np.asarray(frames)
-    channels_last = arr.dtype == np.uint8 and (arr.ndim == 3 or (arr.ndim == 4 and arr.shape[-1] == 3))
-    arr = arr if channels_last else _as_uint8_frames(arr)
-    if arr.ndim == 3:
-        arr = np.repeat(arr[..., None], 3, axis=-1)
-    suffix = Path(path).suffix.lower()
-    with atomic_path(path) as tmp:
-        if suffix == ".gif":
+class VideoWriter:
+    """Append frames to an MP4/AVI (OpenCV, streamed) or GIF (Pillow; kept until close) written atomically.
+
+    ``with VideoWriter(path, fps) as vw: vw.append(frames)`` with ``(n,C,H,W)`` frames or uint8 ``(n,H,W[,3])``.
+    """
+
+    def __init__(self, path: str | Path, fps: float = 10.0) -> None:
+        self.path, self.fps = Path(path), float(fps)
+        self.suffix = self.path.suffix.lower()
+        self._ctx = atomic_path(self.path)
+        self._writer: Any = None
+        self._gif: list[Any] = []
+
+    def __enter__(self) -> VideoWriter:
+        self._tmp = self._ctx.__enter__()
+        return self
+
+    def append(self, frames: np.ndarray) -> None:
+        arr = np.asarray(frames)
+        channels_last = arr.dtype == np.uint8 and (arr.ndim == 3 or (arr.ndim == 4 and arr.shape[-1] == 3))
+        arr = arr if channels_last else _as_uint8_frames(arr)
+        if arr.ndim == 3:
+            arr = np.repeat(arr[..., None], 3, axis=-1)
+        if self.suffix == ".gif":
             from PIL import Image
 
-            imgs = [Image.fromarray(a) for a in arr]
-            imgs[0].save(tmp, save_all=True, append_images=imgs[1:], duration=int(1000 / max(fps, 1e-3)), loop=0,
-                         format="GIF")
-        else:
-            import cv2
+            self._gif += [Image.fromarray(a) for a in arr]
+            return
+        import cv2
 
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if suffix == ".mp4" else "MJPG"))
+        if self._writer is None:
+            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.suffix == ".mp4" else "MJPG"))
             h, w = arr.shape[1:3]
-            vw = cv2.VideoWriter(str(tmp), fourcc, float(fps), (w, h))
-            if not vw.isOpened():
-                raise OSError(f"{path}: OpenCV cannot open a video writer for '{suffix}'")
-            for a in arr:
-                vw.write(cv2.cvtColor(a, cv2.COLOR_RGB2BGR))
-            vw.release()
+            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (w, h))
+            if not self._writer.isOpened():
+                raise OSError(f"{self.path}: OpenCV cannot open a video writer for '{self.suffix}'")
+        for a in arr:
+            self._writer.write(cv2.cvtColor(a, cv2.COLOR_RGB2BGR))
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if exc[0] is None:
+                if self._writer is not None:
+                    self._writer.release()
+                elif self._gif:
+                    self._gif[0].save(self._tmp, save_all=True, append_images=self._gif[1:],
+                                      duration=int(1000 / max(self.fps, 1e-3)), loop=0, format="GIF")
+        finally:
+            if self._writer is not None:
+                self._writer.release()
+            self._ctx.__exit__(*exc)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = 10.0) -> Path:
+    """Write ``(T,C,H,W)`` frames, or uint8 ``(T,H,W[,3])``, as MP4/AVI (OpenCV) or GIF (Pillow), by suffix."""
+    with VideoWriter(path, fps) as vw:
+        vw.append(frames)
     return Path(path)
 
 

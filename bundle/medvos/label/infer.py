@@ -92,14 +92,14 @@ class PropagateInfer(InferTask):
         try:
             res = run_inference(image, annotation, work, net, self.image_size, self.window, fusion,
                                 outputs=("nifti",) if output else (), threshold=self.threshold,
-                                annotated=annotated or None, progress=False)
+                                annotated=annotated or None, progress=False, keep_labels=False)
             if output:
                 shutil.move(str(res["files"]["nifti"]), str(output))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         out = {"frame_confidence": [round(float(c), 4) for c in res["confidence"]],
                "annotated_frames": res["annotated"], "num_frames": int(len(res["confidence"])),
-               "objects": sorted(int(v) for v in set(res["labels"].ravel().tolist()) - {0}),
+               "objects": res["objects"],
                "model": "relearned" if ckpt.name == RELEARNED_FILE else "phase1", "checkpoint": ckpt.name}
         with self._lock:
             self._confidence[key] = out
