@@ -24,7 +24,8 @@ def command(args: argparse.Namespace, extra: list[str]) -> list[str]:
            str(Path(args.studies).resolve()), "--host", args.host, "--port", str(args.port),
            "--conf", "models", str(Path(args.models).resolve()), "--conf", "image_size", str(args.image_size),
            "--conf", "window", str(args.window), "--conf", "tau_hidden", str(args.tau_hidden),
-           "--conf", "fusion", args.fusion, "--conf", "max_epochs", str(args.max_epochs)]
+           "--conf", "fusion", args.fusion, "--conf", "max_epochs", str(args.max_epochs),
+           "--conf", "memory_tree", str(args.memory_tree).lower()]
     if args.tracking_uri:
         cmd += ["--conf", "tracking_uri", args.tracking_uri]
     return cmd + extra
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--tau-hidden", type=int, default=256)
     ap.add_argument("--fusion", default="nearest", choices=["nearest", "fuse", "joint"])
+    ap.add_argument("--memory-tree", action=argparse.BooleanOptionalAction, default=True,
+                    help="propagate with the memory tree (default) or single-path")
     ap.add_argument("--max-epochs", type=int, default=3, help="relearning epochs of the 'relearn' task")
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--host", default="127.0.0.1")

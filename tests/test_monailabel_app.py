@@ -160,6 +160,7 @@ def test_corrected_frame_is_kept_and_used_as_second_annotation(server):
 def test_uploaded_label_matches_in_process_propagation(server):
     import torch
 
+    from medvos.inference.memory_tree import MemoryTreePropagator
     from medvos.inference.workflow import run_inference
     from medvos.networks.checkpoint import load_model
     from medvos.networks.image_model import FewShotSegNet
@@ -171,7 +172,8 @@ def test_uploaded_label_matches_in_process_propagation(server):
     net = load_model(server["models"] / "model.pt", FewShotSegNet(backbone_weights=None), WINDOW, TAU_HIDDEN)
     with torch.inference_mode():
         ref = run_inference(str(paths["image"]), str(paths["first_frame"]), server["root"] / "ref", net.eval(),
-                            SIZE, WINDOW, outputs=(), progress=False)
+                            SIZE, WINDOW, outputs=(), progress=False,
+                            propagator=MemoryTreePropagator(net, SIZE, WINDOW))  # the app's default
     assert np.array_equal(np.transpose(ref["labels"], (2, 1, 0)), np.asarray(volume(r.content).dataobj))
 
 

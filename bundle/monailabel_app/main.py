@@ -6,7 +6,8 @@ Start it with ``python scripts/start_label_server.py --studies <folder of cines>
 Configuration (``--conf key value``): ``models`` (folder with the phase-1 ``model.pt``; ``relearned.pt`` is
 written and used beside it; default ``bundle/models``), ``image_size`` (the size the model was trained at,
 default 128), ``window`` (8), ``tau_hidden`` (256), ``fusion`` (nearest|fuse|joint), ``threshold`` (0.5),
-``max_epochs`` (relearning, 3), ``tracking_uri`` (MLflow; default sqlite beside the models).
+``memory_tree`` (true|false, default true), ``max_epochs`` (relearning, 3), ``tracking_uri`` (MLflow; default
+sqlite beside the models).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class MedVOSApp(MONAILabelApp):
         if fusion not in FUSION_MODES:
             raise ValueError(f"--conf fusion {fusion!r}: expected one of {FUSION_MODES}")
         self.propagate = PropagateInfer(self.model_dir, self.image_size, self.window, self.tau_hidden, fusion,
-                                        float(conf.get("threshold", 0.5)))
+                                        float(conf.get("threshold", 0.5)),
+                                        memory_tree=conf.get("memory_tree", "true").lower() == "true")
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="medvos",
                          description="Few-shot cine segmentation: annotate a frame, propagate to every frame",
                          version="1.0")

@@ -138,11 +138,15 @@ class MemoryTreePropagator(FewShotPropagator):
         return chosen
 
     # ------------------------------------------------------------------------------------------------ stream
-    def _probabilities(self, q_enc: Any, supports: list[Any], size: tuple[int, int]) -> np.ndarray:
-        """Mean foreground probability ``(n,H,W)`` of a window over ``supports`` (encodings)."""
-        p = [torch.softmax(self.network.segment_encoded(q_enc, s, self.image_size), 1)[:, 1:2].float()
-             for s in supports]
-        return _resize(torch.stack(p).mean(0), size, "bilinear")[:, 0].cpu().numpy()
+    def _probabilities(self, q_enc: Any, keys: list[Any], encodings: dict[Any, Any], cache: dict[Any, np.ndarray],
+                       size: tuple[int, int]) -> np.ndarray:
+        """Mean foreground probability ``(n,H,W)`` of a window over the supports ``keys``; each support's map is
+        computed once per window (pathways share most of their memory)."""
+        for k in keys:
+            if k not in cache:
+                logits = self.network.segment_encoded(q_enc, encodings[k], self.image_size)
+                cache[k] = _resize(torch.softmax(logits, 1)[:, 1:2].float(), size, "bilinear")[:, 0].cpu().numpy()
+        return np.mean([cache[k] for k in keys], axis=0)
 
     @torch.inference_mode()
     def stream(self, windows: Iterable[tuple[int, torch.Tensor]], supports: list[Support]
@@ -154,13 +158,18 @@ class MemoryTreePropagator(FewShotPropagator):
             size = (int(frames.shape[-2]), int(frames.shape[-1]))
             q = _resize(frames.to(self.device, torch.float32), self.image_size, "bilinear")
             q_enc = self.network.encode_query(q)
+            cache: dict[Any, np.ndarray] = {}
+            in_use = {k for tree in trees for path in tree.paths for k in path.memory}
+            self._memory = {k: v for k, v in self._memory.items() if k in in_use}  # forgotten supports freed
             for tree in trees:
-                base = [s.encoding for s in tree.annotated]
+                for i, s in enumerate(tree.annotated):
+                    self._memory[("annotated", tree.value, i)] = s.encoding
+                base = [("annotated", tree.value, i) for i in range(len(tree.annotated))]
                 probs: dict[tuple, np.ndarray] = {}
                 for path in tree.paths:
                     path.active = path.memory  # memory added inside a window counts from the next window
                     if path.memory not in probs:
-                        probs[path.memory] = self._probabilities(q_enc, base + [self._memory[k] for k in path.memory],
+                        probs[path.memory] = self._probabilities(q_enc, base + list(path.memory), self._memory, cache,
                                                                  size)
                 for i in range(frames.shape[0]):
                     t = start + i

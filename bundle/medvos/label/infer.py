@@ -16,6 +16,7 @@ import torch
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from torch import nn
 
+from medvos.inference.memory_tree import MemoryTreePropagator
 from medvos.inference.workflow import run_inference
 from medvos.networks.checkpoint import load_model
 from medvos.networks.image_model import FewShotSegNet
@@ -33,18 +34,20 @@ class PropagateInfer(InferTask):
     """Few-shot propagation with the relearned model when ``relearned.pt`` is in ``model_dir``, else the phase-1
     ``model.pt``; weights are reloaded when either file changes, so a finished "relearn" task is picked up.
 
+    With ``memory_tree`` (default) propagation uses the SAM2Long-style memory tree (the ``inferring`` default).
     Request keys (the app fills ``image`` and ``annotation`` with checked paths): ``fusion``, ``annotated_frames``
     (a list, or empty for "every non-empty frame of the label"). The response JSON holds the per-frame confidence.
     """
 
     def __init__(self, model_dir: str | Path, image_size: int = 128, window: int = 8, tau_hidden: int = 256,
-                 fusion: str = "nearest", threshold: float = 0.5, labels: Sequence[str] | dict | None = None) -> None:
+                 fusion: str = "nearest", threshold: float = 0.5, labels: Sequence[str] | dict | None = None,
+                 memory_tree: bool = True) -> None:
         super().__init__(type=InferType.SEGMENTATION, labels=labels or {"object": 1}, dimension=3,
                          description="Propagate the annotated frame(s) of a cine to every frame (few-shot)",
                          config={"fusion": fusion, "annotated_frames": [], "annotation_tag": "final"})
         self.model_dir = Path(model_dir)
         self.image_size, self.window, self.tau_hidden = image_size, window, tau_hidden
-        self.threshold = threshold
+        self.threshold, self.memory_tree = threshold, memory_tree
         self._lock = threading.Lock()
         self._net: tuple[tuple, nn.Module] | None = None
         self._confidence: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
@@ -90,9 +93,11 @@ class PropagateInfer(InferTask):
             return cached
         work = Path(tempfile.mkdtemp(prefix="medvos_infer_"))
         try:
+            tree = (MemoryTreePropagator(net, self.image_size, self.window, self.threshold, fusion)
+                    if self.memory_tree else None)  # one per request: it keeps per-video state
             res = run_inference(image, annotation, work, net, self.image_size, self.window, fusion,
                                 outputs=("nifti",) if output else (), threshold=self.threshold,
-                                annotated=annotated or None, progress=False, keep_labels=False)
+                                annotated=annotated or None, progress=False, keep_labels=False, propagator=tree)
             if output:
                 shutil.move(str(res["files"]["nifti"]), str(output))
         finally:
