@@ -26,14 +26,18 @@ from medvos.inference.methods import model_method
 from medvos.io.atomic import atomic_write_bytes
 
 REPO = Path(__file__).resolve().parents[1]
+NO_OPTIONS = {"tps_weight": 0.0, "tcr_weight": 0.0, "divergence_weight": 0.0}
+# "full" and the "without" rows use relearn.yaml's defaults (TPS on); "L only" and "L + ..." fix every option, so
+# the development-split comparison of the options reproduces whatever the defaults are.
 VARIANTS = {
     "full": {},
     "without L_t": {"lambda_t": 0.0},
     "without L_f": {"lambda_f": 0.0},
     "without L_p": {"lambda_p": 0.0},
-    "full + TAU divergence": {"divergence_weight": 0.1},
-    "full + TCR": {"tcr_weight": 1.0},
-    "full + TPS": {"tps_weight": 0.1},
+    "L only": NO_OPTIONS,
+    "L + TAU divergence": {**NO_OPTIONS, "divergence_weight": 0.1},
+    "L + TCR": {**NO_OPTIONS, "tcr_weight": 1.0},
+    "L + TPS": {**NO_OPTIONS, "tps_weight": 0.1},
 }
 
 
