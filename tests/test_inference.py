@@ -106,3 +106,32 @@ def test_backward_propagation_from_middle_frame(tmp_path, tiny_net, echo_small):
     res = run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "a.nii.gz"), tmp_path / "o", tiny_net,
                         image_size=32, window=4, outputs=["csv"], progress=False)
     assert res["annotated"] == [3] and res["confidence"][3] == 1.0 and len(res["confidence"]) == 6
+
+
+@pytest.mark.realdata
+def test_inference_on_real_jpeg_ultrasound_dicom_and_cvc_frames(tmp_path, tiny_net):
+    """The real JPEG-compressed colour US cine (DICOM SEG out) and a real CVC-ClinicDB frame folder (streamed)."""
+    from conftest import shared
+
+    from medvos.io.readers import list_frame_files
+
+    dcm = shared("us_cine_unlabeled") / "color3d_jpeg_baseline.dcm"
+    cine = read_cine(dcm)
+    ann = np.zeros((cine.num_frames, *cine.size), np.uint8)
+    ann[0, 200:280, 280:360] = 1  # a box on frame 0 (no labels exist for this cine)
+    write_nifti(tmp_path / "ann.nii.gz", ann)
+    res = run_inference(str(dcm), str(tmp_path / "ann.nii.gz"), tmp_path / "us", tiny_net, image_size=32, window=8,
+                        outputs=("dicom_seg", "csv"), progress=False)
+    assert res["labels"].shape == (120, 480, 640) and np.array_equal(res["labels"][0], ann[0])
+    seg = pydicom.dcmread(tmp_path / "us" / "mask_seg.dcm")
+    assert seg.Modality == "SEG" and seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+    frames = list_frame_files(shared("cvc_clinicdb") / "images")[:25]  # real colonoscopy frames, streamed
+    (tmp_path / "cvc_mask").mkdir()
+    first = read_cine([frames[0]])
+    m = np.zeros((1, *first.size), np.uint8)
+    m[0, 100:150, 150:200] = 255
+    write_png_frames(tmp_path / "cvc_mask", m, names=[frames[0].stem])
+    res = run_inference([str(f) for f in frames], str(tmp_path / "cvc_mask"), tmp_path / "cvc", tiny_net,
+                        image_size=32, window=8, outputs=("png",), keep_labels=False, progress=False)
+    assert res["labels"] is None and len(res["confidence"]) == len(frames)
+    assert len(list((tmp_path / "cvc" / "masks").glob("*.png"))) == len(frames)
