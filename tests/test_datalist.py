@@ -11,6 +11,7 @@ from medvos.io import CineReadError, read_cine, read_mask
 from medvos.io.writers import write_nifti, write_png_frames
 
 
+@pytest.mark.realdata
 def test_cvc_clinicdb_real(tmp_path):
     root = shared("cvc_clinicdb")
     dl = prepare.cvc_clinicdb(root)
@@ -24,6 +25,7 @@ def test_cvc_clinicdb_real(tmp_path):
     assert read_mask(e["label"], like=video).labels.shape[0] == video.num_frames
 
 
+@pytest.mark.realdata
 def test_kvasir_real():
     dl = prepare.kvasir_seg(shared("kvasir_seg"), validation_fraction=0.1)
     assert len(dl["training"]) + len(dl["validation"]) == 1000

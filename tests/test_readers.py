@@ -108,6 +108,7 @@ def test_monai_loadimage_reads_cines(tmp_path, echo_small):
     assert tuple(img.shape) == (1, 48, 48, 6)
 
 
+@pytest.mark.realdata
 def test_real_echo_dicom_jpeg_colour():
     path = shared("us_cine_unlabeled") / "color3d_jpeg_baseline.dcm"
     c = read_cine(path)
@@ -119,6 +120,7 @@ def test_real_echo_dicom_jpeg_colour():
     assert 2 < f.mean() < 100
 
 
+@pytest.mark.realdata
 def test_real_cvc_frames_and_masks():
     root = shared("cvc_clinicdb")
     files = [root / "images" / f"{i}.png" for i in range(1, 26)]
