@@ -54,7 +54,8 @@ class LeastConfidentFrame(Strategy):
                     return {"id": image_id, "frame": 0, "confidence": 0.0, "reason": "no annotated frame yet",
                             "skipped": skipped}
                 annotation, frames = datastore_annotation(datastore, image_id, tag)
-                res = self.infer.propagate(datastore.get_image_uri(image_id), annotation, annotated=frames)
+                res = self.infer.propagate(datastore.get_image_uri(image_id), annotation,
+                                           self.infer.config().get("fusion", "nearest"), annotated=frames)
             except CineReadError as exc:
                 logger.warning("least_confident_frame: skipping %s (%s)", image_id, exc.problem)
                 skipped.append({"id": image_id, "error": exc.problem})
