@@ -79,7 +79,7 @@ class MedVOSApp(MONAILabelApp):
             raise RequestError(400, "give the cine as a datastore image id (upload new cines with PUT "
                                     "/datastore/image first)")
         image = ds.require_image(image_id) if isinstance(ds, CineDatastore) else ds.get_image_uri(image_id)
-        fusion = request.get("fusion", "nearest")
+        fusion = request.get("fusion", task.config().get("fusion", "nearest"))
         if fusion not in FUSION_MODES:
             raise RequestError(400, f"fusion {fusion!r}: expected one of {FUSION_MODES}")
         frames = request.get("annotated_frames") or []
