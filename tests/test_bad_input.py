@@ -70,3 +70,17 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             tmp.write_bytes(b"partial")
             raise RuntimeError("crash mid-write")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_nifti_streamed_names_file_and_frames(tmp_path):
+    import nibabel as nib
+
+    from medvos.io import CineReadError, read_cine
+
+    vol = (np.random.default_rng(0).random((32, 32, 40)) * 255).astype(np.uint8)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "v.nii"))
+    data = (tmp_path / "v.nii").read_bytes()
+    (tmp_path / "cut.nii").write_bytes(data[: len(data) // 2])
+    cine = read_cine(tmp_path / "cut.nii", lazy=True)  # the header and the first frame are intact
+    with pytest.raises(CineReadError, match=r"cut\.nii: frames 30-37 unreadable"):
+        cine.frames[30:38]

@@ -137,15 +137,24 @@ def test_error_message_names_file(tmp_path):
         read_cine(p)
 
 
-@pytest.mark.parametrize("kind", ["avi", "frames"])
+@pytest.mark.parametrize("kind", ["avi", "frames", "nifti", "nifti_rgb", "nifti_singleton_z"])
 def test_lazy_reading_equals_in_memory(tmp_path, endo_small, kind):
     from medvos.io.readers import LazyFrames
 
-    src = tmp_path / ("v.avi" if kind == "avi" else "frames")
+    import nibabel as nib
+
+    src = tmp_path / {"avi": "v.avi", "frames": "frames"}.get(kind, "v.nii")
     if kind == "avi":
         write_video(src, endo_small.frames, fps=12)
-    else:
+    elif kind == "frames":
         write_png_frames(src, endo_small.frames)
+    elif kind == "nifti":
+        write_nifti(src, endo_small.frames[:, :1], frame_time_ms=40.0)
+    elif kind == "nifti_rgb":
+        write_nifti(src, endo_small.frames, frame_time_ms=40.0)
+    else:  # (x, y, 1, t)
+        vol = np.transpose(endo_small.frames[:, 0], (2, 1, 0))[:, :, None]
+        nib.save(nib.Nifti1Image(vol.astype(np.uint8), np.eye(4)), str(src))
     full, lazy = read_cine(src), read_cine(src, lazy=True)
     assert isinstance(lazy.frames, LazyFrames) and lazy.frames.shape == full.frames.shape
     assert np.array_equal(lazy.frames[2:5], full.frames[2:5]) and np.array_equal(lazy.frames[1], full.frames[1])

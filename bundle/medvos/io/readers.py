@@ -249,32 +249,62 @@ def _series_frame_time(a: Any, b: Any) -> float | None:
 
 
 # ----------------------------------------------------------------------------------------------- NIfTI / ITK
-def _read_nifti(path: Path) -> Cine:
+def _nifti_time_axis(shape: Sequence[int]) -> int:
+    """Axis of time in a stored NIfTI of ``shape``: (X,Y,T), (X,Y,1,T), (X,Y,T,C), (X,Y,1,T,C), (X,Y,T,1,C)."""
+    return 3 if len(shape) in (4, 5) and shape[2] == 1 else 2
+
+
+def _nifti_slab(shape: Sequence[int], t_axis: int, start: int, stop: int) -> tuple:
+    """Index of frames ``start:stop`` along ``t_axis`` (nibabel reads only that part of an uncompressed file)."""
+    return tuple(slice(start, stop) if i == t_axis else slice(None) for i in range(len(shape)))
+
+
+def _nifti_frames(data: np.ndarray, shape: Sequence[int], path: Path) -> np.ndarray:
+    """Stored NIfTI voxels (all frames or a slab of them along the time axis of the full ``shape``) -> ``(T,H,W[,C])``.
+    The layout is decided from the full shape, so a one-frame slab is read like the whole."""
+    if data.dtype.names:  # RGB24 / RGBA32 structured voxels
+        data = np.stack([data[n] for n in data.dtype.names[:3]], axis=-1)
+        shape = (*shape, 3)
+    if len(shape) == 2:
+        data = data[:, :, None]
+    elif len(shape) in (4, 5) and shape[2] == 1:
+        data = data[:, :, 0]
+    elif len(shape) == 5 and shape[3] == 1:
+        data = data[:, :, :, 0]
+    if data.ndim not in (3, 4) or (data.ndim == 4 and data.shape[3] not in (1, 3, 4)):
+        raise CineReadError(path, f"NIfTI of shape {tuple(shape)} is not 2D+t (x, y, t[, channel])")
+    # (X, Y, T[, C]) -> (T, H=Y, W=X[, C])
+    return np.transpose(data, (2, 1, 0)) if data.ndim == 3 else np.transpose(data, (2, 1, 0, 3))
+
+
+def _read_nifti(path: Path, lazy: bool = False) -> Cine:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        img = nib.load(str(path), keep_file_open=lazy)  # streamed slabs: one open (gzip) file, read forward
         _check_size(path, img.shape)
-        data = np.asanyarray(img.dataobj)
+        shape = tuple(int(d) for d in img.shape)
+        t_axis = _nifti_time_axis(shape)
+        if lazy and len(shape) >= 3:
+            first = _to_tchw(_nifti_frames(np.asanyarray(img.dataobj[_nifti_slab(shape, t_axis, 0, 1)]), shape, path),
+                             path)
+            num = shape[t_axis]
+
+            def read(start: int, stop: int) -> np.ndarray:
+                try:
+                    slab = np.asanyarray(img.dataobj[_nifti_slab(shape, t_axis, start, stop)])
+                except Exception as exc:  # truncated or corrupt beyond the first frame
+                    raise CineReadError(path, f"frames {start}-{stop - 1} unreadable ({type(exc).__name__}: {exc})"
+                                        ) from exc
+                return _to_tchw(_nifti_frames(slab, shape, path), path)
+
+            frames: Any = LazyFrames((num, *first.shape[1:]), read)
+        else:
+            frames = _to_tchw(_nifti_frames(np.asanyarray(img.dataobj), shape, path), path)
     except CineReadError:
         raise
     except Exception as exc:
         raise CineReadError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
-    if data.dtype.names:  # RGB24 / RGBA32 structured voxels
-        data = np.stack([data[n] for n in data.dtype.names[:3]], axis=-1)
-    shape = data.shape
-    # Accept (X,Y,T), (X,Y,1,T), (X,Y,T,C), (X,Y,1,T,C), (X,Y,T,1,C); also a single 2D image (X,Y).
-    t_axis = 2
-    if data.ndim == 2:
-        data = data[:, :, None]
-    elif data.ndim in (4, 5) and shape[2] == 1:
-        data, t_axis = data[:, :, 0], 3
-    elif data.ndim == 5 and shape[3] == 1:
-        data = data[:, :, :, 0]
-    if data.ndim not in (3, 4) or (data.ndim == 4 and data.shape[3] not in (1, 3, 4)):
-        raise CineReadError(path, f"NIfTI of shape {shape} is not 2D+t (x, y, t[, channel])")
-    # (X, Y, T[, C]) -> (T, H=Y, W=X[, C])
-    arr = np.transpose(data, (2, 1, 0)) if data.ndim == 3 else np.transpose(data, (2, 1, 0, 3))
     zooms = img.header.get_zooms()
     affine = np.asarray(img.affine, dtype=float)
     unit = img.header.get_xyzt_units()[1]
@@ -285,7 +315,7 @@ def _read_nifti(path: Path) -> Cine:
     ras_to_lps = np.diag([-1.0, -1.0, 1.0])
     rot = affine[:3, :3] / np.maximum(np.linalg.norm(affine[:3, :3], axis=0, keepdims=True), 1e-12)
     return Cine(
-        frames=_to_tchw(arr, path),
+        frames=frames,
         spacing=(float(zooms[1]), float(zooms[0])),
         frame_time_ms=frame_time,
         origin=tuple(ras_to_lps @ affine[:3, 3]),  # type: ignore[arg-type]
@@ -468,8 +498,8 @@ def read_cine(source: CineSource, min_frames: int = 1, lazy: bool = False) -> Ci
     Args:
         source: a file, a folder (DICOM series or image frames) or a list of frame image files.
         min_frames: raise :class:`CineReadError` when fewer frames are found (2 for anything used as a video).
-        lazy: for video files and image-frame folders/lists, return :class:`LazyFrames` that decode frames only
-            when sliced (streaming); other formats are read into memory either way.
+        lazy: for video files, NIfTI and image-frame folders/lists, return :class:`LazyFrames` that read frames
+            only when sliced (streaming); DICOM and ITK files are read into memory either way.
 
     Returns:
         :class:`Cine` with ``frames`` of shape ``(T, C, H, W)`` float32.
@@ -492,7 +522,7 @@ def read_cine(source: CineSource, min_frames: int = 1, lazy: bool = False) -> Ci
                 raise CineReadError(path, "empty file (0 bytes)")
             suffix = _suffix(path)
             if suffix in NIFTI_SUFFIXES:
-                cine = _read_nifti(path)
+                cine = _read_nifti(path, lazy)
             elif suffix in ITK_SUFFIXES:
                 cine = _read_itk(path)
             elif suffix in VIDEO_SUFFIXES:
