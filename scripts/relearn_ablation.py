@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from medvos.data.datalist import load_datalist
 from medvos.data.videos import VideoDataset
+from medvos.engines.workflows import bundle_command
 from medvos.inference.evaluation import evaluate_methods
 from medvos.inference.methods import model_method
 from medvos.io.atomic import atomic_write_bytes
@@ -43,19 +43,14 @@ VARIANTS = {
 
 def relearn(name: str, overrides: dict, args: argparse.Namespace) -> tuple[Path, float]:
     out = args.out / name.replace(" ", "_").replace("+", "plus")
-    files = [str(REPO / "bundle/configs/train.yaml"), str(REPO / "bundle/configs/relearn.yaml")]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "relearning", "--config_file", repr(files),
-           "--meta_file", str(REPO / "bundle/configs/metadata.json"),
-           "--logging_file", str(REPO / "bundle/configs/logging.conf"),
-           "--datalist", str(args.datalist), "--phase1_checkpoint", str(args.phase1_checkpoint),
-           "--relearn_splits", repr(args.relearn_splits.split(",")), "--image_size", str(args.image_size),
-           "--max_epochs", str(args.max_epochs), "--clip_length", str(args.clip_length),
-           "--learning_rate", str(args.learning_rate), "--val_interval", str(args.max_epochs + 1),
-           "--output_dir", str(out / "eval"), "--ckpt_dir", str(out / "models"),
-           "--tracking_uri", f"sqlite:///{(args.out / 'mlruns.db').resolve()}", "--run_name", f"ablation: {name}"]
     l1, l2, l3 = (float(v) for v in args.lambdas.split(","))
-    for k, v in {"lambda_t": l1, "lambda_f": l2, "lambda_p": l3, **overrides}.items():
-        cmd += [f"--{k}", str(v)]
+    cmd = bundle_command(
+        "relearning", ["train.yaml", "relearn.yaml"], datalist=args.datalist,
+        phase1_checkpoint=args.phase1_checkpoint, relearn_splits=args.relearn_splits.split(","),
+        image_size=args.image_size, max_epochs=args.max_epochs, clip_length=args.clip_length,
+        learning_rate=args.learning_rate, val_interval=args.max_epochs + 1, output_dir=out / "eval",
+        ckpt_dir=out / "models", tracking_uri=f"sqlite:///{(args.out / 'mlruns.db').resolve()}",
+        run_name=f"ablation: {name}", **{"lambda_t": l1, "lambda_f": l2, "lambda_p": l3, **overrides})
     t0 = time.time()
     log = out / "relearn.log"
     out.mkdir(parents=True, exist_ok=True)

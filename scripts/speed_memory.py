@@ -51,10 +51,15 @@ def load_network(args: argparse.Namespace) -> torch.nn.Module:
     return net.to(memory_format=torch.channels_last) if args.channels_last else net
 
 
+def ping_pong(frames: int, clip: int = 40) -> np.ndarray:
+    """Indices that play a ``clip``-frame clip back and forth for ``frames`` frames."""
+    return np.abs((np.arange(frames) + clip - 1) % (2 * clip - 2) - (clip - 1))
+
+
 def test_cine(frames: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """A ``frames``-long 256x256 cine (a 40-frame synthetic endoscopy clip played back and forth)."""
     c = endo_cine(seed=11, size=size, num_frames=40)
-    idx = np.abs((np.arange(frames) + 39) % 78 - 39)
+    idx = ping_pong(frames)
     return c.frames[idx], c.labels[idx]
 
 
@@ -145,8 +150,7 @@ def reset_peak_rss() -> bool:
 def write_test_cine(folder: Path, frames: int, size: int) -> None:
     """Frame folder + first-frame mask folder, written frame by frame (the parent never holds the cine)."""
     clip, labels = test_cine(40, size)
-    idx = np.abs((np.arange(frames) + 39) % 78 - 39)
-    for t, i in enumerate(idx):
+    for t, i in enumerate(ping_pong(frames)):
         write_png_frames(folder / "frames", clip[i : i + 1], names=[f"{t:05d}"])
     write_png_frames(folder / "masks", labels[:1], names=["00000"])
 

@@ -78,7 +78,7 @@ class MedVOSApp(MONAILabelApp):
         if not isinstance(image_id, str) or not image_id or os.sep in image_id:
             raise RequestError(400, "give the cine as a datastore image id (upload new cines with PUT "
                                     "/datastore/image first)")
-        image = ds.require_image(image_id) if isinstance(ds, CineDatastore) else ds.get_image_uri(image_id)
+        image = ds.require_image(image_id)
         fusion = request.get("fusion", task.config().get("fusion", "nearest"))
         if fusion not in FUSION_MODES:
             raise RequestError(400, f"fusion {fusion!r}: expected one of {FUSION_MODES}")

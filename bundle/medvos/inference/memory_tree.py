@@ -103,7 +103,7 @@ class MemoryTreePropagator(FewShotPropagator):
         masks = [("all", full)]
         if near is not None and full.any():
             n, comp = cv2.connectedComponents(full.astype(np.uint8))
-            touching = [k for k in range(1, n) if np.logical_and(comp == k, near).any()]
+            touching = [int(k) for k in np.unique(comp[near]) if k != 0]
             if 0 < len(touching) < n - 1:
                 masks.append(("tracked", np.isin(comp, touching)))
         out = []

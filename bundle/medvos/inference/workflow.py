@@ -104,9 +104,14 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
         x = scale_intensity(frames, intensity)
         return np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
 
+    shown: dict[int, np.ndarray] = {}  # prepared frames awaiting the overlay (a propagator may output late)
+
     def windows() -> Any:
         for start in range(0, t_total, window):
-            yield start, torch.from_numpy(prepare(cine.frames[start : start + window]))
+            x = prepare(cine.frames[start : start + window])
+            if "overlay" in outputs:
+                shown.update({start + i: f for i, f in enumerate(x)})
+            yield start, torch.from_numpy(x)
 
     network.eval()
     prop = propagator or FewShotPropagator(network, image_size, window, threshold, fusion)
@@ -135,7 +140,7 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
             if "png" in outputs:
                 write_png_frames(output_dir / "masks", lab, names=names[start : start + n])
             if video_out is not None:
-                video_out.append(overlay(prepare(cine.frames[start : start + n]), lab))
+                video_out.append(overlay(np.stack([shown.pop(t) for t in range(start, start + n)]), lab))
             for t in range(start, start + n):
                 counts = np.bincount(lab[t - start].ravel(), minlength=256)
                 objects |= set(np.flatnonzero(counts[1:]) + 1)

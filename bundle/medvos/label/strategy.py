@@ -36,7 +36,7 @@ class LeastConfidentFrame(Strategy):
         key = (path, st.st_mtime_ns, st.st_size)
         if key not in self._readable:
             try:
-                read_cine(path, min_frames=2)
+                read_cine(path, min_frames=2, lazy=True)  # header and first frame (video: every frame counted)
                 self._readable[key] = None
             except CineReadError as exc:
                 self._readable[key] = exc.problem

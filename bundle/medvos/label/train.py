@@ -6,7 +6,6 @@ import json
 import logging
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
 from medvos.data.datalist import write_datalist
+from medvos.engines.workflows import bundle_command
 from medvos.io.atomic import atomic_path, atomic_write_bytes
 from medvos.io.errors import CineReadError
 from medvos.io.readers import read_cine, read_mask
@@ -26,7 +26,6 @@ from medvos.label.requests import RequestError, check_name
 from medvos.networks.checkpoint import model_state
 
 logger = logging.getLogger(__name__)
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 class RelearnTrain(TrainTask):
@@ -59,7 +58,7 @@ class RelearnTrain(TrainTask):
             image = datastore.get_image_uri(image_id)
             try:
                 label, frames = datastore_annotation(datastore, image_id, tag)
-                mask = read_mask(label, like=read_cine(image, min_frames=2))
+                mask = read_mask(label, like=read_cine(image, min_frames=2, lazy=True))
             except CineReadError as exc:
                 skipped.append({"id": image_id, "error": exc.problem})
                 continue
@@ -81,16 +80,13 @@ class RelearnTrain(TrainTask):
         work = self.model_dir / "relearn_work"
         shutil.rmtree(work, ignore_errors=True)  # a new relearning starts from the phase-1 model
         datalist = write_datalist(work / "datalist.json", {"training": entries, "validation": entries})
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "relearning",
-               "--config_file", repr([str(CONFIGS / "train.yaml"), str(CONFIGS / "relearn.yaml")]),
-               "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
-               "--datalist", str(datalist), "--phase1_checkpoint", str(phase1),
-               "--ckpt_dir", str(work / "models"), "--output_dir", str(work / "eval"),
-               "--image_size", str(self.image_size), "--clip_length", str(self.window),
-               "--tau_hidden", str(self.tau_hidden), "--max_epochs", str(epochs), "--val_interval", str(epochs + 1),
-               "--learning_rate", str(cfg["learning_rate"]), "--lambda_t", str(cfg["lambda_t"]),
-               "--lambda_f", str(cfg["lambda_f"]), "--lambda_p", str(cfg["lambda_p"]),
-               "--tracking_uri", self.tracking_uri, "--run_name", "monailabel-relearn-" + time.strftime("%Y%m%d-%H%M%S")]
+        cmd = bundle_command(
+            "relearning", ["train.yaml", "relearn.yaml"], datalist=datalist, phase1_checkpoint=phase1,
+            ckpt_dir=work / "models", output_dir=work / "eval", image_size=self.image_size,
+            clip_length=self.window, tau_hidden=self.tau_hidden, max_epochs=epochs, val_interval=epochs + 1,
+            learning_rate=cfg["learning_rate"], lambda_t=cfg["lambda_t"], lambda_f=cfg["lambda_f"],
+            lambda_p=cfg["lambda_p"], tracking_uri=self.tracking_uri,
+            run_name="monailabel-relearn-" + time.strftime("%Y%m%d-%H%M%S"))
         t0 = time.time()
         logger.info("relearn: %d cines, %d epochs", len(entries), epochs)
         proc = subprocess.run(cmd, capture_output=True, text=True)
