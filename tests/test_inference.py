@@ -30,9 +30,9 @@ def _write(fmt: str, root, cine):
     if fmt == "nifti":
         return write_nifti(root / "v.nii.gz", cine.frames, frame_time_ms=40.0)
     if fmt == "itk":
-        import itk
+        import SimpleITK as sitk
 
-        itk.imwrite(itk.image_from_array(np.ascontiguousarray(cine.frames[:, 0])), str(root / "v.mhd"))
+        sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(cine.frames[:, 0])), str(root / "v.mhd"))
         return root / "v.mhd"
     if fmt == "video":
         return write_video(root / "v.avi", np.repeat(cine.frames, 3, 1), fps=10)

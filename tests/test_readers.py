@@ -50,11 +50,11 @@ def test_nifti_grey_rgb_and_singleton_z(tmp_path, echo_small, endo_small):
 
 
 def test_itk_metaimage(tmp_path, echo_small):
-    import itk
+    import SimpleITK as sitk
 
-    img = itk.image_from_array(np.ascontiguousarray(echo_small.frames[:, 0]))
+    img = sitk.GetImageFromArray(np.ascontiguousarray(echo_small.frames[:, 0]))
     img.SetSpacing([0.5, 0.25, 1.0])
-    itk.imwrite(img, str(tmp_path / "seq.mhd"))
+    sitk.WriteImage(img, str(tmp_path / "seq.mhd"))
     c = read_cine(tmp_path / "seq.mhd")
     np.testing.assert_array_equal(c.frames, echo_small.frames)
     assert c.spacing == (0.25, 0.5) and c.format == "itk"
@@ -137,27 +137,128 @@ def test_error_message_names_file(tmp_path):
         read_cine(p)
 
 
-@pytest.mark.parametrize("kind", ["avi", "frames", "nifti", "nifti_rgb", "nifti_singleton_z"])
+def _write_kind(kind: str, root, frames):
+    """Write ``frames`` in the reader format ``kind``; return the path to read."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    if kind == "avi":
+        return write_video(root / "v.avi", frames, fps=12)
+    if kind == "frames":
+        write_png_frames(root / "frames", frames)
+        return root / "frames"
+    if kind == "nifti":
+        return write_nifti(root / "v.nii", frames[:, :1], frame_time_ms=40.0)
+    if kind == "nifti_rgb":
+        return write_nifti(root / "v.nii", frames, frame_time_ms=40.0)
+    if kind == "nifti_singleton_z":  # (x, y, 1, t)
+        vol = np.transpose(frames[:, 0], (2, 1, 0))[:, :, None]
+        nib.save(nib.Nifti1Image(vol.astype(np.uint8), np.eye(4)), str(root / "v.nii"))
+        return root / "v.nii"
+    if kind in ("dicom", "dicom_grey"):
+        return write_dicom_cine(root / "v.dcm", frames if kind == "dicom" else frames[:, :1])
+    if kind == "dicom_jpeg":
+        return write_dicom_cine(root / "v.dcm", frames, compression="jpeg")
+    if kind == "dicom_series":
+        write_dicom_series(root / "series", frames, shuffle_names=True)
+        return root / "series"
+    if kind in ("mhd", "mha_rgb"):
+        arr = frames[:, 0] if kind == "mhd" else np.moveaxis(frames, 1, -1)
+        img = sitk.GetImageFromArray(np.ascontiguousarray(arr.astype(np.uint8)), isVector=kind == "mha_rgb")
+        sitk.WriteImage(img, str(root / ("v.mhd" if kind == "mhd" else "v.mha")))
+        return root / ("v.mhd" if kind == "mhd" else "v.mha")
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["avi", "frames", "nifti", "nifti_rgb", "nifti_singleton_z", "dicom", "dicom_grey",
+                                  "dicom_jpeg", "dicom_series", "mhd", "mha_rgb"])
 def test_lazy_reading_equals_in_memory(tmp_path, endo_small, kind):
     from medvos.io.readers import LazyFrames
 
-    import nibabel as nib
-
-    src = tmp_path / {"avi": "v.avi", "frames": "frames"}.get(kind, "v.nii")
-    if kind == "avi":
-        write_video(src, endo_small.frames, fps=12)
-    elif kind == "frames":
-        write_png_frames(src, endo_small.frames)
-    elif kind == "nifti":
-        write_nifti(src, endo_small.frames[:, :1], frame_time_ms=40.0)
-    elif kind == "nifti_rgb":
-        write_nifti(src, endo_small.frames, frame_time_ms=40.0)
-    else:  # (x, y, 1, t)
-        vol = np.transpose(endo_small.frames[:, 0], (2, 1, 0))[:, :, None]
-        nib.save(nib.Nifti1Image(vol.astype(np.uint8), np.eye(4)), str(src))
+    src = _write_kind(kind, tmp_path, endo_small.frames)
     full, lazy = read_cine(src), read_cine(src, lazy=True)
     assert isinstance(lazy.frames, LazyFrames) and lazy.frames.shape == full.frames.shape
     assert np.array_equal(lazy.frames[2:5], full.frames[2:5]) and np.array_equal(lazy.frames[1], full.frames[1])
     assert np.array_equal(lazy.frames[0:2], full.frames[0:2])  # going back reopens the video
     assert np.array_equal(np.asarray(lazy.frames), full.frames)
     assert lazy.fps == full.fps and lazy.meta.get("frame_names") == full.meta.get("frame_names")
+    assert lazy.spacing == full.spacing and np.allclose(lazy.affine(), full.affine())
+
+
+def test_dicom_jpeg_colour_round_trip(tmp_path, endo_small):
+    """JPEG Baseline YBR_FULL_422 (what ultrasound carts store) decodes back to RGB within JPEG's loss."""
+    write_dicom_cine(tmp_path / "j.dcm", endo_small.frames, compression="jpeg")
+    c = read_cine(tmp_path / "j.dcm")
+    assert c.frames.shape == endo_small.frames.shape and c.format == "dicom"
+    assert np.abs(c.frames - endo_small.frames).mean() < 6  # a missing YCbCr->RGB conversion is off by ~50
+
+
+def test_dicom_truncated_pixel_data_names_file(tmp_path, echo_small):
+    p = write_dicom_cine(tmp_path / "t.dcm", echo_small.frames)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) - 48 * 48 * 2])  # two frames short
+    with pytest.raises(CineReadError, match=r"t\.dcm: pixel data holds .* need"):
+        read_cine(p, lazy=True)
+    with pytest.raises(CineReadError, match=r"t\.dcm"):
+        read_cine(p)
+
+
+@pytest.mark.parametrize("name", ["m.nii", "m.nii.gz"])
+def test_streamed_nifti_writer_equals_nibabel_save(tmp_path, echo_small, name):
+    """NiftiWriter (header, then windows) writes the very bytes nib.save writes for the whole volume."""
+    import gzip
+
+    import nibabel as nib
+
+    from medvos.io.writers import NiftiWriter, _nifti_image
+
+    lab = echo_small.labels
+    with NiftiWriter(tmp_path / name, len(lab), lab.shape[1:], frame_time_ms=25.0) as w:
+        w.append(lab[:4])
+        w.append(lab[4:])
+    ref = tmp_path / ("ref_" + name)
+    nib.save(_nifti_image(np.ascontiguousarray(np.transpose(lab, (2, 1, 0))), None, 25.0), str(ref))
+    unpack = (lambda p: gzip.decompress(p.read_bytes())) if name.endswith(".gz") else (lambda p: p.read_bytes())
+    assert unpack(tmp_path / name) == unpack(ref)
+    c = read_cine(tmp_path / name)
+    np.testing.assert_array_equal(c.frames[:, 0], lab)
+    assert c.frame_time_ms == pytest.approx(25.0)
+
+
+def test_streamed_nifti_writer_refuses_wrong_counts_and_leaves_nothing(tmp_path, echo_small):
+    from medvos.io.writers import NiftiWriter
+
+    lab = echo_small.labels
+    with pytest.raises(ValueError, match=r"short.nii.gz: 4 of the declared 6 frames"):
+        with NiftiWriter(tmp_path / "short.nii.gz", 6, lab.shape[1:]) as w:
+            w.append(lab[:4])
+    with pytest.raises(ValueError, match="more than the declared 6"):
+        with NiftiWriter(tmp_path / "long.nii.gz", 6, lab.shape[1:]) as w:
+            w.append(lab)
+            w.append(lab[:1])
+    with pytest.raises(ValueError, match=r"expected \(n, 48, 48\)"):
+        with NiftiWriter(tmp_path / "shape.nii", 6, lab.shape[1:]) as w:
+            w.append(lab[:, :40])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_annotations_keeps_only_annotated_frames(tmp_path, echo_small):
+    from medvos.io import MaskMismatchError, read_annotations
+
+    video = read_cine(write_nifti(tmp_path / "v.nii.gz", echo_small.frames), lazy=True)
+    ann = np.zeros_like(echo_small.labels)
+    ann[0], ann[4] = echo_small.labels[0], echo_small.labels[4]
+    write_nifti(tmp_path / "a.nii.gz", ann * 255)  # 0/255 export: binarised like read_mask
+    got = read_annotations(tmp_path / "a.nii.gz", video, window=2)
+    assert sorted(got) == [0, 4] and all(got[t].dtype == np.uint8 for t in got)
+    np.testing.assert_array_equal(got[4], echo_small.labels[4])
+    np.testing.assert_array_equal(read_annotations(tmp_path / "a.nii.gz", video, frames=[4, 2])[2], 0)
+    with pytest.raises(MaskMismatchError, match=r"a.nii.gz: annotated frame\(s\) \[9\] are not in the mask"):
+        read_annotations(tmp_path / "a.nii.gz", video, frames=[9])
+    # a partial mask folder: its frames are matched by name, empty ones included (the caller refuses those)
+    write_png_frames(tmp_path / "f", echo_small.frames)
+    frames = read_cine(tmp_path / "f", lazy=True)
+    write_png_frames(tmp_path / "m", ann[[0, 3]], names=["0000", "0003"])
+    part = read_annotations(tmp_path / "m", frames)
+    assert sorted(part) == [0, 3] and not part[3].any()
+    np.testing.assert_array_equal(part[0], echo_small.labels[0])

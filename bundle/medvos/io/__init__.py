@@ -5,7 +5,7 @@ from __future__ import annotations
 from medvos.io.atomic import atomic_path, atomic_write_bytes
 from medvos.io.cine import Cine, MaskVideo
 from medvos.io.errors import CineReadError, MaskMismatchError
-from medvos.io.readers import read_cine, read_mask
+from medvos.io.readers import read_annotations, read_cine, read_mask
 
 __all__ = [
     "Cine",
@@ -14,6 +14,7 @@ __all__ = [
     "MaskMismatchError",
     "atomic_path",
     "atomic_write_bytes",
+    "read_annotations",
     "read_cine",
     "read_mask",
 ]

@@ -150,7 +150,7 @@ def _dicom_geometry(ds: Any) -> dict[str, Any]:
 
 
 def _dicom_pixels(ds: Any, path: PathLike) -> np.ndarray:
-    """Decoded pixels in RGB (colour) or grey, shape ``(T,H,W[,C])``."""
+    """Decoded pixels of a dataset (all its frames) in RGB (colour) or grey, shape ``(T,H,W[,C])``."""
     import pydicom
 
     if "PixelData" not in ds:
@@ -171,8 +171,9 @@ def _dicom_pixels(ds: Any, path: PathLike) -> np.ndarray:
         from pydicom.pixel_data_handlers.util import convert_color_space
 
         arr = convert_color_space(arr, "YBR_FULL", "RGB", per_frame=arr.ndim == 4)
-    if pi == "MONOCHROME1":
-        arr = arr.max() - arr
+    if pi == "MONOCHROME1":  # inverted relative to the stored range, so every window of a cine inverts alike
+        bits = int(ds.get("BitsStored", 8) or 8)
+        arr = (-1 - arr.astype(np.int64)) if int(ds.get("PixelRepresentation", 0)) else ((1 << bits) - 1) - arr
     if nframes == 1:
         arr = arr[None]
     slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
@@ -181,29 +182,111 @@ def _dicom_pixels(ds: Any, path: PathLike) -> np.ndarray:
     return arr
 
 
-def _read_dicom_dataset(path: Path) -> Any:
+def _read_dicom_dataset(path: Path, **kwargs: Any) -> Any:
     import pydicom
 
     try:
-        return pydicom.dcmread(str(path))
+        return pydicom.dcmread(str(path), **kwargs)
     except Exception as exc:
         raise CineReadError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
 
 
-def _read_dicom_file(path: Path) -> Cine:
-    ds = _read_dicom_dataset(path)
-    arr = _dicom_pixels(ds, path)
-    frames = _to_tchw(arr, path)
-    header = ds.copy()
-    if "PixelData" in header:
-        del header.PixelData
-    return Cine(frames=frames, source=str(path), format="dicom", meta={"dicom": header}, **_dicom_geometry(ds))
+def _dicom_frame_shape(ds: Any, path: PathLike) -> tuple[int, int, int]:
+    """``(rows, columns, samples per pixel)`` from a header, refusing empty or implausible sizes."""
+    rows, cols, spp = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), int(ds.get("SamplesPerPixel", 1))
+    if rows <= 0 or cols <= 0:
+        raise CineReadError(path, f"DICOM declares an empty image ({rows}x{cols})")
+    _check_size(path, (rows, cols, spp))
+    return rows, cols, spp
 
 
-def _read_dicom_series(files: list[Path], source: Path) -> Cine:
+class _DicomFileFrames:
+    """Frames of one (multi-frame) DICOM file, decoded window by window by pydicom's own handlers.
+
+    Native pixel data stays on disk: a window reads only its frames' bytes, at the element's file offset.
+    Encapsulated (JPEG, RLE, ...) pixel data is held compressed, split into frames, and a window decodes only its
+    frames. Either way no decoded whole-cine array exists unless all frames are asked for.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+        ds = _read_dicom_dataset(path, defer_size="256 KB")
+        ts = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        if ts == DeflatedExplicitVRLittleEndian:  # offsets refer to the inflated stream: read it all
+            ds = _read_dicom_dataset(path)
+        if "PixelData" not in ds:
+            raise CineReadError(path, "DICOM file has no pixel data")
+        self.path = path
+        self.rows, self.cols, self.spp = _dicom_frame_shape(ds, path)
+        self.num = int(ds.get("NumberOfFrames", 1) or 1)
+        if self.num <= 0:
+            raise CineReadError(path, f"DICOM declares {self.num} frames")
+        elem = ds.get_item("PixelData")
+        self.fragments: list[bytes] | None = None
+        self.offset: int | None = None
+        self.data: bytes | None = None
+        if ts is not None and ts.is_compressed:
+            from pydicom.encaps import generate_pixel_data_frame
+
+            try:
+                self.fragments = list(generate_pixel_data_frame(ds.PixelData, self.num))
+            except Exception as exc:
+                raise CineReadError(path, f"cannot split the encapsulated pixel data into {self.num} frames "
+                                    f"({type(exc).__name__}: {exc})") from exc
+            if len(self.fragments) != self.num:
+                raise CineReadError(path, f"declares {self.num} frames but its pixel data holds "
+                                    f"{len(self.fragments)}")
+        else:
+            bits = int(ds.get("BitsAllocated", 8) or 8)
+            if bits % 8:
+                raise CineReadError(path, f"BitsAllocated {bits} is not supported for cines")
+            self.frame_bytes = self.rows * self.cols * self.spp * bits // 8
+            need = self.num * self.frame_bytes
+            if getattr(elem, "value", None) is None and getattr(elem, "value_tell", None) is not None:
+                self.offset, have = int(elem.value_tell), int(elem.length)  # deferred: still on disk
+            else:
+                self.data = bytes(ds.PixelData)
+                have = len(self.data)
+            if have < need:
+                raise CineReadError(path, f"pixel data holds {have} bytes; {self.num} frames of {self.rows}x"
+                                    f"{self.cols}x{self.spp} at {bits} bits need {need} (truncated file?)")
+        del ds.PixelData
+        self.header = ds
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        import copy
+
+        n = stop - start
+        fds = copy.deepcopy(self.header)
+        fds.NumberOfFrames = n
+        if self.fragments is not None:
+            from pydicom.encaps import encapsulate
+
+            fds.PixelData = encapsulate(self.fragments[start:stop])
+            fds["PixelData"].VR = "OB"
+            fds["PixelData"].is_undefined_length = True
+        elif self.data is not None:
+            fds.PixelData = self.data[start * self.frame_bytes:stop * self.frame_bytes]
+        else:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset + start * self.frame_bytes)  # type: ignore[operator]
+                fds.PixelData = fh.read(n * self.frame_bytes)
+        return _to_tchw(_dicom_pixels(fds, self.path), self.path)
+
+
+def _read_dicom_file(path: Path, lazy: bool = False) -> Cine:
+    src = _DicomFileFrames(path)
+    frames: Any = LazyFrames((src.num, *src.read(0, 1).shape[1:]), src.read) if lazy else src.read(0, src.num)
+    return Cine(frames=frames, source=str(path), format="dicom", meta={"dicom": src.header},
+                **_dicom_geometry(src.header))
+
+
+def _read_dicom_series(files: list[Path], source: Path, lazy: bool = False) -> Cine:
+    """A folder of single-frame DICOM files: headers order the frames; pixels are decoded when a window is read."""
     entries = []
     for f in files:
-        ds = _read_dicom_dataset(f)
+        ds = _read_dicom_dataset(f, stop_before_pixels=True)
         order = (
             int(ds.get("InstanceNumber", 0) or 0),
             str(ds.get("AcquisitionTime", "") or ds.get("ContentTime", "") or ""),
@@ -211,25 +294,29 @@ def _read_dicom_series(files: list[Path], source: Path) -> Cine:
         )
         entries.append((order, f, ds))
     entries.sort(key=lambda e: e[0])
-    frames, shape = [], None
-    for _, f, ds in entries:
-        arr = _dicom_pixels(ds, f)
-        if shape is not None and arr.shape[1:] != shape:
-            raise CineReadError(f, f"frame size {arr.shape[1:]} differs from the series' {shape}")
-        shape = arr.shape[1:]
-        frames.append(arr)
     first = entries[0][2]
-    header = first.copy()
-    if "PixelData" in header:
-        del header.PixelData
+    shape = _dicom_frame_shape(first, entries[0][1])
+    for _, f, ds in entries[1:]:
+        if _dicom_frame_shape(ds, f) != shape:
+            raise CineReadError(f, f"frame size {_dicom_frame_shape(ds, f)} differs from the series' {shape}")
+    ordered = [e[1] for e in entries]
+
+    def read(start: int, stop: int) -> np.ndarray:
+        out = [_dicom_pixels(_read_dicom_dataset(f), f) for f in ordered[start:stop]]
+        for f, a in zip(ordered[start:stop], out):
+            if a.shape[1:3] != shape[:2]:
+                raise CineReadError(f, f"frame size {a.shape[1:3]} differs from the series' {shape[:2]}")
+        return _to_tchw(np.concatenate(out, 0), source)
+
+    frames: Any = LazyFrames((len(ordered), *read(0, 1).shape[1:]), read) if lazy else read(0, len(ordered))
     geom = _dicom_geometry(first)
     if geom["frame_time_ms"] is None and len(entries) > 1:
         geom["frame_time_ms"] = _series_frame_time(entries[0][2], entries[1][2])
     return Cine(
-        frames=_to_tchw(np.concatenate(frames, 0), source),
+        frames=frames,
         source=str(source),
         format="dicom-series",
-        meta={"dicom": header, "files": [str(e[1]) for e in entries]},
+        meta={"dicom": first, "files": [str(f) for f in ordered]},
         **geom,
     )
 
@@ -326,29 +413,47 @@ def _read_nifti(path: Path, lazy: bool = False) -> Cine:
     )
 
 
-def _read_itk(path: Path) -> Cine:
-    import itk
+def _read_itk(path: Path, lazy: bool = False) -> Cine:
+    """MetaImage/NRRD through SimpleITK (ITK's image IO). A window reads only its z-slabs (ITK streams the
+    uncompressed formats; compressed ones are decoded and cropped by ITK)."""
+    import SimpleITK as sitk
 
-    try:
-        img = itk.imread(str(path))
-        arr = np.asarray(itk.array_from_image(img))
-    except Exception as exc:
-        raise CineReadError(path, f"not a readable ITK image ({type(exc).__name__}: {exc})") from exc
-    dim = img.GetImageDimension()
-    spacing = [float(s) for s in img.GetSpacing()]
-    origin = [float(o) for o in img.GetOrigin()]
-    direction = np.asarray(itk.array_from_matrix(img.GetDirection()), dtype=float)
-    multi = arr.ndim == dim + 1  # vector pixels
-    if dim == 2:
-        arr = arr[None]
-    elif dim != 3:
+    def reader() -> Any:
+        r = sitk.ImageFileReader()
+        r.SetFileName(str(path))
+        try:
+            r.ReadImageInformation()
+        except RuntimeError as exc:
+            raise CineReadError(path, f"not a readable ITK image ({str(exc).strip().splitlines()[-1]})") from exc
+        return r
+
+    info = reader()
+    dim, size = info.GetDimension(), [int(s) for s in info.GetSize()]
+    if dim not in (2, 3):
         raise CineReadError(path, f"ITK image of dimension {dim} is not 2D or 2D+t")
-    if multi and arr.ndim != 4:
-        raise CineReadError(path, f"unexpected ITK array shape {arr.shape}")
+    _check_size(path, (*size, info.GetNumberOfComponents()))
+    num = size[2] if dim == 3 else 1
+
+    def read(start: int, stop: int) -> np.ndarray:
+        r = reader()
+        if dim == 3:
+            r.SetExtractIndex([0, 0, start])
+            r.SetExtractSize([size[0], size[1], stop - start])
+        try:
+            arr = sitk.GetArrayFromImage(r.Execute())  # (z, y, x[, components])
+        except RuntimeError as exc:
+            raise CineReadError(path, f"frames {start}-{stop - 1} unreadable ({str(exc).strip().splitlines()[-1]})"
+                                ) from exc
+        return _to_tchw(arr[None] if dim == 2 else arr, path)
+
+    frames: Any = LazyFrames((num, *read(0, 1).shape[1:]), read) if lazy else read(0, num)
+    spacing = [float(s) for s in info.GetSpacing()]
+    origin = [float(o) for o in info.GetOrigin()]
+    direction = np.asarray(info.GetDirection(), dtype=float).reshape(dim, dim)
     d3 = np.eye(3)
-    d3[: direction.shape[0], : direction.shape[1]] = direction
+    d3[:dim, :dim] = direction
     return Cine(
-        frames=_to_tchw(arr, path),
+        frames=frames,
         spacing=(spacing[1], spacing[0]),
         frame_time_ms=None,
         origin=tuple((origin + [0.0, 0.0, 0.0])[:3]),  # type: ignore[arg-type]
@@ -498,8 +603,8 @@ def read_cine(source: CineSource, min_frames: int = 1, lazy: bool = False) -> Ci
     Args:
         source: a file, a folder (DICOM series or image frames) or a list of frame image files.
         min_frames: raise :class:`CineReadError` when fewer frames are found (2 for anything used as a video).
-        lazy: for video files, NIfTI and image-frame folders/lists, return :class:`LazyFrames` that read frames
-            only when sliced (streaming); DICOM and ITK files are read into memory either way.
+        lazy: return :class:`LazyFrames` that read (decode) frames only when sliced, so a cine streams window by
+            window in every format. Compressed DICOM is held compressed; NIfTI, ITK and native DICOM stay on disk.
 
     Returns:
         :class:`Cine` with ``frames`` of shape ``(T, C, H, W)`` float32.
@@ -514,7 +619,7 @@ def read_cine(source: CineSource, min_frames: int = 1, lazy: bool = False) -> Ci
             entries = sorted((p for p in path.iterdir() if p.is_file()), key=lambda p: natural_key(p.name))
             dicoms = [p for p in entries if _is_dicom_file(p)]
             if dicoms:
-                cine = _read_dicom_series(dicoms, path)
+                cine = _read_dicom_series(dicoms, path, lazy)
             else:
                 cine = _read_frame_files(list_frame_files(path), path, lazy)
         else:
@@ -524,13 +629,13 @@ def read_cine(source: CineSource, min_frames: int = 1, lazy: bool = False) -> Ci
             if suffix in NIFTI_SUFFIXES:
                 cine = _read_nifti(path, lazy)
             elif suffix in ITK_SUFFIXES:
-                cine = _read_itk(path)
+                cine = _read_itk(path, lazy)
             elif suffix in VIDEO_SUFFIXES:
                 cine = _read_video_lazy(path) if lazy else _read_video(path)
             elif suffix in IMAGE_SUFFIXES:
                 cine = _read_frame_files([path], path)
             elif _is_dicom_file(path):
-                cine = _read_dicom_file(path)
+                cine = _read_dicom_file(path, lazy)
             else:
                 raise CineReadError(path, f"unsupported file type '{suffix or '(no suffix)'}' (not DICOM, NIfTI, "
                                     "ITK, video or image)")
@@ -554,6 +659,26 @@ def labels_from_pixels(frames: np.ndarray) -> np.ndarray:
     return (vals > thr).astype(np.uint8)
 
 
+def _mask_frame_index(mask: Cine, like: Cine) -> list[int]:
+    """Video frame index of each mask frame: all frames in order for a full-length mask, else matched by file stem.
+
+    Raises:
+        MaskMismatchError: frame size differs, or a partial mask whose frames cannot be named.
+    """
+    t, (h, w) = like.num_frames, like.size
+    if mask.size != (h, w):
+        raise MaskMismatchError(mask.source, f"mask frame size {mask.size} differs from the video's {(h, w)} "
+                                f"({like.source})")
+    if mask.num_frames == t:
+        return list(range(t))
+    names, mask_names = like.meta.get("frame_names"), mask.meta.get("frame_names")
+    if names and mask_names and set(mask_names) <= set(names):
+        index = {n: i for i, n in enumerate(names)}
+        return [index[n] for n in mask_names]
+    raise MaskMismatchError(mask.source, f"mask has {mask.num_frames} frame(s) but the video has {t} "
+                            f"({like.source}); a partial mask must name its frames like the video's frame files")
+
+
 def read_mask(source: CineSource, like: Cine | None = None) -> MaskVideo:
     """Read a mask video (all frames, or only some frames) and check it against its cine.
 
@@ -566,24 +691,41 @@ def read_mask(source: CineSource, like: Cine | None = None) -> MaskVideo:
     """
     cine = read_cine(source)
     labels = labels_from_pixels(cine.frames)
-    src = cine.source
     if like is None:
-        return MaskVideo(labels=labels, labeled=np.ones(len(labels), bool), source=src)
-    t, (h, w) = like.num_frames, like.size
-    if labels.shape[1:] != (h, w):
-        raise MaskMismatchError(src, f"mask frame size {labels.shape[1:]} differs from the video's {(h, w)} "
-                                f"({like.source})")
-    if labels.shape[0] == t:
-        return MaskVideo(labels=labels, labeled=np.ones(t, bool), source=src)
-    names = like.meta.get("frame_names")
-    mask_names = cine.meta.get("frame_names")
-    if names and mask_names and set(mask_names) <= set(names):
-        full = np.zeros((t, h, w), np.uint8)
-        labeled = np.zeros(t, bool)
-        index = {n: i for i, n in enumerate(names)}
-        for k, name in enumerate(mask_names):
-            full[index[name]] = labels[k]
-            labeled[index[name]] = True
-        return MaskVideo(labels=full, labeled=labeled, source=src)
-    raise MaskMismatchError(src, f"mask has {labels.shape[0]} frame(s) but the video has {t} ({like.source}); "
-                            "a partial mask must name its frames like the video's frame files")
+        return MaskVideo(labels=labels, labeled=np.ones(len(labels), bool), source=cine.source)
+    index = _mask_frame_index(cine, like)
+    if len(index) == like.num_frames:
+        return MaskVideo(labels=labels, labeled=np.ones(len(labels), bool), source=cine.source)
+    full = np.zeros((like.num_frames, *like.size), np.uint8)
+    labeled = np.zeros(like.num_frames, bool)
+    full[index], labeled[index] = labels, True
+    return MaskVideo(labels=full, labeled=labeled, source=cine.source)
+
+
+def read_annotations(source: CineSource, like: Cine, frames: Sequence[int] | None = None,
+                     window: int = 16) -> dict[int, np.ndarray]:
+    """The annotated frames of a mask, ``{frame: (H, W) uint8 labels}``, streamed: only those frames are kept.
+
+    Which frames: ``frames`` when given; else every frame a partial mask (frame folder named like the video's
+    frames) covers; else the non-empty frames of a full-length mask, which is read ``window`` frames at a time,
+    so a 2D+t label volume with one annotated frame costs one frame of memory, not the volume.
+
+    Raises:
+        MaskMismatchError: frame count or size differs from ``like``, or a requested frame is not in the mask.
+    """
+    mask = read_cine(source, lazy=True)
+    index = _mask_frame_index(mask, like)
+    wanted = None if frames is None else {int(t) for t in frames}
+    if wanted is not None and not wanted <= set(index):
+        raise MaskMismatchError(mask.source, f"annotated frame(s) {sorted(wanted - set(index))} are not in the "
+                                f"mask (the video has {like.num_frames} frames)")
+    partial = len(index) < like.num_frames
+    kept: dict[int, np.ndarray] = {}
+    for start in range(0, mask.num_frames, window):
+        for k, frame in enumerate(mask.frames[start:start + window]):
+            t = index[start + k]
+            if (t in wanted) if wanted is not None else (partial or frame.any()):
+                kept[t] = frame
+    order = sorted(kept)
+    labels = labels_from_pixels(np.stack([kept[t] for t in order])) if order else []  # one value rule for all
+    return dict(zip(order, labels))

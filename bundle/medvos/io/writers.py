@@ -44,6 +44,80 @@ def nifti_affine(like: Cine | None, frame_time_ms: float | None = None) -> np.nd
     return _LPS_TO_RAS @ like.affine()
 
 
+def _nifti_image(dataobj: Any, like: Cine | None, frame_time_ms: float | None) -> Any:
+    """A Nifti1Image of ``dataobj`` (voxel order x, y, t[, c]) with the cine's affine and units."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(dataobj, nifti_affine(like, frame_time_ms))
+    if like is not None and "header" in like.meta:
+        img.header.set_xyzt_units(*like.meta["header"].get_xyzt_units())
+    else:
+        img.header.set_xyzt_units("mm", "msec")
+    return img
+
+
+class NiftiWriter:
+    """Append ``(n, H, W)`` label windows to a 2D+t NIfTI (voxel order x, y, t) written atomically.
+
+    Time is the slowest axis of the volume, so each window is one contiguous run of voxels: the header is written
+    first and every window streams after it (through gzip for ``.nii.gz``); memory does not grow with the cine.
+    ``with NiftiWriter(path, num_frames, (H, W), like) as w: w.append(labels)``. Fewer or more frames than
+    declared raise, and the temporary file is removed.
+    """
+
+    def __init__(self, path: str | Path, num_frames: int, size: tuple[int, int], like: Cine | None = None,
+                 frame_time_ms: float | None = None, dtype: type = np.uint8) -> None:
+        self.path, self.num_frames, self.size, self.dtype = Path(path), int(num_frames), tuple(size), np.dtype(dtype)
+        h, w = self.size
+        shape = (w, h, self.num_frames)  # no voxels exist: the header only needs shape and dtype
+        self._img = _nifti_image(np.broadcast_to(np.zeros((), self.dtype), shape), like, frame_time_ms)
+        self._ctx = atomic_path(self.path)
+        self.written = 0
+
+    def __enter__(self) -> NiftiWriter:
+        import gzip
+
+        self._tmp = self._ctx.__enter__()
+        self._raw = open(self._tmp, "wb")  # noqa: SIM115 - closed in __exit__
+        self._fh = (gzip.GzipFile(filename="", fileobj=self._raw, mode="wb", compresslevel=6)
+                    if self.path.name.lower().endswith(".gz") else self._raw)
+        try:
+            self._img.update_header()
+            hdr = self._img.header
+            hdr["vox_offset"] = 0  # nibabel sets the single-file offset (header + extensions) as it writes
+            hdr.set_slope_inter(1.0, 0.0)  # what nib.save writes for unscaled data (NaN confuses some readers)
+            hdr.write_to(self._fh)
+            self._fh.write(b"\0" * max(int(hdr["vox_offset"]) - self._fh.tell(), 0))
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def append(self, labels: np.ndarray) -> None:
+        arr = np.asarray(labels)
+        if arr.ndim != 3 or arr.shape[1:] != self.size:
+            raise ValueError(f"{self.path}: expected (n, {self.size[0]}, {self.size[1]}) labels, got {arr.shape}")
+        if self.written + len(arr) > self.num_frames:
+            raise ValueError(f"{self.path}: more than the declared {self.num_frames} frames")
+        # (n, H, W) in C order has x fastest, then y, then t: exactly NIfTI's (x, y, t) Fortran order.
+        self._fh.write(np.ascontiguousarray(arr, self.dtype.newbyteorder("<")).tobytes())
+        self.written += len(arr)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        short = None
+        if exc_type is None and self.written != self.num_frames:
+            short = ValueError(f"{self.path}: {self.written} of the declared {self.num_frames} frames written")
+            exc_type, exc, tb = ValueError, short, None
+        try:
+            if self._fh is not self._raw:
+                self._fh.close()
+            self._raw.close()
+        finally:
+            self._ctx.__exit__(exc_type, exc, tb)  # renames on success, removes the temporary file on error
+        if short is not None:
+            raise short
+
+
 def write_nifti(path: str | Path, data: np.ndarray, like: Cine | None = None, frame_time_ms: float | None = None,
                 dtype: type = np.uint8) -> Path:
     """Write ``(T,H,W)`` labels or ``(T,C,H,W)`` frames as a 2D+t NIfTI with voxel order (x, y, t[, c]).
@@ -53,19 +127,16 @@ def write_nifti(path: str | Path, data: np.ndarray, like: Cine | None = None, fr
     import nibabel as nib
 
     arr = np.asarray(data)
-    if arr.ndim == 4:
-        vol = np.transpose(arr, (3, 2, 0, 1))  # (T,C,H,W) -> (W,H,T,C)
-        if vol.shape[3] == 1:
-            vol = vol[..., 0]
-    elif arr.ndim == 3:
-        vol = np.transpose(arr, (2, 1, 0))  # (T,H,W) -> (W,H,T)
-    else:
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim == 3:
+        with NiftiWriter(path, arr.shape[0], arr.shape[1:], like, frame_time_ms, dtype) as w:
+            w.append(arr.astype(dtype))
+        return Path(path)
+    if arr.ndim != 4:
         raise ValueError(f"expected (T,H,W) or (T,C,H,W), got {arr.shape}")
-    img = nib.Nifti1Image(np.ascontiguousarray(vol.astype(dtype)), nifti_affine(like, frame_time_ms))
-    if like is not None and "header" in like.meta:
-        img.header.set_xyzt_units(*like.meta["header"].get_xyzt_units())
-    else:
-        img.header.set_xyzt_units("mm", "msec")
+    vol = np.transpose(arr, (3, 2, 0, 1))  # (T,C,H,W) -> (W,H,T,C)
+    img = _nifti_image(np.ascontiguousarray(vol.astype(dtype)), like, frame_time_ms)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)
@@ -188,9 +259,35 @@ def _set_pixels(ds, arr: np.ndarray) -> None:  # noqa: ANN001
     ds.PixelData = np.ascontiguousarray(arr, np.uint8).tobytes()
 
 
+def _jpeg_baseline(ds, arr: np.ndarray, quality: int = 90) -> None:  # noqa: ANN001
+    """Encapsulate uint8 frames as JPEG Baseline (Pillow encodes; colour as YBR_FULL_422, as ultrasound carts do)."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    colour = ds.SamplesPerPixel == 3
+    frames = []
+    for a in arr:
+        buf = io.BytesIO()
+        Image.fromarray(a, "RGB" if colour else "L").save(buf, format="JPEG", quality=quality, subsampling=1)
+        frames.append(buf.getvalue())
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    if colour:
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.LossyImageCompression, ds.LossyImageCompressionMethod = "01", "ISO_10918_1"
+    ds.PixelData = encapsulate(frames)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+
+
 def write_dicom_cine(path: str | Path, frames: np.ndarray, frame_time_ms: float = 40.0,
-                     spacing: tuple[float, float] = (0.3, 0.3)) -> Path:
-    """Write an uncompressed Ultrasound Multi-frame Image (grey or RGB) from ``(T,C,H,W)`` or ``(T,H,W)``."""
+                     spacing: tuple[float, float] = (0.3, 0.3), compression: str | None = None) -> Path:
+    """Write an Ultrasound Multi-frame Image (grey or RGB) from ``(T,C,H,W)`` or ``(T,H,W)``: uncompressed, or
+    JPEG Baseline with ``compression="jpeg"`` (lossy, as most ultrasound archives store cines)."""
+    if compression not in (None, "jpeg"):
+        raise ValueError(f"compression must be None or 'jpeg', not {compression!r}")
     arr = _as_uint8_frames(frames)
     ds = _base_dataset("1.2.840.10008.5.1.4.1.1.3.1")
     ds.NumberOfFrames = int(arr.shape[0])
@@ -200,6 +297,8 @@ def write_dicom_cine(path: str | Path, frames: np.ndarray, frame_time_ms: float 
     ds.PixelSpacing = [f"{spacing[0]:.6g}", f"{spacing[1]:.6g}"]
     ds.InstanceNumber = 1
     _set_pixels(ds, arr)
+    if compression == "jpeg":
+        _jpeg_baseline(ds, arr)
     with atomic_path(path) as tmp:
         ds.save_as(str(tmp), write_like_original=False)
     return Path(path)
