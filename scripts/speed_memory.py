@@ -6,9 +6,12 @@
 - **speed**: a 256x256 cine propagated window by window (|B| = 8 frames per forward pass, support encoded once,
   inference mode); frames per second end to end and per stage (preprocessing, backbone, pseudo mask + fusion +
   neck, TAU, head, postprocessing). ``--channels-last`` / ``--threads`` change the execution settings.
-- **memory**: peak resident memory of the ``inferring`` workflow's streaming path (frame folder in; PNG masks,
-  overlay MP4 and CSV out) on a 100-frame and a 1000-frame 256x256 cine, each in its own process, measured from
-  after the model is loaded (Linux ``clear_refs`` resets the peak; VmHWM); their ratio.
+- **memory**: peak resident memory of the ``inferring`` workflow's streaming path on a 100-frame and a 1000-frame
+  256x256 cine, each in its own process, measured from after the model is loaded (Linux ``clear_refs`` resets the
+  peak; VmHWM); their ratio. ``--memory-input frames`` (default): a PNG frame folder and a one-file mask folder in;
+  PNG masks, overlay MP4 and CSV out. ``--memory-input dicom``: a JPEG-compressed multi-frame DICOM and a
+  full-length 2D+t NIfTI label volume annotated on frame 0 in (what an ultrasound user and the MONAI Label app
+  send); the NIfTI mask, PNG masks, overlay MP4 and CSV out.
 - **SAM2.1-tiny** (``--sam2``): the ``sam2`` package's video predictor (random weights; speed only) on the same
   frames, as a peer anchor.
 
@@ -120,10 +123,13 @@ def memory_child(args: argparse.Namespace) -> None:
     net = load_network(args)
     base = vm_kb("VmRSS") / 1024
     reset = reset_peak_rss()  # so the peak below is the inference's, not the model loading's
+    dicom = args.memory_input == "dicom"
+    video, annotation = (("cine.dcm", "annotation.nii.gz") if dicom else ("frames", "masks"))
+    outputs = ("nifti", "png", "overlay", "csv") if dicom else ("png", "overlay", "csv")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        run_inference(str(args.cine_dir / "frames"), str(args.cine_dir / "masks"), Path(tmp), net, args.image_size,
-                      args.window, outputs=("png", "overlay", "csv"), keep_labels=False, progress=False)
+        run_inference(str(args.cine_dir / video), str(args.cine_dir / annotation), Path(tmp), net, args.image_size,
+                      args.window, outputs=outputs, keep_labels=False, progress=False)
         dt = time.perf_counter() - t0
     peak = (vm_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
     print(json.dumps({"peak_rss_mb": peak, "rss_before_inference_mb": base, "seconds": dt, "peak_reset": reset}))
@@ -147,10 +153,20 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def write_test_cine(folder: Path, frames: int, size: int) -> None:
-    """Frame folder + first-frame mask folder, written frame by frame (the parent never holds the cine)."""
+def write_test_cine(folder: Path, frames: int, size: int, kind: str = "frames") -> None:
+    """``frames``: a frame folder + first-frame mask folder, written frame by frame. ``dicom``: a JPEG-compressed
+    multi-frame DICOM + a full-length NIfTI label volume with only frame 0 annotated (streamed out)."""
+    from medvos.io.writers import NiftiWriter, write_dicom_cine
+
     clip, labels = test_cine(40, size)
-    for t, i in enumerate(ping_pong(frames)):
+    order = ping_pong(frames)
+    if kind == "dicom":
+        write_dicom_cine(folder / "cine.dcm", clip[order], compression="jpeg")
+        with NiftiWriter(folder / "annotation.nii.gz", frames, labels.shape[1:]) as w:
+            w.append(labels[:1])
+            w.append(np.zeros((frames - 1, *labels.shape[1:]), np.uint8))
+        return
+    for t, i in enumerate(order):
         write_png_frames(folder / "frames", clip[i : i + 1], names=[f"{t:05d}"])
     write_png_frames(folder / "masks", labels[:1], names=["00000"])
 
@@ -160,8 +176,9 @@ def memory(args: argparse.Namespace, lengths: list[int]) -> dict[str, Any]:
     out = {}
     for n in lengths:
         with tempfile.TemporaryDirectory() as tmp:
-            write_test_cine(Path(tmp), n, args.image_size)
-            cmd = [sys.executable, __file__, "--memory-child", "--cine-dir", tmp, "--image-size", str(args.image_size),
+            write_test_cine(Path(tmp), n, args.image_size, args.memory_input)
+            cmd = [sys.executable, __file__, "--memory-child", "--cine-dir", tmp, "--memory-input", args.memory_input,
+                   "--image-size", str(args.image_size),
                    "--window", str(args.window), "--tau-hidden", str(args.tau_hidden), "--threads", str(args.threads)]
             if args.checkpoint:
                 cmd += ["--checkpoint", str(args.checkpoint)]
@@ -170,7 +187,7 @@ def memory(args: argparse.Namespace, lengths: list[int]) -> dict[str, Any]:
             raise SystemExit(proc.stderr[-3000:])
         out[str(n)] = {"frames": n, **json.loads(proc.stdout.strip().splitlines()[-1])}
     a, b = out[str(lengths[0])]["peak_rss_mb"], out[str(lengths[-1])]["peak_rss_mb"]
-    return {"runs": out, "ratio": b / a}
+    return {"input": args.memory_input, "runs": out, "ratio": b / a}
 
 
 def sam2_speed(args: argparse.Namespace, frames: int = 8) -> dict[str, Any]:
@@ -212,6 +229,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--speed-frames", type=int, default=96)
     ap.add_argument("--memory-lengths", default="100,1000")
+    ap.add_argument("--memory-input", choices=("frames", "dicom"), default="frames",
+                    help="frame folder + mask folder, or JPEG DICOM + full-length NIfTI labels (see above)")
     ap.add_argument("--skip", default="", help="comma-separated: speed, memory")
     ap.add_argument("--sam2", action="store_true", help="also time SAM2.1-tiny (random weights)")
     ap.add_argument("--out", type=Path)
@@ -253,7 +272,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines += [f"| {k} | {v:.2f} | {sp['stages_share'][k]:.0%} |" for k, v in sp["stages_ms_per_frame"].items()]
         lines.append("")
     if "memory" in res:
-        lines += ["| cine (256x256) | peak RSS during inference (MB) | RSS before inference (MB) | seconds |",
+        lines += [f"Input: {res['memory'].get('input', 'frames')}.", "",
+                  "| cine (256x256) | peak RSS during inference (MB) | RSS before inference (MB) | seconds |",
                   "|---|---|---|---|"]
         lines += [f"| {r['frames']} frames | {r['peak_rss_mb']:.0f} | {r['rss_before_inference_mb']:.0f} | "
                   f"{r['seconds']:.0f} |" for r in res["memory"]["runs"].values()]

@@ -27,8 +27,8 @@ from medvos.data.transforms import intensity_range, scale_intensity
 from medvos.inference.propagator import FewShotPropagator
 from medvos.io.atomic import atomic_write_bytes
 from medvos.io.errors import MaskMismatchError
-from medvos.io.readers import read_cine, read_mask
-from medvos.io.writers import VideoWriter, write_nifti, write_png_frames
+from medvos.io.readers import read_annotations, read_cine
+from medvos.io.writers import NiftiWriter, VideoWriter, write_png_frames
 
 logger = logging.getLogger(__name__)
 OUTPUTS = ("nifti", "png", "dicom_seg", "overlay", "csv")
@@ -55,14 +55,6 @@ def overlay(frames: np.ndarray, labels: np.ndarray, alpha: float = 0.4) -> np.nd
     return out
 
 
-def annotated_frames(mask_labeled: np.ndarray, labels: np.ndarray, given: Sequence[int] | None) -> list[int]:
-    """Which frames carry the user's annotation: ``given``, else the mask's labelled frames that are non-empty."""
-    if given:
-        return sorted(int(t) for t in given)
-    partial = not mask_labeled.all()
-    return [int(t) for t in np.flatnonzero(mask_labeled if partial else labels.reshape(len(labels), -1).any(1))]
-
-
 def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], output_dir: str | Path,
                   network: nn.Module, image_size: int = 256, window: int = 8, fusion: str = "nearest",
                   outputs: Sequence[str] = OUTPUTS, overlay_format: str = "mp4", threshold: float = 0.5,
@@ -70,9 +62,10 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
                   propagator: FewShotPropagator | None = None) -> dict[str, Any]:
     """Propagate the annotation of one or more frames of ``video`` to every frame and write the outputs.
 
-    Streaming: video files and frame folders are decoded window by window (|B| = ``window`` frames); PNG frames,
-    the overlay video and the CSV are written per window. The NIfTI and DICOM SEG outputs (and ``keep_labels``)
-    hold the label volume, 1 byte per pixel; nothing else grows with the video's length.
+    Streaming: the cine is decoded window by window (|B| = ``window`` frames) in every input format, and only the
+    annotated frames of the mask are kept; the NIfTI mask, PNG frames, the overlay video and the CSV are written
+    per window. Only ``keep_labels`` and the DICOM SEG output (a DICOM input) hold the label volume, 1 byte per
+    pixel; nothing else grows with the video's length.
 
     Args:
         video: any cine :func:`medvos.io.read_cine` reads.
@@ -91,13 +84,13 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
     if unknown:
         raise ValueError(f"unknown outputs {sorted(unknown)} (expected a subset of {OUTPUTS})")
     cine = read_cine(video, min_frames=2, lazy=True)
-    mask = read_mask(annotation, like=cine)
-    ann = annotated_frames(mask.labeled, mask.labels, annotated)
+    given = read_annotations(annotation, cine, annotated or None)
+    ann = sorted(given)
     if not ann:
-        raise MaskMismatchError(mask.source, "no annotated frame: the mask is empty on every frame")
-    empty = [a for a in ann if not mask.labels[a].any()]
+        raise MaskMismatchError(str(annotation), "no annotated frame: the mask is empty on every frame")
+    empty = [a for a in ann if not given[a].any()]
     if empty:
-        raise MaskMismatchError(mask.source, f"annotated frame(s) {empty} have an empty mask")
+        raise MaskMismatchError(str(annotation), f"annotated frame(s) {empty} have an empty mask")
     intensity = intensity_range(cine.frames)
 
     def prepare(frames: np.ndarray) -> np.ndarray:
@@ -116,27 +109,31 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
     network.eval()
     prop = propagator or FewShotPropagator(network, image_size, window, threshold, fusion)
     supports = prop.supports({a: (torch.from_numpy(prepare(cine.frames[a : a + 1]))[0],
-                                  torch.from_numpy(mask.labels[a])) for a in ann})
+                                  torch.from_numpy(given[a])) for a in ann})
     t_total = cine.num_frames
     output_dir = Path(output_dir)
     files: dict[str, Path] = {}
-    hold = keep_labels or "nifti" in outputs or ("dicom_seg" in outputs and cine.format in ("dicom", "dicom-series"))
-    out = np.zeros((t_total, *cine.size), np.uint8) if hold else None
+    seg = "dicom_seg" in outputs and cine.format in ("dicom", "dicom-series")
+    out = np.zeros((t_total, *cine.size), np.uint8) if keep_labels or seg else None
     conf = np.zeros(t_total, np.float32)
     names = cine.meta.get("frame_names") or [f"{t:04d}" for t in range(t_total)]
     rows, objects = [], set()
     video_out = (VideoWriter(output_dir / f"overlay.{overlay_format}", fps=cine.fps or 10.0)
                  if "overlay" in outputs else None)
+    nifti_out = (NiftiWriter(output_dir / "mask.nii.gz", t_total, cine.size, like=cine)
+                 if "nifti" in outputs else None)
     bar = tqdm(total=t_total, desc="propagating", unit="frame", disable=not progress)
-    with video_out or contextlib.nullcontext():
+    with video_out or contextlib.nullcontext(), nifti_out or contextlib.nullcontext():
         for start, lab, c, _ in prop.stream(windows(), supports):
             n = len(lab)
             for t in range(start, start + n):  # annotated frames keep the given labels
                 if t in ann:
-                    lab[t - start], c[t - start] = mask.labels[t], 1.0
+                    lab[t - start], c[t - start] = given[t], 1.0
             conf[start : start + n] = c
             if out is not None:
                 out[start : start + n] = lab
+            if nifti_out is not None:
+                nifti_out.append(lab)
             if "png" in outputs:
                 write_png_frames(output_dir / "masks", lab, names=names[start : start + n])
             if video_out is not None:
@@ -151,9 +148,9 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
         files["overlay"] = video_out.path
     if "png" in outputs:
         files["png"] = output_dir / "masks"
-    if "nifti" in outputs:
-        files["nifti"] = write_nifti(output_dir / "mask.nii.gz", out, like=cine)
-    if "dicom_seg" in outputs and cine.format in ("dicom", "dicom-series"):
+    if nifti_out is not None:
+        files["nifti"] = nifti_out.path
+    if seg:
         import pydicom
 
         from medvos.io.dicom_seg import write_dicom_seg

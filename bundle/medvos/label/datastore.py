@@ -10,7 +10,7 @@ from typing import Any
 from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
 
-from medvos.io.readers import read_mask
+from medvos.io.readers import labels_from_pixels, read_cine
 from medvos.label.requests import RequestError, check_name
 
 # 2D+t volumes (time as the third axis, as 3D Slicer shows them), DICOM cines, ITK single-file images and videos.
@@ -49,17 +49,22 @@ class CineDatastore(LocalDatastore):
         super().remove_label(label_id, label_tag)
 
 
-def corrected_frames(annotation: str, previous: str, previous_annotated: Sequence[int]) -> list[int]:
+def corrected_frames(annotation: str, previous: str, previous_annotated: Sequence[int], window: int = 16
+                     ) -> list[int]:
     """The frames an annotator drew or corrected: non-empty in ``annotation`` and either annotated before or
     different from the ``previous`` propagation result (so re-submitting a corrected result re-propagates from the
-    original annotation plus the corrections, not from every frame)."""
-    now, before = read_mask(annotation).labels, read_mask(previous).labels
-    if now.shape != before.shape:
+    original annotation plus the corrections, not from every frame). Both volumes are compared window by window."""
+    now_cine, before_cine = read_cine(annotation, lazy=True), read_cine(previous, lazy=True)
+    if now_cine.frames.shape[0] != before_cine.frames.shape[0] or now_cine.size != before_cine.size:
         return []
-    drawn = now.reshape(len(now), -1).any(1)
-    changed = (now != before).reshape(len(now), -1).any(1)
-    keep = set(int(t) for t in previous_annotated)
-    return [t for t in range(len(now)) if drawn[t] and (changed[t] or t in keep)]
+    keep, out = {int(t) for t in previous_annotated}, []
+    for start in range(0, now_cine.num_frames, window):
+        now = labels_from_pixels(now_cine.frames[start:start + window])
+        before = labels_from_pixels(before_cine.frames[start:start + window])
+        drawn = now.reshape(len(now), -1).any(1)
+        changed = (now != before).reshape(len(now), -1).any(1)
+        out += [start + k for k in range(len(now)) if drawn[k] and (changed[k] or start + k in keep)]
+    return out
 
 
 def datastore_annotation(datastore: Any, image_id: str, tag: str) -> tuple[str, list[int]]:

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
@@ -19,7 +18,7 @@ from medvos.data.datalist import write_datalist
 from medvos.engines.workflows import bundle_command
 from medvos.io.atomic import atomic_path, atomic_write_bytes
 from medvos.io.errors import CineReadError
-from medvos.io.readers import read_cine, read_mask
+from medvos.io.readers import read_annotations, read_cine
 from medvos.label.datastore import datastore_annotation
 from medvos.label.infer import PHASE1_FILE, RELEARNED_FILE
 from medvos.label.requests import RequestError, check_name
@@ -58,11 +57,11 @@ class RelearnTrain(TrainTask):
             image = datastore.get_image_uri(image_id)
             try:
                 label, frames = datastore_annotation(datastore, image_id, tag)
-                mask = read_mask(label, like=read_cine(image, min_frames=2, lazy=True))
+                found = read_annotations(label, read_cine(image, min_frames=2, lazy=True), frames or None)
             except CineReadError as exc:
                 skipped.append({"id": image_id, "error": exc.problem})
                 continue
-            frames = frames or [int(t) for t in np.flatnonzero(mask.labels.reshape(len(mask.labels), -1).any(1))]
+            frames = [t for t in sorted(found) if found[t].any()]
             if frames:
                 out.append({"id": image_id, "image": image, "label": label, "labeled_frames": frames})
         return out, skipped
