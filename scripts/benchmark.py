@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from medvos.data.datalist import load_datalist

@@ -113,7 +113,7 @@ def test_inference_on_real_jpeg_ultrasound_dicom_and_cvc_frames(tmp_path, tiny_n
     """The real JPEG-compressed colour US cine (DICOM SEG out) and a real CVC-ClinicDB frame folder (streamed)."""
     from conftest import shared
 
-    from medvos.io.readers import list_frame_files
+    from medvos.io.formats import list_frame_files
 
     dcm = shared("us_cine_unlabeled") / "color3d_jpeg_baseline.dcm"
     cine = read_cine(dcm)

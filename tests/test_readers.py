@@ -173,7 +173,7 @@ def _write_kind(kind: str, root, frames):
 @pytest.mark.parametrize("kind", ["avi", "frames", "nifti", "nifti_rgb", "nifti_singleton_z", "dicom", "dicom_grey",
                                   "dicom_jpeg", "dicom_series", "mhd", "mha_rgb"])
 def test_lazy_reading_equals_in_memory(tmp_path, endo_small, kind):
-    from medvos.io.readers import LazyFrames
+    from medvos.io.frames import LazyFrames
 
     src = _write_kind(kind, tmp_path, endo_small.frames)
     full, lazy = read_cine(src), read_cine(src, lazy=True)

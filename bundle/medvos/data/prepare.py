@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medvos.io.errors import CineReadError
-from medvos.io.readers import IMAGE_SUFFIXES, list_frame_files, natural_key
+from medvos.io.formats import IMAGE_SUFFIXES, list_frame_files, natural_key
 
 CVC_TEST_SEQUENCES = range(21, 30)
 

@@ -16,7 +16,8 @@ from monai.transforms.io import array as _monai_io
 from monai.utils import MetaKeys, SpaceKeys
 
 from medvos.io.cine import Cine
-from medvos.io.readers import DICOM_SUFFIXES, IMAGE_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, VIDEO_SUFFIXES, read_cine
+from medvos.io.formats import DICOM_SUFFIXES, IMAGE_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, VIDEO_SUFFIXES
+from medvos.io.readers import read_cine
 
 
 class CineReader(ImageReader):

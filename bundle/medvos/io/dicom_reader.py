@@ -1,0 +1,232 @@
+"""DICOM cines: a multi-frame file (any transfer syntax pydicom decodes, JPEG colour ultrasound included) or a
+series of single-frame files, read whole or window by window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medvos.io.cine import Cine
+from medvos.io.errors import CineReadError
+from medvos.io.formats import PathLike, natural_key
+from medvos.io.frames import LazyFrames, check_size, to_tchw
+
+
+def _dicom_geometry(ds: Any) -> dict[str, Any]:
+    spacing = (1.0, 1.0)
+    if "PixelSpacing" in ds:
+        spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
+    elif "ImagerPixelSpacing" in ds:
+        spacing = (float(ds.ImagerPixelSpacing[0]), float(ds.ImagerPixelSpacing[1]))
+    elif "SequenceOfUltrasoundRegions" in ds and len(ds.SequenceOfUltrasoundRegions):
+        reg = ds.SequenceOfUltrasoundRegions[0]
+        # Physical units 3 = cm: convert to mm.
+        scale = 10.0 if int(reg.get("PhysicalUnitsXDirection", 3)) == 3 else 1.0
+        if "PhysicalDeltaX" in reg and "PhysicalDeltaY" in reg:
+            spacing = (abs(float(reg.PhysicalDeltaY)) * scale, abs(float(reg.PhysicalDeltaX)) * scale)
+    frame_time = None
+    if "FrameTime" in ds and ds.FrameTime:
+        frame_time = float(ds.FrameTime)
+    elif "FrameTimeVector" in ds and len(ds.FrameTimeVector) > 1:
+        frame_time = float(np.mean([float(v) for v in ds.FrameTimeVector[1:]]))
+    elif "CineRate" in ds and ds.CineRate:
+        frame_time = 1000.0 / float(ds.CineRate)
+    elif "RecommendedDisplayFrameRate" in ds and ds.RecommendedDisplayFrameRate:
+        frame_time = 1000.0 / float(ds.RecommendedDisplayFrameRate)
+    origin = (0.0, 0.0, 0.0)
+    if "ImagePositionPatient" in ds:
+        origin = tuple(float(v) for v in ds.ImagePositionPatient)  # type: ignore[assignment]
+    direction = np.eye(3)
+    if "ImageOrientationPatient" in ds:
+        iop = [float(v) for v in ds.ImageOrientationPatient]
+        row, col = np.array(iop[:3]), np.array(iop[3:])
+        direction = np.stack([row, col, np.cross(row, col)], axis=1)
+    return {"spacing": spacing, "frame_time_ms": frame_time, "origin": origin, "direction": direction}
+
+
+def _dicom_pixels(ds: Any, path: PathLike) -> np.ndarray:
+    """Decoded pixels of a dataset (all its frames) in RGB (colour) or grey, shape ``(T,H,W[,C])``."""
+    import pydicom
+
+    if "PixelData" not in ds:
+        raise CineReadError(path, "DICOM file has no pixel data")
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    spp = int(ds.get("SamplesPerPixel", 1))
+    if rows <= 0 or cols <= 0:
+        raise CineReadError(path, f"DICOM declares an empty image ({rows}x{cols})")
+    check_size(path, (nframes, rows, cols, spp))
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for corrupt/truncated pixel data
+        raise CineReadError(path, f"cannot decode DICOM pixel data ({type(exc).__name__}: {exc})") from exc
+    pi = str(ds.get("PhotometricInterpretation", "")).upper()
+    if spp == 3 and pi.startswith("YBR") and int(pydicom.__version__.split(".")[0]) < 3:
+        # pydicom 2 returns the stored YCbCr values; pydicom 3 already converts to RGB by default.
+        from pydicom.pixel_data_handlers.util import convert_color_space
+
+        arr = convert_color_space(arr, "YBR_FULL", "RGB", per_frame=arr.ndim == 4)
+    if pi == "MONOCHROME1":  # inverted relative to the stored range, so every window of a cine inverts alike
+        bits = int(ds.get("BitsStored", 8) or 8)
+        arr = (-1 - arr.astype(np.int64)) if int(ds.get("PixelRepresentation", 0)) else ((1 << bits) - 1) - arr
+    if nframes == 1:
+        arr = arr[None]
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    if spp == 1 and (slope != 1.0 or intercept != 0.0):
+        arr = arr.astype(np.float32) * slope + intercept
+    return arr
+
+
+def _read_dicom_dataset(path: Path, **kwargs: Any) -> Any:
+    import pydicom
+
+    try:
+        return pydicom.dcmread(str(path), **kwargs)
+    except Exception as exc:
+        raise CineReadError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+
+
+def _dicom_frame_shape(ds: Any, path: PathLike) -> tuple[int, int, int]:
+    """``(rows, columns, samples per pixel)`` from a header, refusing empty or implausible sizes."""
+    rows, cols, spp = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), int(ds.get("SamplesPerPixel", 1))
+    if rows <= 0 or cols <= 0:
+        raise CineReadError(path, f"DICOM declares an empty image ({rows}x{cols})")
+    check_size(path, (rows, cols, spp))
+    return rows, cols, spp
+
+
+class _DicomFileFrames:
+    """Frames of one (multi-frame) DICOM file, decoded window by window by pydicom's own handlers.
+
+    Native pixel data stays on disk: a window reads only its frames' bytes, at the element's file offset.
+    Encapsulated (JPEG, RLE, ...) pixel data is held compressed, split into frames, and a window decodes only its
+    frames. Either way no decoded whole-cine array exists unless all frames are asked for.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+        ds = _read_dicom_dataset(path, defer_size="256 KB")
+        ts = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        if ts == DeflatedExplicitVRLittleEndian:  # offsets refer to the inflated stream: read it all
+            ds = _read_dicom_dataset(path)
+        if "PixelData" not in ds:
+            raise CineReadError(path, "DICOM file has no pixel data")
+        self.path = path
+        self.rows, self.cols, self.spp = _dicom_frame_shape(ds, path)
+        self.num = int(ds.get("NumberOfFrames", 1) or 1)
+        if self.num <= 0:
+            raise CineReadError(path, f"DICOM declares {self.num} frames")
+        elem = ds.get_item("PixelData")
+        self.fragments: list[bytes] | None = None
+        self.offset: int | None = None
+        self.data: bytes | None = None
+        if ts is not None and ts.is_compressed:
+            from pydicom.encaps import generate_pixel_data_frame
+
+            try:
+                self.fragments = list(generate_pixel_data_frame(ds.PixelData, self.num))
+            except Exception as exc:
+                raise CineReadError(path, f"cannot split the encapsulated pixel data into {self.num} frames "
+                                    f"({type(exc).__name__}: {exc})") from exc
+            if len(self.fragments) != self.num:
+                raise CineReadError(path, f"declares {self.num} frames but its pixel data holds "
+                                    f"{len(self.fragments)}")
+        else:
+            bits = int(ds.get("BitsAllocated", 8) or 8)
+            if bits % 8:
+                raise CineReadError(path, f"BitsAllocated {bits} is not supported for cines")
+            self.frame_bytes = self.rows * self.cols * self.spp * bits // 8
+            need = self.num * self.frame_bytes
+            if getattr(elem, "value", None) is None and getattr(elem, "value_tell", None) is not None:
+                self.offset, have = int(elem.value_tell), int(elem.length)  # deferred: still on disk
+            else:
+                self.data = bytes(ds.PixelData)
+                have = len(self.data)
+            if have < need:
+                raise CineReadError(path, f"pixel data holds {have} bytes; {self.num} frames of {self.rows}x"
+                                    f"{self.cols}x{self.spp} at {bits} bits need {need} (truncated file?)")
+        del ds.PixelData
+        self.header = ds
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        import copy
+
+        n = stop - start
+        fds = copy.deepcopy(self.header)
+        fds.NumberOfFrames = n
+        if self.fragments is not None:
+            from pydicom.encaps import encapsulate
+
+            fds.PixelData = encapsulate(self.fragments[start:stop])
+            fds["PixelData"].VR = "OB"
+            fds["PixelData"].is_undefined_length = True
+        elif self.data is not None:
+            fds.PixelData = self.data[start * self.frame_bytes:stop * self.frame_bytes]
+        else:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset + start * self.frame_bytes)  # type: ignore[operator]
+                fds.PixelData = fh.read(n * self.frame_bytes)
+        return to_tchw(_dicom_pixels(fds, self.path), self.path)
+
+
+def read_dicom_file(path: Path, lazy: bool = False) -> Cine:
+    src = _DicomFileFrames(path)
+    frames: Any = LazyFrames((src.num, *src.read(0, 1).shape[1:]), src.read) if lazy else src.read(0, src.num)
+    return Cine(frames=frames, source=str(path), format="dicom", meta={"dicom": src.header},
+                **_dicom_geometry(src.header))
+
+
+def read_dicom_series(files: list[Path], source: Path, lazy: bool = False) -> Cine:
+    """A folder of single-frame DICOM files: headers order the frames; pixels are decoded when a window is read."""
+    entries = []
+    for f in files:
+        ds = _read_dicom_dataset(f, stop_before_pixels=True)
+        order = (
+            int(ds.get("InstanceNumber", 0) or 0),
+            str(ds.get("AcquisitionTime", "") or ds.get("ContentTime", "") or ""),
+            natural_key(f.name),
+        )
+        entries.append((order, f, ds))
+    entries.sort(key=lambda e: e[0])
+    first = entries[0][2]
+    shape = _dicom_frame_shape(first, entries[0][1])
+    for _, f, ds in entries[1:]:
+        if _dicom_frame_shape(ds, f) != shape:
+            raise CineReadError(f, f"frame size {_dicom_frame_shape(ds, f)} differs from the series' {shape}")
+    ordered = [e[1] for e in entries]
+
+    def read(start: int, stop: int) -> np.ndarray:
+        out = [_dicom_pixels(_read_dicom_dataset(f), f) for f in ordered[start:stop]]
+        for f, a in zip(ordered[start:stop], out):
+            if a.shape[1:3] != shape[:2]:
+                raise CineReadError(f, f"frame size {a.shape[1:3]} differs from the series' {shape[:2]}")
+        return to_tchw(np.concatenate(out, 0), source)
+
+    frames: Any = LazyFrames((len(ordered), *read(0, 1).shape[1:]), read) if lazy else read(0, len(ordered))
+    geom = _dicom_geometry(first)
+    if geom["frame_time_ms"] is None and len(entries) > 1:
+        geom["frame_time_ms"] = _series_frame_time(entries[0][2], entries[1][2])
+    return Cine(
+        frames=frames,
+        source=str(source),
+        format="dicom-series",
+        meta={"dicom": first, "files": [str(f) for f in ordered]},
+        **geom,
+    )
+
+
+def _series_frame_time(a: Any, b: Any) -> float | None:
+    def seconds(ds: Any) -> float | None:
+        t = str(ds.get("AcquisitionTime", "") or ds.get("ContentTime", "") or "")
+        if len(t) < 6:
+            return None
+        try:
+            return int(t[0:2]) * 3600 + int(t[2:4]) * 60 + float(t[4:])
+        except ValueError:
+            return None
+
+    ta, tb = seconds(a), seconds(b)
+    return (tb - ta) * 1000.0 if ta is not None and tb is not None and tb > ta else None
