@@ -262,3 +262,29 @@ def test_read_annotations_keeps_only_annotated_frames(tmp_path, echo_small):
     part = read_annotations(tmp_path / "m", frames)
     assert sorted(part) == [0, 3] and not part[3].any()
     np.testing.assert_array_equal(part[0], echo_small.labels[0])
+
+
+@pytest.mark.parametrize("first_in_range", [True, False])
+def test_streamed_intensity_window_equals_in_memory(first_in_range):
+    """intensity_range over LazyFrames (each sampled frame read once) equals it over the whole array, including a
+    16-bit cine whose first frames still lie in the 8-bit range; an 8-bit cine gives None either way."""
+    from medvos.data.transforms import intensity_range
+    from medvos.io.frames import LazyFrames
+
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 4000, (100, 1, 16, 16)).astype(np.float32)
+    if first_in_range:
+        wide[:30] = rng.integers(0, 200, (30, 1, 16, 16))
+    narrow = rng.integers(0, 256, (100, 1, 16, 16)).astype(np.float32)
+    reads = []
+
+    def lazy(arr):
+        def read(a, b):
+            reads.append((a, b))
+            return arr[a:b]
+        return LazyFrames(arr.shape, read)
+
+    assert intensity_range(lazy(wide)) == intensity_range(wide) is not None
+    reads.clear()
+    assert intensity_range(lazy(narrow)) is None is intensity_range(narrow)
+    assert len(reads) == 64  # 64 sampled frames, each read once

@@ -58,9 +58,16 @@ def intensity_range(frames: Any, max_frames: int = 64) -> tuple[float, float] | 
     if isinstance(frames, np.ndarray):
         sample = frames if len(idx) == t else frames[idx]
         eight_bit = float(sample.min()) >= 0.0 and float(sample.max()) <= 255.0
-    else:  # streamed: one frame at a time for the range check
-        eight_bit = all(0.0 <= float(f.min()) and float(f.max()) <= 255.0 for f in (frames[int(i)] for i in idx))
-        sample = None if eight_bit else np.stack([np.asarray(frames[int(i)]) for i in idx])
+    else:  # streamed: one frame at a time; frames are kept only once one leaves the 8-bit range
+        kept: list[np.ndarray] | None = None
+        for n, i in enumerate(idx):
+            f = np.asarray(frames[int(i)])
+            if kept is None and not (0.0 <= float(f.min()) and float(f.max()) <= 255.0):
+                kept = [np.asarray(frames[int(j)]) for j in idx[:n]]  # the earlier (in-range) frames, read again
+            if kept is not None:
+                kept.append(f)
+        eight_bit = kept is None
+        sample = None if kept is None else np.stack(kept)
     if eight_bit:
         return None
     p_lo, p_hi = np.percentile(sample, [0.5, 99.5])

@@ -52,11 +52,8 @@ def _dicom_pixels(ds: Any, path: PathLike) -> np.ndarray:
 
     if "PixelData" not in ds:
         raise CineReadError(path, "DICOM file has no pixel data")
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    spp = int(ds.get("SamplesPerPixel", 1))
-    if rows <= 0 or cols <= 0:
-        raise CineReadError(path, f"DICOM declares an empty image ({rows}x{cols})")
+    rows, cols, spp = _dicom_frame_shape(ds, path)
     check_size(path, (nframes, rows, cols, spp))
     try:
         arr = ds.pixel_array
@@ -199,11 +196,8 @@ def read_dicom_series(files: list[Path], source: Path, lazy: bool = False) -> Ci
     ordered = [e[1] for e in entries]
 
     def read(start: int, stop: int) -> np.ndarray:
-        out = [_dicom_pixels(_read_dicom_dataset(f), f) for f in ordered[start:stop]]
-        for f, a in zip(ordered[start:stop], out):
-            if a.shape[1:3] != shape[:2]:
-                raise CineReadError(f, f"frame size {a.shape[1:3]} differs from the series' {shape[:2]}")
-        return to_tchw(np.concatenate(out, 0), source)
+        # every header was checked against the series' frame size above; pixels are decoded to that size
+        return to_tchw(np.concatenate([_dicom_pixels(_read_dicom_dataset(f), f) for f in ordered[start:stop]]), source)
 
     frames: Any = LazyFrames((len(ordered), *read(0, 1).shape[1:]), read) if lazy else read(0, len(ordered))
     geom = _dicom_geometry(first)

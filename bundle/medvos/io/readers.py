@@ -151,13 +151,16 @@ def read_annotations(source: CineSource, like: Cine, frames: Sequence[int] | Non
     if wanted is not None and not wanted <= set(index):
         raise MaskMismatchError(mask.source, f"annotated frame(s) {sorted(wanted - set(index))} are not in the "
                                 f"mask (the video has {like.num_frames} frames)")
-    partial = len(index) < like.num_frames
     kept: dict[int, np.ndarray] = {}
-    for start in range(0, mask.num_frames, window):
-        for k, frame in enumerate(mask.frames[start:start + window]):
-            t = index[start + k]
-            if (t in wanted) if wanted is not None else (partial or frame.any()):
-                kept[t] = frame
+    if wanted is not None:  # only the requested frames are read
+        position = {t: k for k, t in enumerate(index)}
+        kept = {t: mask.frames[position[t]] for t in wanted}
+    else:
+        partial = len(index) < like.num_frames
+        for start in range(0, mask.num_frames, window):
+            for k, frame in enumerate(mask.frames[start:start + window]):
+                if partial or frame.any():
+                    kept[index[start + k]] = frame
     order = sorted(kept)
     labels = labels_from_pixels(np.stack([kept[t] for t in order])) if order else []  # one value rule for all
     return dict(zip(order, labels))

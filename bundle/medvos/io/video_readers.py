@@ -18,7 +18,7 @@ class _VideoFrames:
     """Sequential decoding with one open capture; a read before the current position reopens the file."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.cap, self.pos = path, None, 0
+        self.path, self.cap, self.pos, self.fps = path, None, 0, 0.0
 
     def _open(self) -> None:
         import cv2
@@ -28,6 +28,7 @@ class _VideoFrames:
         self.cap, self.pos = cv2.VideoCapture(str(self.path)), 0
         if not self.cap.isOpened():
             raise CineReadError(self.path, "OpenCV cannot open this video file (unknown codec or not a video)")
+        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
 
     def _next(self) -> np.ndarray | None:
         """The next decoded frame in RGB (or grey), None at the end of the stream."""
@@ -86,19 +87,13 @@ class _VideoFrames:
 
 def read_video(path: Path, lazy: bool = False) -> Cine:
     """A video file through OpenCV. ``lazy``: frames are counted first, then decoded window by window."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise CineReadError(path, "OpenCV cannot open this video file (unknown codec or not a video)")
-    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-    cap.release()
     src = _VideoFrames(path)
     if lazy:
         count = src.count()
         frames: Any = LazyFrames((count, *src.read(0, 1).shape[1:]), src.read)
     else:
         frames = src.read_all()
+    fps = src.fps
     return Cine(frames=frames, frame_time_ms=1000.0 / fps if fps > 0 else None, source=str(path), format="video")
 
 
