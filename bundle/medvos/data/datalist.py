@@ -53,3 +53,17 @@ def load_datalist(path: str | Path, split: str, base_dir: str | Path | None = No
 def write_datalist(path: str | Path, datalist: dict[str, Any]) -> Path:
     """Write a datalist JSON atomically."""
     return atomic_write_bytes(path, json.dumps(datalist, indent=1).encode())
+
+
+def summarise(entries: list[dict[str, Any]], datalist_path: str | Path | None = None) -> dict[str, Any]:
+    """What a model was trained on, for its checkpoint: entry counts per target (``group``) and patients."""
+    from collections import Counter
+
+    targets = Counter(str(e.get("group", "videos")) for e in entries)
+    patients = {str(e["patient"]) for e in entries if "patient" in e}
+    out: dict[str, Any] = {"entries": len(entries), "targets": dict(sorted(targets.items()))}
+    if patients:
+        out["patients"] = len(patients)
+    if datalist_path is not None:
+        out["datalist"] = Path(datalist_path).name
+    return out

@@ -34,9 +34,11 @@ def frame_pipeline(image_size: int | Sequence[int]) -> Compose:
 
 
 class FrameBank:
-    """Labelled frames ``(3,H,W)`` uint8 + masks ``(1,H,W)`` uint8 (binary), grouped by source.
+    """Labelled frames ``(3,H,W)`` uint8 + masks ``(1,H,W)`` uint8 (binary), grouped by target.
 
-    Multi-label masks are binarised (any object) for phase-1 training.
+    A target is an image entry's ``group`` (dataset + structure; default ``"images"``) or one video. An entry
+    with ``label_value`` keeps that structure of a multi-label mask; otherwise multi-label masks are binarised
+    (any object). ``patients`` holds each frame's ``patient`` (default: the entry, so a video is one patient).
     """
 
     def __init__(self, entries: Sequence[dict[str, Any]], image_size: int | Sequence[int], progress: bool = True) -> None:
@@ -44,16 +46,19 @@ class FrameBank:
         self.images: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
         self.groups: list[str] = []
+        self.patients: list[str] = []
         for entry in tqdm(entries, desc="loading frames", disable=not progress, leave=False):
             d = load(entry)
             frames, labels = d["image"], d["label"]
             single = frames.shape[0] == 1
             group = str(entry.get("group", "images")) if single else str(entry.get("id", entry["image"]))
             ts = [0] if single else d["labeled_frames"]
+            value = entry.get("label_value")
             for t in ts:
                 self.images.append(np.clip(np.rint(frames[t] * 255), 0, 255).astype(np.uint8))
-                self.masks.append((labels[t] > 0).astype(np.uint8))
+                self.masks.append((labels[t] == value if value is not None else labels[t] > 0).astype(np.uint8))
                 self.groups.append(group)
+                self.patients.append(str(entry.get("patient", entry.get("id", entry["image"]))))
         by_group: dict[str, list[int]] = defaultdict(list)
         for i, g in enumerate(self.groups):
             by_group[g].append(i)
@@ -70,17 +75,24 @@ class FrameBank:
 class EpisodeDataset(Dataset):
     """Episodes ``{"image": (3+4K, H, W) packed, "label": (1, H, W)}`` from a :class:`FrameBank`.
 
+    Supports are drawn from the query's target, from other patients when the target has any (else other frames
+    of the same patient, e.g. a video).
+
     Args:
         bank: labelled frames.
-        shots: K supports per query, drawn from the query's group (other frames when available).
+        shots: K supports per query.
         transform: MONAI dict transform applied independently to query and to each support.
         length: episodes per epoch (default: one per frame).
+        balanced: pick the target first (episode ``i`` takes target ``i mod #targets``), then a random query of
+            it, so every target is seen equally often whatever its size; else one episode per frame.
     """
 
     def __init__(self, bank: FrameBank, shots: int = 1, transform: Callable | None = None,
-                 length: int | None = None) -> None:
+                 length: int | None = None, balanced: bool = False) -> None:
         self.bank, self.shots, self.transform = bank, shots, transform
         self.length = length or len(bank)
+        self.balanced = balanced
+        self.targets = sorted(bank.by_group)
 
     def __len__(self) -> int:
         return self.length
@@ -98,9 +110,13 @@ class EpisodeDataset(Dataset):
         return item  # augmentation kept cutting the object out of the support: use the plain frame
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        qi = index % len(self.bank)
+        if self.balanced:
+            qi = int(np.random.choice(self.bank.by_group[self.targets[index % len(self.targets)]]))
+        else:
+            qi = index % len(self.bank)
         group = self.bank.by_group[self.bank.groups[qi]]
-        others = [j for j in group if j != qi] or [qi]
+        patient = self.bank.patients[qi]
+        others = ([j for j in group if self.bank.patients[j] != patient] or [j for j in group if j != qi] or [qi])
         picks = np.random.choice(others, size=self.shots, replace=len(others) < self.shots)
         query = self._view(qi, need_foreground=False)
         supports = [self._view(int(j), need_foreground=True) for j in picks]

@@ -7,6 +7,8 @@
 - Generic videos: ``<root>/<video>/frames/*`` + ``<root>/<video>/masks/*`` (masks for all or some frames).
 - CAMUS-style: ``<root>/patientXXXX/patientXXXX_{2CH,4CH}_half_sequence[_gt].nii.gz`` (NIfTI release) or
   ``..._sequence[_gt].mhd`` (ITK release); sequences without a full ground truth become unlabelled videos.
+- Image sets: ``<root>/images/*`` + ``<root>/masks/*`` (same stem), binary or multi-label with a label map
+  (one binary target per structure); split by patient (a regular expression on the file stem names it).
 """
 
 from __future__ import annotations
@@ -19,8 +21,21 @@ from typing import Any
 
 from medvos.io.errors import CineReadError
 from medvos.io.formats import IMAGE_SUFFIXES, list_frame_files, natural_key
+from medvos.io.readers import labels_from_pixels
 
 CVC_TEST_SEQUENCES = range(21, 30)
+
+# Known image sets: (target group prefix, label map, patient regex on the file stem, hold-out rule).
+# ``None`` regex: every image is its own patient (identity not published); "last" hold-out keeps the last
+# patients in file order (consecutive frames of one sequence stay together), "random" draws them.
+IMAGE_SETS: dict[str, dict[str, Any]] = {
+    "kvasir": {"labels": {1: "polyp"}, "patient": None, "holdout": "random"},
+    "busi": {"labels": {1: "breast lesion"}, "patient": None, "holdout": "random"},
+    "hc18": {"labels": {1: "fetal head"}, "patient": r"^(\d+)_", "holdout": "random"},
+    "cvc_colondb": {"labels": {1: "polyp"}, "patient": r"^(\d+)$", "holdout": "last"},
+    "acdc": {"labels": {1: "right ventricle", 2: "myocardium", 3: "left ventricle"}, "patient": r"^(patient\d+)_",
+             "holdout": "random"},
+}
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -83,24 +98,29 @@ def kvasir_seg(root: str | Path, validation_fraction: float = 0.0, seed: int = 0
     return {"name": "Kvasir-SEG", "training": entries[n_val:], "validation": entries[:n_val], "test": []}
 
 
+def _frames_dir(video: Path) -> Path | None:
+    return next((video / n for n in ("frames", "images") if (video / n).is_dir()), None)
+
+
 def generic_videos(root: str | Path, test_fraction: float = 0.3, seed: int = 0) -> dict[str, Any]:
-    """``<root>/<video>/frames/`` + ``masks/`` (all or some frames; partial masks match frames by file stem).
+    """``<root>/<video>/frames/`` (or ``images/``) + ``masks/`` (all or some frames; partial masks match frames by
+    file stem).
 
     Videos are split by video into training (all labelled frames) / validation and test (first labelled frame
-    as support).
+    as support). ``test_fraction=0`` keeps every video for development (validation).
     """
     root = Path(root)
-    videos = sorted((d for d in root.iterdir() if (d / "frames").is_dir()), key=lambda d: natural_key(d.name))
+    videos = sorted((d for d in root.iterdir() if d.is_dir() and _frames_dir(d)), key=lambda d: natural_key(d.name))
     if not videos:
-        raise CineReadError(root, "no '<video>/frames/' folders found")
+        raise CineReadError(root, "no '<video>/frames/' (or '<video>/images/') folders found")
     entries = []
     for v in videos:
-        e: dict[str, Any] = {"id": v.name, "image": _rel(v / "frames", root)}
+        e: dict[str, Any] = {"id": v.name, "image": _rel(_frames_dir(v), root)}
         if (v / "masks").is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in (v / "masks").iterdir()):
             e["label"] = _rel(v / "masks", root)
         entries.append(e)
     random.Random(seed).shuffle(entries)
-    n_test = max(1, int(round(len(entries) * test_fraction))) if len(entries) > 1 else 0
+    n_test = max(1, int(round(len(entries) * test_fraction))) if len(entries) > 1 and test_fraction > 0 else 0
     test, dev = entries[:n_test], entries[n_test:]
     return {
         "name": root.name,
@@ -109,6 +129,62 @@ def generic_videos(root: str | Path, test_fraction: float = 0.3, seed: int = 0) 
         "test": [e for e in test if "label" in e],
         "unlabeled": [e for e in entries if "label" not in e],
     }
+
+
+def image_set(root: str | Path, name: str, labels: dict[int, str] | None = None, patient: str | None = None,
+              validation_fraction: float = 0.1, holdout: str = "random", seed: int = 0) -> dict[str, Any]:
+    """Labelled images ``<root>/images/*`` + ``<root>/masks/*`` (mask: same stem, any image suffix).
+
+    Every (image, structure) pair present in the mask is one entry ``{"id", "image", "label", "label_value",
+    "group": "<name>/<structure>", "patient"}``; a multi-label mask gives one binary target per structure
+    (``labels`` maps a label value, as :func:`medvos.io.readers.labels_from_pixels` reads it, to its structure
+    name: a 0/255 or 0/1 mask is label 1; default ``{1: name}``). About ``validation_fraction`` of the patients (``patient``: a regular expression whose first group
+    names the patient in the file stem; default: every image its own patient) are held out as validation, drawn
+    at random or, with ``holdout="last"``, the last ones in file order.
+    """
+    import numpy as np
+    from PIL import Image
+
+    root = Path(root)
+    images, masks = root / "images", root / "masks"
+    if not images.is_dir() or not masks.is_dir():
+        raise CineReadError(root, "expected 'images/' and 'masks/' folders (image-set layout)")
+    labels = {int(k): str(v) for k, v in (labels or {1: name}).items()}
+    regex = re.compile(patient) if patient else None
+    by_stem = {m.stem: m for m in masks.iterdir() if m.suffix.lower() in IMAGE_SUFFIXES}
+    entries: list[dict[str, Any]] = []
+    for img in list_frame_files(images):
+        mask = by_stem.get(img.stem)
+        if mask is None:
+            raise CineReadError(img, "has no mask with the same stem in masks/")
+        m = regex.match(img.stem) if regex else None
+        if regex and not m:
+            raise CineReadError(img, f"file name does not match the patient pattern {patient!r}")
+        pid = m.group(1) if m else img.stem
+        pixels = np.asarray(Image.open(mask), dtype=np.float32)
+        pixels = pixels[None, None] if pixels.ndim == 2 else np.moveaxis(pixels, -1, 0)[None]
+        present = set(int(v) for v in np.unique(labels_from_pixels(pixels)) if v)
+        for value in sorted(present & set(labels)):
+            entries.append({"id": f"{name}_{img.stem}" + (f"_{value}" if len(labels) > 1 else ""),
+                            "image": _rel(img, root), "label": _rel(mask, root), "label_value": value,
+                            "group": f"{name}/{labels[value]}", "patient": f"{name}/{pid}"})
+    if not entries:
+        raise CineReadError(root, f"no image with a labelled structure {sorted(labels)}")
+    patients = sorted({e["patient"] for e in entries}, key=natural_key)
+    n_val = int(round(len(patients) * validation_fraction))
+    if holdout == "last":
+        held = set(patients[len(patients) - n_val:]) if n_val else set()
+    else:
+        random.Random(seed).shuffle(patients)
+        held = set(patients[:n_val])
+    return {"name": name, "training": [e for e in entries if e["patient"] not in held],
+            "validation": [e for e in entries if e["patient"] in held], "test": []}
+
+
+def known_image_set(root: str | Path, layout: str, validation_fraction: float = 0.1, seed: int = 0) -> dict[str, Any]:
+    """:func:`image_set` with the label map and patient rule of a known public set (see ``IMAGE_SETS``)."""
+    spec = IMAGE_SETS[layout]
+    return image_set(root, layout, spec["labels"], spec["patient"], validation_fraction, spec["holdout"], seed)
 
 
 def camus(root: str | Path, test_fraction: float = 0.2, seed: int = 0) -> dict[str, Any]:

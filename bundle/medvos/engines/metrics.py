@@ -67,3 +67,22 @@ class VideoCount(VideoMean):
 
     def compute(self) -> float:
         return float(self.gathered().numel())
+
+
+class PerItemScore(VideoMean):
+    """Every item's score as its own metric ``{prefix}/{item id}`` (per held-out target and per video), for
+    MLflow; single process only (ids are not gathered across ranks)."""
+
+    def __init__(self, key: str = "dice", prefix: str = "val_dice", output_transform=lambda x: x,  # noqa: ANN001
+                 device: str | torch.device = "cpu") -> None:
+        self.prefix = prefix
+        super().__init__(key, output_transform, device)
+
+    def reset(self) -> None:
+        self._items: dict[str, float] = {}
+
+    def update(self, output: dict) -> None:
+        self._items[str(output["id"])] = float(output[self.key])
+
+    def compute(self) -> dict[str, float]:
+        return {f"{self.prefix}/{k}": v for k, v in self._items.items()}

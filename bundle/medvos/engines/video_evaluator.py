@@ -15,6 +15,9 @@ from medvos.inference.propagator import FewShotPropagator
 class VideoEvaluator(SupervisedEvaluator):
     """Evaluates few-shot video segmentation: support = the first ``shots`` labelled frames, queries = the rest.
 
+    An item holding held-out image episodes of one target (``"query"`` key, see
+    :func:`medvos.data.videos.image_episodes`) is scored 1-shot image by image instead, at the network size.
+
     Each iteration takes one video ``{"image": (T,3,H,W), "label": (T,1,H,W), "labeled_frames", "id"}`` and sets
     ``engine.state.output`` to ``{"id", "support", "frame", "frame_dice", "frame_iou", "dice", "iou", "pred",
     "confidence"}`` (``dice``/``iou``: mean over the non-support frames of the video).
@@ -33,7 +36,29 @@ class VideoEvaluator(SupervisedEvaluator):
         self.propagator = FewShotPropagator(getattr(network, "module", network), image_size, window, threshold)
         self.shots = shots
 
+    @torch.inference_mode()
+    def _image_iteration(self, batchdata: dict[str, Any]) -> dict[str, Any]:
+        net = self.propagator.network
+        net.eval()
+        device = self.propagator.device
+        preds = []
+        for i in range(0, len(batchdata["query"]), 16):
+            q = batchdata["query"][i : i + 16].to(device)
+            s = batchdata["support"][i : i + 16, None].to(device)
+            m = batchdata["support_mask"][i : i + 16, None, None].to(device, torch.float32)
+            logits = net.segment(q, net.encode_support(s, m), tuple(q.shape[-2:]))
+            preds.append((torch.softmax(logits, 1)[:, 1] > self.propagator.threshold).to(torch.uint8).cpu())
+        pred = torch.cat(preds).numpy()
+        gt = batchdata["label"].numpy()
+        scores = frame_scores(pred, gt)
+        return {"id": str(batchdata["id"]), "support": [], "frame": scores["frame"], "frame_dice": scores["dice"],
+                "frame_iou": scores["iou"], "dice": float(scores["dice"].mean()), "iou": float(scores["iou"].mean()),
+                "pred": pred, "confidence": [1.0] * len(pred)}
+
     def _iteration(self, engine: SupervisedEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:
+        if "query" in batchdata:
+            engine.state.output = self._image_iteration(batchdata)
+            return engine.state.output
         frames, labels = batchdata["image"], batchdata["label"][:, 0]
         labeled = batchdata.get("labeled_frames") or [0]
         support = list(labeled[: self.shots])

@@ -1,0 +1,107 @@
+"""Multi-domain phase-1 data: image-set layouts with label maps, splits by patient, balanced episodes from other
+patients, held-out per-target validation items, and the combined general datalist (real data where present)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, shared
+from medvos.data import prepare
+from medvos.data.episodes import EpisodeDataset, FrameBank
+from medvos.data.videos import VideoDataset
+from medvos.io import CineReadError
+
+
+def _image_set(root, patients=4, per_patient=3, size=32):
+    """``images/`` + ``masks/``: patient p, slice k; labels 1 (every slice) and 2 (odd slices)."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for p in range(patients):
+        for k in range(per_patient):
+            name = f"patient{p:03d}_slice_{k}"
+            Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(root / "images" / f"{name}.jpg")
+            m = np.zeros((size, size), np.uint8)
+            m[4:12, 4:12] = 1
+            if k % 2:
+                m[18:26, 18:26] = 2
+            Image.fromarray(m).save(root / "masks" / f"{name}.png")
+    return root
+
+
+def test_image_set_label_map_and_patient_split(tmp_path):
+    root = _image_set(tmp_path / "set")
+    dl = prepare.image_set(root, "toy", {1: "left", 2: "right"}, r"^(patient\d+)_", validation_fraction=0.25)
+    groups = Counter(e["group"] for e in dl["training"] + dl["validation"])
+    assert groups == {"toy/left": 12, "toy/right": 4}  # one binary target per structure present
+    train_p = {e["patient"] for e in dl["training"]}
+    val_p = {e["patient"] for e in dl["validation"]}
+    assert len(val_p) == 1 and not train_p & val_p  # split by patient, never by image
+    with pytest.raises(CineReadError, match="patient pattern"):
+        prepare.image_set(root, "toy", None, r"^(case\d+)_")
+
+
+def test_bank_keeps_one_structure_and_balanced_episodes_pair_other_patients(tmp_path):
+    root = _image_set(tmp_path / "set")
+    dl = prepare.with_base(prepare.image_set(root, "toy", {1: "left", 2: "right"}, r"^(patient\d+)_", 0.0),
+                           root, tmp_path)
+    entries = [{**e, "image": str(tmp_path / e["image"]), "label": str(tmp_path / e["label"])}
+               for e in dl["training"]]
+    bank = FrameBank(entries, 32, progress=False)
+    right = bank.by_group["toy/right"]
+    assert all(bank.masks[i][0, 20, 20] == 1 and bank.masks[i][0, 8, 8] == 0 for i in right)
+    ds = EpisodeDataset(bank, shots=1, length=40, balanced=True)
+    seen = Counter()
+    for i in range(40):
+        seen[ds.targets[i % len(ds.targets)]] += 1
+        ep = ds[i]
+        assert ep["image"].shape == (7, 32, 32)
+    assert seen["toy/left"] == seen["toy/right"] == 20  # 12 vs 4 images, equal share of episodes
+    np.random.seed(0)
+    for q in range(len(bank)):  # supports come from other patients of the same target
+        group = bank.by_group[bank.groups[q]]
+        others = [j for j in group if bank.patients[j] != bank.patients[q]]
+        assert others
+
+
+def test_validation_items_per_target(tmp_path):
+    root = _image_set(tmp_path / "set")
+    dl = prepare.image_set(root, "toy", {1: "left", 2: "right"}, r"^(patient\d+)_", 0.5)
+    entries = [{**e, "image": str(root / e["image"]), "label": str(root / e["label"])} for e in dl["validation"]]
+    ds = VideoDataset(entries, image_size=32)
+    assert [ds[i]["id"] for i in range(len(ds))] == ["toy/left", "toy/right"]
+    item = ds[0]
+    assert item["query"].shape[1:] == (3, 32, 32) and item["support"].shape == item["query"].shape
+    assert item["support_mask"].sum() > 0 and item["label"].shape == item["query"].shape[:1] + (32, 32)
+
+
+@pytest.mark.realdata
+def test_general_datalist_real(tmp_path):
+    import subprocess
+    import sys
+
+    names = {"kvasir": "kvasir_seg", "busi": "busi", "hc18": "hc18", "cvc_colondb": "cvc_colondb",
+             "acdc": "acdc_slices"}
+    args = [a for k, v in names.items() for a in ("--images", f"{k}={shared(v)}")]
+    args += ["--videos", f"cvc={shared('cvc_clinicdb')}", "--videos", f"generic={shared('carotid_us_dev')}"]
+    out = tmp_path / "general.json"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts/prepare_general.py"), "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dl = json.loads(out.read_text())
+    targets = {e["group"] for e in dl["training"]}
+    assert targets == {"kvasir/polyp", "busi/breast lesion", "hc18/fetal head", "cvc_colondb/polyp",
+                       "acdc/right ventricle", "acdc/myocardium", "acdc/left ventricle"}
+    train_p = {e["patient"] for e in dl["training"]}
+    held = [e for e in dl["validation"] if "group" in e]
+    assert held and not train_p & {e["patient"] for e in held}
+    assert {e["group"] for e in held} == targets  # every target reported on held-out patients
+    # no video of the development sets (CVC-ClinicDB, carotid) is trained on
+    assert not any("cvc_clinicdb" in str(e["image"]) or "carotid" in str(e["image"]) for e in dl["training"])
+    videos = [e for e in dl["validation"] if "group" not in e]
+    assert len(videos) == 27 and len(dl["test"]) == 9
