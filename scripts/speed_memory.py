@@ -46,8 +46,8 @@ def load_network(args: argparse.Namespace) -> torch.nn.Module:
     from medvos.networks.image_model import FewShotSegNet
     from medvos.networks.relearn_model import RelearnNet
 
-    if args.checkpoint:
-        net = load_model(args.checkpoint, FewShotSegNet(backbone_weights=None), args.window, args.tau_hidden)
+    if args.checkpoint:  # rebuilt from the file alone (its spec); older files: --window/--tau-hidden
+        net = load_model(args.checkpoint, None, args.window, args.tau_hidden)
     else:
         net = RelearnNet(FewShotSegNet(backbone_weights=None), args.window, args.tau_hidden)
     net = net.eval()

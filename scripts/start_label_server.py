@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Start the medvos MONAI Label server on a folder of cines.
 
-    python scripts/start_label_server.py --studies /data/cines --models bundle/models --image-size 128
+    python scripts/start_label_server.py --studies /data/cines               (the shipped general model)
+    python scripts/start_label_server.py --studies /data/cines --model my_model.pt --models /data/app_models
 
 Runs ``python -m monailabel.main start_server --app bundle/monailabel_app --studies <folder> --conf models <dir>
 ...`` with this Python (MONAI Label's ``monailabel`` console script would use whatever ``python`` is first on PATH).
@@ -22,10 +23,12 @@ APP = Path(__file__).resolve().parents[1] / "bundle" / "monailabel_app"
 def command(args: argparse.Namespace, extra: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP), "--studies",
            str(Path(args.studies).resolve()), "--host", args.host, "--port", str(args.port),
-           "--conf", "models", str(Path(args.models).resolve()), "--conf", "image_size", str(args.image_size),
+           "--conf", "models", str(Path(args.models).resolve()), "--conf", "model", str(Path(args.model).resolve()),
            "--conf", "window", str(args.window), "--conf", "tau_hidden", str(args.tau_hidden),
            "--conf", "fusion", args.fusion, "--conf", "max_epochs", str(args.max_epochs),
            "--conf", "memory_tree", str(args.memory_tree).lower()]
+    if args.image_size:
+        cmd += ["--conf", "image_size", str(args.image_size)]
     if args.tracking_uri:
         cmd += ["--conf", "tracking_uri", args.tracking_uri]
     return cmd + extra
@@ -37,8 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--studies", required=True, help="folder of cines (2D+t NIfTI, DICOM, .mha/.nrrd, MP4/AVI/GIF)")
-    ap.add_argument("--models", default=str(APP.parent / "models"), help="folder with model.pt (phase 1)")
-    ap.add_argument("--image-size", type=int, default=128, help="the size the model was trained at")
+    ap.add_argument("--model", default=str(APP.parent / "models" / "general.pt"),
+                    help="base model (phase 1 or relearned; default: the shipped general model)")
+    ap.add_argument("--models", default=str(APP.parent / "models"),
+                    help="folder where the relearn task writes relearned.pt (used instead of --model once there)")
+    ap.add_argument("--image-size", type=int, default=None,
+                    help="only for older checkpoints without a spec (checkpoints carry their input size)")
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--tau-hidden", type=int, default=256)
     ap.add_argument("--fusion", default="nearest", choices=["nearest", "fuse", "joint"])
@@ -49,9 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     args = ap.parse_args(argv)
-    if not (Path(args.models) / "model.pt").is_file():
-        sys.exit(f"{args.models}: no model.pt (train one: python -m monai.bundle run training --config_file "
-                 f"bundle/configs/train.yaml)")
+    if not Path(args.model).is_file():
+        sys.exit(f"{args.model}: model file not found")
     cmd = command(args, extra)
     print(" ".join(cmd), flush=True)
     os.execv(sys.executable, cmd)

@@ -52,7 +52,8 @@ def server(tmp_path_factory, synthetic_root):
     port = free_port()
     log = open(root / "server.log", "w")
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts/start_label_server.py"), "--studies",
-                             str(root / "studies"), "--models", str(models), "--image-size", str(SIZE),
+                             str(root / "studies"), "--model", str(models / "model.pt"), "--models", str(models),
+                             "--image-size", str(SIZE),
                              "--window", str(WINDOW), "--tau-hidden", str(TAU_HIDDEN), "--max-epochs", "1",
                              "--port", str(port)], cwd=root, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)

@@ -55,15 +55,16 @@ def test_relearning_evaluating_inferring_tiny(tmp_path, synthetic_root):
     run_bundle("training", ["train.yaml"], tmp_path, *common, "--max_epochs", "1", "--episodes_per_epoch", "8",
                "--batch_size", "4", "--run_name", "p1")
     run_bundle("relearning", ["train.yaml", "relearn.yaml"], tmp_path, *common, "--max_epochs", "1",
-               "--clip_length", "4", "--tau_hidden", "32", "--run_name", "p2")
+               "--clip_length", "4", "--tau_hidden", "32", "--run_name", "p2",
+               "--phase1_checkpoint", str(tmp_path / "models" / "model.pt"))
     relearned = tmp_path / "models" / "relearned.pt"
     assert relearned.is_file()
     run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], tmp_path, *common, "--checkpoint", str(relearned),
                "--window", "4", "--tau_hidden", "32", "--run_name", "ev")
     assert (tmp_path / "eval" / "evaluation" / "test" / "videos.csv").is_file()
     assert len(list((tmp_path / "eval" / "evaluation" / "test" / "plots").glob("*.png"))) == 2
-    run_bundle("inferring", ["train.yaml", "inference.yaml"], tmp_path, *common, "--window", "4",
-               "--tau_hidden", "32", "--overlay_format", "gif")
+    run_bundle("inferring", ["train.yaml", "inference.yaml"], tmp_path, "--datalist",
+               str(synthetic_root / "datalist.json"), "--checkpoint", str(relearned), "--overlay_format", "gif")
     assert (tmp_path / "eval" / "inference" / "mask.nii.gz").is_file()
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}")
     exp = client.get_experiment_by_name("medvos")

@@ -3,9 +3,11 @@
 Start it with ``python scripts/start_label_server.py --studies <folder of cines>`` (see the README), or directly:
 ``python -m monailabel.main start_server --app bundle/monailabel_app --studies <folder> --conf models <dir>``.
 
-Configuration (``--conf key value``): ``models`` (folder with the phase-1 ``model.pt``; ``relearned.pt`` is
-written and used beside it; default ``bundle/models``), ``image_size`` (the size the model was trained at,
-default 128), ``window`` (8), ``tau_hidden`` (256), ``fusion`` (nearest|fuse|joint), ``threshold`` (0.5),
+Configuration (``--conf key value``): ``model`` (the base model, phase 1 or relearned; default the bundle's shipped
+general model ``bundle/models/general.pt``), ``models`` (folder where the relearn task writes ``relearned.pt``,
+used instead of the base model once there; default ``bundle/models``), ``image_size`` (only for older checkpoints
+without a spec: checkpoints carry their own input size), ``window`` (8), ``tau_hidden`` (256; older relearned files
+only), ``fusion`` (nearest|fuse|joint), ``threshold`` (0.5),
 ``memory_tree`` (true|false, default true), ``max_epochs`` (relearning, 3), ``tracking_uri`` (MLflow; default
 sqlite beside the models).
 """
@@ -27,7 +29,7 @@ from medvos.label.infer import PropagateInfer
 from medvos.label.requests import RequestError, check_name, uploaded_file
 from medvos.label.strategy import LeastConfidentFrame
 from medvos.label.train import RelearnTrain
-from medvos.networks.checkpoint import CheckpointError
+from medvos.networks.checkpoint import SHIPPED_MODEL, CheckpointError
 
 logger = logging.getLogger(__name__)
 BUNDLE = Path(__file__).resolve().parents[1]
@@ -38,13 +40,15 @@ class MedVOSApp(MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.model_dir = Path(conf.get("models", BUNDLE / "models")).resolve()
-        self.image_size = int(conf.get("image_size", 128))
+        self.base_model = Path(conf.get("model", BUNDLE / "models" / SHIPPED_MODEL)).resolve()
+        self.image_size = int(conf["image_size"]) if conf.get("image_size") else None
         self.window = int(conf.get("window", 8))
         self.tau_hidden = int(conf.get("tau_hidden", 256))
         fusion = conf.get("fusion", "nearest")
         if fusion not in FUSION_MODES:
             raise ValueError(f"--conf fusion {fusion!r}: expected one of {FUSION_MODES}")
-        self.propagate = PropagateInfer(self.model_dir, self.image_size, self.window, self.tau_hidden, fusion,
+        self.propagate = PropagateInfer(self.model_dir, self.base_model, self.image_size, self.window,
+                                        self.tau_hidden, fusion,
                                         float(conf.get("threshold", 0.5)),
                                         memory_tree=conf.get("memory_tree", "true").lower() == "true")
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="medvos",
@@ -60,7 +64,7 @@ class MedVOSApp(MONAILabelApp):
         return {"propagate": self.propagate}
 
     def init_trainers(self) -> dict[str, Any]:
-        return {"relearn": RelearnTrain(self.model_dir, self.image_size, self.window, self.tau_hidden,
+        return {"relearn": RelearnTrain(self.model_dir, self.base_model, self.image_size, self.window, self.tau_hidden,
                                         int(self.conf.get("max_epochs", 3)), self.conf.get("tracking_uri"))}
 
     def init_strategies(self) -> dict[str, Any]:

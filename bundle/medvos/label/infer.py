@@ -18,11 +18,10 @@ from torch import nn
 
 from medvos.inference.memory_tree import MemoryTreePropagator
 from medvos.inference.workflow import run_inference
-from medvos.networks.checkpoint import load_model
-from medvos.networks.image_model import FewShotSegNet
+from medvos.networks.checkpoint import input_size, is_relearned, load_model, tau_window
 
 logger = logging.getLogger(__name__)
-PHASE1_FILE, RELEARNED_FILE = "model.pt", "relearned.pt"
+RELEARNED_FILE = "relearned.pt"
 
 
 def _stamp(path: str | Path) -> tuple[str, int, int]:
@@ -31,21 +30,24 @@ def _stamp(path: str | Path) -> tuple[str, int, int]:
 
 
 class PropagateInfer(InferTask):
-    """Few-shot propagation with the relearned model when ``relearned.pt`` is in ``model_dir``, else the phase-1
-    ``model.pt``; weights are reloaded when either file changes, so a finished "relearn" task is picked up.
+    """Few-shot propagation with the relearned model when ``relearned.pt`` is in ``model_dir`` (written by the
+    "relearn" task), else ``base_model`` (default: the bundle's shipped general model); weights are reloaded when
+    either file changes, so a finished "relearn" task is picked up. The network, its input size and TAU window come
+    from the checkpoint itself (``image_size`` overrides the size; only needed for older files without a spec).
 
     With ``memory_tree`` (default) propagation uses the SAM2Long-style memory tree (the ``inferring`` default).
     Request keys (the app fills ``image`` and ``annotation`` with checked paths): ``fusion``, ``annotated_frames``
     (a list, or empty for "every non-empty frame of the label"). The response JSON holds the per-frame confidence.
     """
 
-    def __init__(self, model_dir: str | Path, image_size: int = 128, window: int = 8, tau_hidden: int = 256,
-                 fusion: str = "nearest", threshold: float = 0.5, labels: Sequence[str] | dict | None = None,
-                 memory_tree: bool = True) -> None:
+    def __init__(self, model_dir: str | Path, base_model: str | Path, image_size: int | None = None,
+                 window: int = 8, tau_hidden: int = 256, fusion: str = "nearest", threshold: float = 0.5,
+                 labels: Sequence[str] | dict | None = None, memory_tree: bool = True) -> None:
         super().__init__(type=InferType.SEGMENTATION, labels=labels or {"object": 1}, dimension=3,
                          description="Propagate the annotated frame(s) of a cine to every frame (few-shot)",
                          config={"fusion": fusion, "annotated_frames": [], "annotation_tag": "final"})
         self.model_dir = Path(model_dir)
+        self.base_model = Path(base_model)
         self.image_size, self.window, self.tau_hidden = image_size, window, tau_hidden
         self.threshold, self.memory_tree = threshold, memory_tree
         self._lock = threading.Lock()
@@ -53,9 +55,9 @@ class PropagateInfer(InferTask):
         self._confidence: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
 
     def checkpoint(self) -> Path | None:
-        for name in (RELEARNED_FILE, PHASE1_FILE):
-            if (self.model_dir / name).is_file():
-                return self.model_dir / name
+        for path in (self.model_dir / RELEARNED_FILE, self.base_model):
+            if path.is_file():
+                return path
         return None
 
     def is_valid(self) -> bool:
@@ -65,19 +67,20 @@ class PropagateInfer(InferTask):
         ckpt = self.checkpoint()
         return {**super().info(), "checkpoint": ckpt.name if ckpt else None}
 
-    def network(self) -> tuple[nn.Module, Path]:
-        """The current model (loaded once per checkpoint file version)."""
+    def network(self) -> tuple[nn.Module, Path, int, int]:
+        """``(model, checkpoint, input size, window)`` of the current model (loaded once per file version)."""
         ckpt = self.checkpoint()
         if ckpt is None:
-            raise FileNotFoundError(f"{self.model_dir}: no {PHASE1_FILE} or {RELEARNED_FILE}")
+            raise FileNotFoundError(f"no {RELEARNED_FILE} in {self.model_dir} and no base model {self.base_model}")
         key = _stamp(ckpt)
         with self._lock:
             if self._net is None or self._net[0] != key:
                 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-                net = load_model(ckpt, FewShotSegNet(backbone_weights=None), self.window, self.tau_hidden)
-                self._net = (key, net.to(device).eval())
-                logger.info("propagate: loaded %s", ckpt)
-            return self._net[1], ckpt
+                net = load_model(ckpt, None, self.window, self.tau_hidden)
+                size = self.image_size or input_size(ckpt, 128)[0]
+                self._net = (key, net.to(device).eval(), size, tau_window(ckpt, self.window))
+                logger.info("propagate: loaded %s (input %d px)", ckpt, size)
+            return self._net[1], ckpt, self._net[2], self._net[3]
 
     def propagate(self, image: str, annotation: str, fusion: str = "nearest",
                   annotated: Sequence[int] | None = None, output: str | Path | None = None) -> dict[str, Any]:
@@ -85,7 +88,7 @@ class PropagateInfer(InferTask):
 
         Results are cached per (image, annotation, checkpoint) file version for the strategy.
         """
-        net, ckpt = self.network()
+        net, ckpt, size, window = self.network()
         key = (_stamp(image), _stamp(annotation), _stamp(ckpt), fusion, tuple(annotated or ()))
         with self._lock:
             cached = self._confidence.get(key)
@@ -93,9 +96,9 @@ class PropagateInfer(InferTask):
             return cached
         work = Path(tempfile.mkdtemp(prefix="medvos_infer_"))
         try:
-            tree = (MemoryTreePropagator(net, self.image_size, self.window, self.threshold, fusion)
+            tree = (MemoryTreePropagator(net, size, window, self.threshold, fusion)
                     if self.memory_tree else None)  # one per request: it keeps per-video state
-            res = run_inference(image, annotation, work, net, self.image_size, self.window, fusion,
+            res = run_inference(image, annotation, work, net, size, window, fusion,
                                 outputs=("nifti",) if output else (), threshold=self.threshold,
                                 annotated=annotated or None, progress=False, keep_labels=False, propagator=tree)
             if output:
@@ -105,7 +108,7 @@ class PropagateInfer(InferTask):
         out = {"frame_confidence": [round(float(c), 4) for c in res["confidence"]],
                "annotated_frames": res["annotated"], "num_frames": int(len(res["confidence"])),
                "objects": res["objects"],
-               "model": "relearned" if ckpt.name == RELEARNED_FILE else "phase1", "checkpoint": ckpt.name}
+               "model": "relearned" if is_relearned(ckpt) else "phase1", "checkpoint": ckpt.name}
         with self._lock:
             self._confidence[key] = out
             while len(self._confidence) > 256:

@@ -20,9 +20,9 @@ from medvos.io.atomic import atomic_path, atomic_write_bytes
 from medvos.io.errors import CineReadError
 from medvos.io.readers import read_annotations, read_cine
 from medvos.label.datastore import datastore_annotation
-from medvos.label.infer import PHASE1_FILE, RELEARNED_FILE
+from medvos.label.infer import RELEARNED_FILE
 from medvos.label.requests import RequestError, check_name
-from medvos.networks.checkpoint import model_state
+from medvos.networks.checkpoint import checkpoint_spec, input_size, model_state
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +32,11 @@ class RelearnTrain(TrainTask):
     ``annotation_tag`` (its non-empty frames are the support), then writes ``relearned.pt`` atomically beside it;
     the "propagate" task reloads it on its next request. Progress and losses go to MLflow (``tracking_uri``)."""
 
-    def __init__(self, model_dir: str | Path, image_size: int = 128, window: int = 8, tau_hidden: int = 256,
-                 max_epochs: int = 3, tracking_uri: str | None = None) -> None:
+    def __init__(self, model_dir: str | Path, base_model: str | Path, image_size: int | None = None,
+                 window: int = 8, tau_hidden: int = 256, max_epochs: int = 3, tracking_uri: str | None = None) -> None:
         super().__init__("Phase-2 relearning on the datastore's cines (their labelled frames as support)")
         self.model_dir = Path(model_dir)
+        self.base_model = Path(base_model)
         self.image_size, self.window, self.tau_hidden = image_size, window, tau_hidden
         self.max_epochs = max_epochs
         self.tracking_uri = tracking_uri or f"sqlite:///{(self.model_dir / 'mlruns.db').resolve()}"
@@ -69,9 +70,9 @@ class RelearnTrain(TrainTask):
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         cfg = {**self.config(), **{k: v for k, v in request.items() if k in self.config()}}
         tag = check_name(cfg["annotation_tag"], "label tag")
-        phase1 = self.model_dir / PHASE1_FILE
+        phase1 = self.base_model
         if not phase1.is_file():
-            raise RequestError(409, f"no phase-1 model {PHASE1_FILE} in the app's model folder")
+            raise RequestError(409, f"the app's base model {phase1} is missing")
         entries, skipped = self.entries(datastore, tag)
         if not entries:
             raise RequestError(422, f"no cine has a label with an annotated frame under tag '{tag}'")
@@ -81,7 +82,8 @@ class RelearnTrain(TrainTask):
         datalist = write_datalist(work / "datalist.json", {"training": entries, "validation": entries})
         cmd = bundle_command(
             "relearning", ["train.yaml", "relearn.yaml"], datalist=datalist, phase1_checkpoint=phase1,
-            ckpt_dir=work / "models", output_dir=work / "eval", image_size=self.image_size,
+            ckpt_dir=work / "models", output_dir=work / "eval",
+            image_size=self.image_size or input_size(phase1, 128)[0],
             clip_length=self.window, tau_hidden=self.tau_hidden, max_epochs=epochs, val_interval=epochs + 1,
             learning_rate=cfg["learning_rate"], lambda_t=cfg["lambda_t"], lambda_f=cfg["lambda_f"],
             lambda_p=cfg["lambda_p"], tracking_uri=self.tracking_uri,
@@ -92,8 +94,8 @@ class RelearnTrain(TrainTask):
         if proc.returncode:
             raise RuntimeError(f"relearning failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
         final = work / "models" / f"phase2_resume_checkpoint_epoch={epochs}.pt"
-        with atomic_path(self.model_dir / RELEARNED_FILE) as tmp:
-            torch.save(model_state(final), tmp)
+        with atomic_path(self.model_dir / RELEARNED_FILE) as tmp:  # weights + spec (architecture, input size)
+            torch.save({"model": model_state(final), "spec": checkpoint_spec(final)}, tmp)
         stats = {"cines": [e["id"] for e in entries], "skipped": skipped, "epochs": epochs,
                  "seconds": round(time.time() - t0, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                  "checkpoint": RELEARNED_FILE}

@@ -1,7 +1,15 @@
-"""Loading trained weights safely (``torch.load(weights_only=True)``) with clear errors."""
+"""Checkpoints that carry their own architecture (:class:`ModelSpec`), loaded safely
+(``torch.load(weights_only=True)``, finite weights) with clear errors.
+
+A checkpoint is a plain state dict (older files) or ``{"model": state, "spec": spec}``: ``spec`` says how to
+rebuild the network (image model arguments, TAU arguments of a relearned model) and how to feed it (input size,
+intensity and colour handling), what it was trained on and with which medvos version. :func:`load_model` rebuilds
+the network from the file alone.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +19,42 @@ from torch import nn
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt or does not fit the network."""
+
+
+SHIPPED_MODEL = "general.pt"  # the general model shipped in bundle/models/ (see the model card)
+INTENSITY = "8-bit data /255; otherwise the cine's 0.5-99.5 percentile window (medvos.data.transforms)"
+COLOUR = "RGB in [0, 1]; grey repeated to 3 channels"
+
+
+class ModelSpec:
+    """The facts saved next to the weights (``"spec"`` entry): an object with ``state_dict``, so MONAI's
+    ``CheckpointSaver`` stores it beside the model.
+
+    Args:
+        network: :class:`~medvos.networks.image_model.FewShotSegNet` arguments (weights not included).
+        image_size: the network input size the model was trained at.
+        relearn: :class:`~medvos.networks.relearn_model.RelearnNet` arguments for a phase-2 model, else None.
+        training: a summary of the training data and run (see :func:`medvos.data.datalist.summarise`).
+    """
+
+    def __init__(self, network: dict[str, Any], image_size: int | Sequence[int], relearn: dict[str, Any] | None = None,
+                 training: dict[str, Any] | None = None) -> None:
+        from medvos import __version__
+
+        size = [int(image_size)] * 2 if isinstance(image_size, int) else [int(v) for v in image_size]
+        self.spec: dict[str, Any] = {
+            "format": 1, "medvos_version": __version__,
+            "network": {k: v for k, v in dict(network).items() if k not in ("backbone_weights",)},
+            "relearn": dict(relearn) if relearn else None,
+            "preprocessing": {"image_size": size, "intensity": INTENSITY, "colour": COLOUR},
+            "training": dict(training or {}),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.spec
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.spec = dict(state)
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
@@ -29,11 +73,46 @@ def load_state(path: str | Path) -> dict[str, Any]:
 
 
 def model_state(path: str | Path) -> dict[str, Any]:
-    """The network weights of a checkpoint: a plain state dict, or its ``"model"`` entry (resume checkpoints)."""
+    """The network weights of a checkpoint: a plain state dict, or its ``"model"`` entry (resume checkpoints).
+    Raises :class:`CheckpointError` if a weight is not finite."""
     state = load_state(path)
     if "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite weights (NaN or inf) in {len(bad)} tensor(s), e.g. {bad[:3]}; "
+                              "the training that wrote it diverged")
+    return state
+
+
+def checkpoint_spec(path: str | Path) -> dict[str, Any] | None:
+    """The :class:`ModelSpec` saved in a checkpoint, or None for a plain state dict (older files)."""
+    state = load_state(path)
+    spec = state.get("spec") if "model" in state else None
+    return dict(spec) if isinstance(spec, dict) else None
+
+
+def network_args(path: str | Path) -> dict[str, Any] | None:
+    """The image-model arguments saved in a checkpoint's spec (None for files without one)."""
+    spec = checkpoint_spec(path)
+    return dict(spec["network"]) if spec and spec.get("network") else None
+
+
+def tau_window(path: str | Path, default: int = 8) -> int:
+    """The TAU window |B| of a relearned checkpoint with a spec; ``default`` otherwise (any window works for a
+    phase-1 model)."""
+    spec = checkpoint_spec(path)
+    relearn = (spec or {}).get("relearn") or {}
+    return int(relearn.get("window", default))
+
+
+def input_size(path: str | Path, default: int | Sequence[int] = 256) -> list[int]:
+    """The network input size ``[h, w]`` a checkpoint was trained at (``default`` for files without a spec)."""
+    spec = checkpoint_spec(path)
+    if spec and spec.get("preprocessing", {}).get("image_size"):
+        return [int(v) for v in spec["preprocessing"]["image_size"]]
+    return [int(default)] * 2 if isinstance(default, int) else [int(v) for v in default]
 
 
 def load_weights(network: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
@@ -51,9 +130,29 @@ def is_relearned(path: str | Path) -> bool:
     return any(k.startswith("tau.") for k in model_state(path))
 
 
-def load_model(path: str | Path, image_model: nn.Module, window: int = 8, tau_hidden: int = 256,
+def load_model(path: str | Path, image_model: nn.Module | None = None, window: int = 8, tau_hidden: int = 256,
                tau_blocks: int = 2) -> nn.Module:
-    """A phase-1 or phase-2 checkpoint into the right network (built around ``image_model``'s architecture)."""
+    """A phase-1 or phase-2 checkpoint into the right network.
+
+    A checkpoint with a spec is rebuilt from the file alone (the other arguments are ignored); an older plain state
+    dict is loaded into ``image_model`` (default: a default :class:`FewShotSegNet`) and, if it holds TAU weights,
+    a :class:`RelearnNet` around it with ``window``, ``tau_hidden``, ``tau_blocks``.
+    """
+    from medvos.networks.image_model import FewShotSegNet
+
+    spec = checkpoint_spec(path)
+    if spec is not None:
+        try:
+            image_model = FewShotSegNet(backbone_weights=None, **spec["network"])
+        except (TypeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path}: its network spec {spec.get('network')} cannot be built ({exc})") from exc
+        relearn = spec.get("relearn")
+        if relearn:
+            from medvos.networks.relearn_model import RelearnNet
+
+            return load_weights(RelearnNet(image_model, **relearn), path)
+        return load_weights(image_model, path)
+    image_model = image_model if image_model is not None else FewShotSegNet(backbone_weights=None)
     if is_relearned(path):
         from medvos.networks.relearn_model import RelearnNet
 

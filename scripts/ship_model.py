@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Ship a trained checkpoint as the bundle's general model: checked, slimmed, fingerprinted.
+
+    python scripts/ship_model.py runs/general/models/model.pt --out bundle/models/general.pt
+
+The checkpoint must carry its spec (architecture, input size, training summary) and finite weights, and must
+rebuild from the file alone. The shipped file holds ``{"model": weights, "spec": spec}`` only (no optimiser
+state); its sha256, size and spec go into ``bundle/configs/metadata.json`` (``shipped_model``), so a copy can be
+checked against the model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from medvos.io.atomic import atomic_path, atomic_write_bytes
+from medvos.networks.checkpoint import CheckpointError, checkpoint_spec, load_model, model_state
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def ship(source: Path, out: Path, metadata: Path) -> dict:
+    spec = checkpoint_spec(source)
+    if spec is None:
+        raise CheckpointError(f"{source}: no spec (architecture, input size): train it with this version of medvos")
+    load_model(source)  # rebuilds from the file alone; refuses non-finite weights
+    with atomic_path(out) as tmp:
+        torch.save({"model": model_state(source), "spec": spec}, tmp)
+    load_model(out)
+    meta = json.loads(metadata.read_text())
+    meta["shipped_model"] = {"file": f"models/{out.name}", "sha256": sha256(out), "bytes": out.stat().st_size,
+                             "spec": spec}
+    atomic_write_bytes(metadata, (json.dumps(meta, indent=4) + "\n").encode())
+    return meta["shipped_model"]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("--out", type=Path, default=REPO / "bundle" / "models" / "general.pt")
+    ap.add_argument("--metadata", type=Path, default=REPO / "bundle" / "configs" / "metadata.json")
+    args = ap.parse_args(argv)
+    shipped = ship(args.checkpoint, args.out, args.metadata)
+    print(json.dumps({k: v for k, v in shipped.items() if k != "spec"}, indent=1))
+    return shipped
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The general model shipped in bundle/models: fingerprinted, rebuilt from the file alone, the default of every
+consumer, never overwritten by the main job; corrupt or non-finite checkpoints are refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from conftest import REPO, shared
+from medvos.networks.checkpoint import SHIPPED_MODEL, CheckpointError, ModelSpec, checkpoint_spec, load_model
+
+SHIPPED = REPO / "bundle" / "models" / SHIPPED_MODEL
+
+
+def test_shipped_model_matches_metadata_and_rebuilds_from_file():
+    meta = json.loads((REPO / "bundle/configs/metadata.json").read_text())["shipped_model"]
+    assert SHIPPED.is_file() and SHIPPED.stat().st_size < 25 * 2**20
+    assert hashlib.sha256(SHIPPED.read_bytes()).hexdigest() == meta["sha256"]
+    spec = checkpoint_spec(SHIPPED)
+    assert spec == meta["spec"]
+    assert spec["preprocessing"]["image_size"] and spec["network"]["backbone"] == "efficientnet-lite0"
+    assert spec["training"]["targets"] and spec["relearn"] is None
+    net = load_model(SHIPPED)
+    x = torch.rand(1, 7, *spec["preprocessing"]["image_size"])
+    assert net.eval()(x).shape == (1, 2, *x.shape[-2:])
+
+
+def test_every_consumer_defaults_to_the_shipped_model():
+    from monai.bundle import ConfigParser
+
+    configs = REPO / "bundle" / "configs"
+    for extra, key in (("inference.yaml", "checkpoint"), ("evaluate.yaml", "checkpoint"),
+                       ("relearn.yaml", "phase1_checkpoint")):
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.yaml"), str(configs / extra)])
+        assert parser.get_parsed_content(key).endswith(f"models/{SHIPPED_MODEL}"), extra
+    # the main job writes model.pt and its resume files, never the shipped file
+    parser = ConfigParser()
+    parser.read_config(str(configs / "train.yaml"))
+    assert parser["validate"]["best_saver"]["key_metric_filename"] != SHIPPED_MODEL
+    assert not SHIPPED_MODEL.startswith(parser["resume_prefix"])
+    from medvos.label.infer import PropagateInfer
+
+    assert PropagateInfer.__init__.__code__.co_varnames[:3] == ("self", "model_dir", "base_model")
+    app = (REPO / "bundle/monailabel_app/main.py").read_text()
+    assert "SHIPPED_MODEL" in app and "general.pt" in (REPO / "scripts/start_label_server.py").read_text()
+
+
+def test_corrupt_and_non_finite_checkpoints_are_refused(tmp_path):
+    from medvos.networks.image_model import FewShotSegNet
+
+    net = FewShotSegNet(backbone_weights=None, channels=16)
+    spec = ModelSpec({"channels": 16}, 64).state_dict()
+    good = tmp_path / "good.pt"
+    torch.save({"model": net.state_dict(), "spec": spec}, good)
+    assert isinstance(load_model(good), FewShotSegNet)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated.pt: not a readable checkpoint"):
+        load_model(truncated)
+    state = net.state_dict()
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key].clone().fill_(float("nan"))
+    bad = tmp_path / "nan.pt"
+    torch.save({"model": state, "spec": spec}, bad)
+    with pytest.raises(CheckpointError, match="nan.pt: non-finite weights"):
+        load_model(bad)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"model": net.state_dict(), "spec": {**spec, "network": {"channels": 48}}}, wrong)
+    with pytest.raises(CheckpointError, match="wrong.pt: weights do not fit"):
+        load_model(wrong)
+
+
+@pytest.mark.realdata
+def test_shipped_model_out_of_the_box_on_a_real_carotid_recording(tmp_path):
+    """`inferring` defaults, 1-shot first frame, on a real ultrasound recording the model never trained on."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from medvos.engines.metrics import frame_scores
+
+    rec = sorted(p for p in shared("carotid_us_dev").iterdir() if p.is_dir())[0]
+    masks = sorted((rec / "masks").iterdir())
+    ann = tmp_path / "annotation"
+    ann.mkdir()
+    (ann / masks[0].name).write_bytes(masks[0].read_bytes())
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file",
+           repr([str(REPO / "bundle/configs/train.yaml"), str(REPO / "bundle/configs/inference.yaml")]),
+           "--video", str(rec / "images"), "--annotation", str(ann), "--inference_dir", str(out),
+           "--outputs", "['png']", "--output_dir", str(tmp_path / "eval")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pred = np.stack([np.asarray(Image.open(p)) for p in sorted((out / "masks").iterdir())])
+    gt = np.stack([np.asarray(Image.open(p)) > 127 for p in masks]).astype(np.uint8)
+    dice = frame_scores((pred > 0).astype(np.uint8), gt, [0])["dice"].mean()
+    assert dice >= 0.80, f"{rec.name}: Dice {dice:.3f}"
