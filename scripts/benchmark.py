@@ -1,12 +1,16 @@
 #!/usr/bin/env python
 """Benchmark every propagation method on the same videos and support frames (1-shot: first labelled frame).
 
-    python scripts/benchmark.py --datalist DATALIST.json --split test --image-size 256 \
+    python scripts/benchmark.py --datalist DATALIST.json --split test --out bundle/eval/benchmark   # shipped model
+    python scripts/benchmark.py --datalist DATALIST.json --split test \
         --phase1 bundle/models/model.pt --relearned bundle/models/relearned.pt --out bundle/eval/benchmark
 
-Methods: copy-support-mask, optical flow (DIS; ``--flow farneback``), the phase-1 model, the relearned model,
-the relearned model with the memory tree, and any other checkpoint given as ``--model NAME=PATH`` (for example
-relearned with a phase-2 option switched on). ``--methods`` picks a subset by name.
+Methods: copy-support-mask, optical flow (DIS; ``--flow farneback``), and every checkpoint (``--phase1``,
+``--relearned``, ``--model NAME=PATH``; default: the shipped general model) run exactly as the `inferring` workflow
+runs it: the same code on the entry's files, the network, input size and window from the checkpoint, the memory
+tree, fusion and threshold from ``inference.yaml``. ``--tree-variants`` adds each checkpoint with the memory tree
+switched the other way; ``--relearn-steps N`` adds each phase-1 checkpoint with test-time relearning (N steps on each
+cine, as `inferring --relearn_steps N`). ``--methods`` picks a subset by name.
 
 Each method runs in its own process, so its peak resident memory (``ru_maxrss``) is its own; frames per second
 count the propagated frames (support frames excluded) over the method's own time on the already-loaded video.
@@ -26,12 +30,15 @@ from typing import Any
 from tqdm import tqdm
 
 from medvos.data.datalist import load_datalist
-from medvos.data.videos import VideoDataset
+from medvos.data.videos import VideoDataset, is_image_entry
 from medvos.engines.handlers import plot_dice_per_frame
 from medvos.inference.evaluation import evaluate_methods, machine_info, markdown_table
 from medvos.inference.methods import Method, copy_method, flow_method, model_method
 from medvos.io.atomic import atomic_write_bytes
-from medvos.networks.checkpoint import is_relearned
+from medvos.inference.defaults import inference_defaults
+from medvos.networks.checkpoint import SHIPPED_MODEL, is_relearned
+
+SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / SHIPPED_MODEL
 
 
 def method_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -41,10 +48,17 @@ def method_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     models = ([("phase-1 model", args.phase1)] if args.phase1 else []) + \
              ([("relearned model", args.relearned)] if args.relearned else []) + \
              [tuple(m.split("=", 1)) for m in args.model]
+    if not models:
+        models = [("general model", SHIPPED)]
+    tree = bool(inference_defaults()["memory_tree"])
     for name, path in models:
         specs[name] = {"kind": "model", "checkpoint": str(path)}
-        if args.memory_tree and is_relearned(path):
-            specs[f"{name} + memory tree"] = {"kind": "model", "checkpoint": str(path), "memory_tree": True}
+        if args.relearn_steps and not is_relearned(path):
+            specs[f"{name} + test-time relearning"] = {"kind": "model", "checkpoint": str(path),
+                                                       "relearn_steps": args.relearn_steps}
+        if args.tree_variants:
+            other = f"{name}, single path" if tree else f"{name} + memory tree"
+            specs[other] = {"kind": "model", "checkpoint": str(path), "memory_tree": not tree}
     if args.methods:
         wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
         unknown = set(wanted) - set(specs)
@@ -59,18 +73,29 @@ def build(spec: dict[str, Any], args: argparse.Namespace) -> Method:
         return copy_method()
     if spec["kind"] == "flow":
         return flow_method(spec["flow"])
-    tree = {"pathways": args.pathways} if spec.get("memory_tree") else None
+    options = {"memory_tree": spec["memory_tree"]} if "memory_tree" in spec else {}
     return model_method(spec["checkpoint"], args.image_size, args.window, args.tau_hidden,
-                        memory_tree=bool(spec.get("memory_tree")), tree_options=tree)
+                        spec.get("relearn_steps", 0), **options)
 
 
 def run_one(name: str, args: argparse.Namespace, out: Path) -> None:
     """Child process: one method over the dataset -> ``out`` (JSON with its peak RSS)."""
     spec = method_specs(args)[name]
-    dataset = VideoDataset(load_datalist(args.datalist, args.split))
+    dataset = VideoDataset(videos(args))
     results = evaluate_methods(dataset, {name: build(spec, args)}, progress=False)
     results["overall"][name]["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     atomic_write_bytes(out, json.dumps(results).encode())
+
+
+def videos(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The video entries of the split (image entries left out), optionally only ids starting with ``--subset``."""
+    entries = [e for e in load_datalist(args.datalist, args.split) if not is_image_entry(e)]
+    if args.subset:
+        entries = [e for e in entries if str(e["id"]).startswith(args.subset)]
+    if not entries:
+        raise SystemExit(f"{args.datalist}: no video in split {args.split!r}"
+                         + (f" with an id starting {args.subset!r}" if args.subset else ""))
+    return entries
 
 
 def merge(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -87,15 +112,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datalist", type=Path, required=True)
     ap.add_argument("--split", default="test")
+    ap.add_argument("--subset", default="", help="only videos whose id starts with this (e.g. carotid_us_dev/)")
     ap.add_argument("--phase1", type=Path, help="phase-1 checkpoint (model.pt)")
     ap.add_argument("--relearned", type=Path, help="relearned checkpoint (relearned.pt)")
     ap.add_argument("--model", action="append", default=[], help="NAME=PATH, another checkpoint (repeatable)")
-    ap.add_argument("--memory-tree", action=argparse.BooleanOptionalAction, default=True,
-                    help="also run every relearned checkpoint with the memory tree")
-    ap.add_argument("--pathways", type=int, default=3)
+    ap.add_argument("--tree-variants", action="store_true",
+                    help="also run every checkpoint with the memory tree switched against the inferring default")
+    ap.add_argument("--relearn-steps", type=int, default=0,
+                    help="also run every phase-1 checkpoint with N steps of test-time relearning per cine")
     ap.add_argument("--methods", default="", help="comma-separated subset of method names")
-    ap.add_argument("--image-size", type=int, default=256)
-    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's own input size")
+    ap.add_argument("--window", type=int, default=None, help="default: the checkpoint's own TAU window (or 8)")
     ap.add_argument("--tau-hidden", type=int, default=256)
     ap.add_argument("--flow", default="dis", choices=["dis", "farneback"])
     ap.add_argument("--out", type=Path, required=True)

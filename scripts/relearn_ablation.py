@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"relearning: {name}", flush=True)
         checkpoints[name] = relearn(name, VARIANTS[name], args)
     dataset = VideoDataset(load_datalist(args.datalist, args.eval_split))
-    methods = {name: model_method(ckpt, args.image_size, args.clip_length) for name, (ckpt, _) in checkpoints.items()}
+    methods = {name: model_method(ckpt, args.image_size, args.clip_length, memory_tree=False)
+               for name, (ckpt, _) in checkpoints.items()}
     results = evaluate_methods(dataset, methods)
     results["relearn_seconds"] = {k: v[1] for k, v in checkpoints.items()}
     results["settings"] = {k: str(v) for k, v in vars(args).items()}

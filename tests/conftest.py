@@ -53,3 +53,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def endo_nifti(tmp_path_factory):
+    """A 12-frame 64x64 synthetic endoscopy cine and its mask as NIfTI files: ``(folder, frames, labels)``."""
+    from medvos.data.synthetic import endo_cine
+    from medvos.io.writers import write_nifti
+
+    root = tmp_path_factory.mktemp("endo_nifti")
+    c = endo_cine(seed=5, size=64, num_frames=12)
+    write_nifti(root / "cine.nii.gz", c.frames)
+    write_nifti(root / "mask.nii.gz", c.labels)
+    return root, c.frames, c.labels

@@ -38,7 +38,8 @@ def tiny_benchmark(tmp_path_factory, synthetic_root):
     out = root / "out"
     cmd = [sys.executable, str(REPO / "scripts/benchmark.py"), "--datalist", str(root / "datalist.json"),
            "--split", "test", "--image-size", "48", "--window", "4", "--tau-hidden", "16",
-           "--phase1", str(root / "model.pt"), "--relearned", str(root / "relearned.pt"), "--out", str(out)]
+           "--phase1", str(root / "model.pt"), "--relearned", str(root / "relearned.pt"), "--tree-variants",
+           "--out", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
@@ -46,7 +47,11 @@ def tiny_benchmark(tmp_path_factory, synthetic_root):
 
 def test_benchmark_writes_every_method(tiny_benchmark):
     res = json.loads((tiny_benchmark / "results.json").read_text())
-    methods = ["copy-mask", "optical flow (dis)", "phase-1 model", "relearned model", "relearned model + memory tree"]
+    from medvos.inference.defaults import inference_defaults
+
+    variant = ", single path" if inference_defaults()["memory_tree"] else " + memory tree"
+    methods = ["copy-mask", "optical flow (dis)", "phase-1 model", "phase-1 model" + variant, "relearned model",
+               "relearned model" + variant]
     assert list(res["overall"]) == methods
     for m in methods:
         o = res["overall"][m]

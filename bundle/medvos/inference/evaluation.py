@@ -11,8 +11,8 @@ from tqdm import tqdm
 
 from medvos.engines.metrics import frame_scores
 
-# method(frames (T,3,H,W) float [0,1], labels (T,H,W) uint8, support_frames) -> predicted labels (T,H,W)
-Method = Callable[[np.ndarray, np.ndarray, Sequence[int]], np.ndarray]
+# method(frames (T,3,H,W) float [0,1], labels (T,H,W) uint8, support_frames, entry) -> predicted labels (T,H,W)
+Method = Callable[[np.ndarray, np.ndarray, Sequence[int], dict[str, Any]], np.ndarray]
 
 
 def evaluate_methods(dataset: Sequence[dict[str, Any]], methods: dict[str, Method], shots: int = 1,
@@ -35,7 +35,7 @@ def evaluate_methods(dataset: Sequence[dict[str, Any]], methods: dict[str, Metho
         row: dict[str, Any] = {"id": d.get("id", str(i)), "frames": int(frames.shape[0]), "support": support}
         for name, method in methods.items():
             t0 = time.perf_counter()
-            pred = method(frames, labels, support)
+            pred = method(frames, labels, support, d.get("entry") or {})
             dt = time.perf_counter() - t0
             s = frame_scores(pred, labels, support)
             seconds[name] += dt

@@ -1,6 +1,10 @@
 """Propagation methods by name, with one calling convention, for benchmarks and ablations.
 
-A method maps ``(frames (T,3,H,W) float [0,1], labels (T,H,W) uint8, support_frames)`` to labels ``(T,H,W)``.
+A method maps ``(frames (T,3,H,W) float [0,1], labels (T,H,W) uint8, support_frames, entry)`` to labels
+``(T,H,W)``; ``entry`` is the datalist entry (paths) the frames were read from. Model methods run the `inferring`
+workflow's own code (:func:`medvos.inference.workflow.run_inference` on the entry's files, the network rebuilt
+from the checkpoint alone, the propagator of :func:`medvos.inference.defaults.make_propagator`), so a benchmark
+scores exactly what `inferring` produces.
 """
 
 from __future__ import annotations
@@ -13,32 +17,45 @@ import numpy as np
 import torch
 
 from medvos.inference.baselines import FlowPropagator, copy_mask
-from medvos.inference.memory_tree import MemoryTreePropagator
-from medvos.inference.propagator import FewShotPropagator
-from medvos.networks.checkpoint import load_model
-from medvos.networks.image_model import FewShotSegNet
+from medvos.inference.defaults import make_propagator
+from medvos.networks.checkpoint import input_size, load_model, tau_window
 
-Method = Callable[[np.ndarray, np.ndarray, Sequence[int]], np.ndarray]
+Method = Callable[[np.ndarray, np.ndarray, Sequence[int], dict[str, Any]], np.ndarray]
 
 
 def copy_method() -> Method:
-    return lambda frames, labels, support: copy_mask(labels, support)
+    return lambda frames, labels, support, entry=None: copy_mask(labels, support)
 
 
 def flow_method(kind: str = "dis") -> Method:
-    return FlowPropagator(kind).propagate
+    flow = FlowPropagator(kind)
+    return lambda frames, labels, support, entry=None: flow.propagate(frames, labels, support)
 
 
-def model_method(checkpoint: str | Path, image_size: int = 256, window: int = 8, tau_hidden: int = 256,
-                 memory_tree: bool = False, tree_options: dict[str, Any] | None = None,
-                 image_model: dict[str, Any] | None = None) -> Method:
-    """A phase-1 or relearned checkpoint as a method, optionally with the memory tree."""
-    net = load_model(checkpoint, FewShotSegNet(backbone_weights=None, **(image_model or {})), window, tau_hidden)
+def model_method(checkpoint: str | Path, image_size: int | None = None, window: int | None = None,
+                 tau_hidden: int = 256, relearn_steps: int = 0, **options: Any) -> Method:
+    """A checkpoint as a method, through the `inferring` path; ``options`` override the inference defaults
+    (``memory_tree``, ``pathways``, ``fusion``, ``threshold``). ``image_size`` / ``window`` default to the
+    checkpoint's own (older files without a spec: 256 / 8). ``relearn_steps`` > 0: test-time relearning on each
+    cine first (`inferring --relearn_steps`; its time is part of the method's time)."""
+    from medvos.inference.workflow import run_inference
+
+    window = window or tau_window(checkpoint, 8)
+    size = image_size or input_size(checkpoint, 256)[0]
+    net = load_model(checkpoint, None, window, tau_hidden)
     net = net.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
-    prop = (MemoryTreePropagator(net, image_size, window, **(tree_options or {})) if memory_tree
-            else FewShotPropagator(net, image_size, window))
 
-    def run(frames: np.ndarray, labels: np.ndarray, support: Sequence[int]) -> np.ndarray:
-        return prop.propagate(torch.from_numpy(frames), torch.from_numpy(labels), support)[0]
+    def run(frames: np.ndarray, labels: np.ndarray, support: Sequence[int], entry: dict[str, Any]) -> np.ndarray:
+        model = net
+        if relearn_steps:
+            from medvos.inference.test_time import relearn_on_cine
+
+            model = relearn_on_cine(net, entry["image"], entry["label"], size, list(support), steps=relearn_steps,
+                                    clip_length=window, tau_hidden=tau_hidden, progress=False)
+        prop = make_propagator(model, size, window, **options)
+        res = run_inference(entry["image"], entry["label"], Path("."), model, size, window, prop.fusion,
+                            outputs=(), threshold=prop.threshold, annotated=list(support), progress=False,
+                            keep_labels=True, propagator=prop)
+        return res["labels"]
 
     return run

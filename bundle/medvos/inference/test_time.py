@@ -1,0 +1,113 @@
+"""Test-time relearning: the paper's phase 2 applied to the one cine being segmented.
+
+The (phase-1) model is copied into a :class:`~medvos.networks.relearn_model.RelearnNet` (a TAU between neck and
+head, head frozen) and relearned on clips of |B| consecutive frames of the input cine, with its annotated frame(s)
+as the only labels and the frozen input model as teacher: ``L = l_t L_t + l_f L_f + l_p L_p`` plus TPS, the same
+step as the `relearning` workflow (:class:`medvos.engines.relearning.RelearnStep`). It stops after ``steps`` steps
+or ``seconds``, whichever comes first; the relearned model then propagates.
+
+Memory: the cine is held at the network input size, uint8 (T x 3 x S x S bytes; 300 frames at 256 px: 59 MB).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from medvos.data.transforms import intensity_range, scale_intensity
+from medvos.engines.relearning import RelearnStep
+from medvos.io.errors import MaskMismatchError
+from medvos.io.readers import read_annotations, read_cine
+from medvos.losses.relearning import RelearnLoss
+from medvos.networks.image_model import param_groups
+
+logger = logging.getLogger(__name__)
+
+
+def cine_at_size(video: Any, size: int, chunk: int = 16) -> tuple[np.ndarray, Any]:
+    """The cine's frames prepared as for inference (intensity window, RGB) at ``size`` px: uint8 ``(T,3,S,S)``."""
+    cine = read_cine(video, min_frames=2, lazy=True)
+    window = intensity_range(cine.frames)
+    out = np.zeros((cine.num_frames, 3, size, size), np.uint8)
+    for start in range(0, cine.num_frames, chunk):
+        x = torch.from_numpy(scale_intensity(cine.frames[start : start + chunk], window))
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        x = F.interpolate(x, size=(size, size), mode="area")
+        out[start : start + len(x)] = (x * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    return out, cine
+
+
+def relearn_on_cine(network: nn.Module, video: Any, annotation: Any, image_size: int,
+                    annotated: Sequence[int] | None = None, steps: int = 30, seconds: float | None = None,
+                    clip_length: int = 8, tau_hidden: int = 256, tau_blocks: int = 2, lambda_t: float = 0.1,
+                    lambda_f: float = 1.0, lambda_p: float = 1.0, tps_weight: float = 0.1,
+                    learning_rate: float = 1e-4, backbone_lr_mult: float = 0.1, seed: int = 0,
+                    progress: bool = True) -> nn.Module:
+    """A relearned copy of ``network`` (a phase-1 image model) adapted to ``video``; ``network`` is unchanged.
+
+    Args:
+        network: the phase-1 model (teacher, and the student's starting point).
+        video, annotation, annotated: as :func:`medvos.inference.workflow.run_inference`.
+        image_size: the network input size. steps / seconds: the budget (first reached stops).
+        clip_length, tau_hidden, tau_blocks: the TAU (|B| is also the propagation window afterwards).
+        lambda_t, lambda_f, lambda_p, tps_weight, learning_rate, backbone_lr_mult: as the `relearning` workflow.
+
+    Returns:
+        The relearned :class:`RelearnNet` in eval mode, on ``network``'s device.
+    """
+    from medvos.networks.relearn_model import RelearnNet
+
+    if hasattr(network, "tau"):
+        raise ValueError("test-time relearning starts from a phase-1 image model; this checkpoint is already "
+                         "relearned (use it directly, or the phase-1 model it came from)")
+    device = next(network.parameters()).device
+    frames, cine = cine_at_size(video, image_size)
+    given = read_annotations(annotation, cine, annotated or None)
+    ann = sorted(a for a in given if given[a].any())
+    if not ann:
+        raise MaskMismatchError(str(annotation), "no annotated frame: the mask is empty on every frame")
+    masks = torch.from_numpy(np.stack([given[a] for a in ann])).float()[:, None]
+    masks = F.interpolate(masks, size=(image_size, image_size), mode="nearest")[:, 0].to(torch.uint8).numpy()
+    values = sorted({int(v) for v in np.unique(masks) if v})
+    teacher = copy.deepcopy(network).eval()
+    student = RelearnNet(teacher, clip_length, tau_hidden, tau_blocks).to(device)
+    optimizer = torch.optim.AdamW(param_groups(student, learning_rate, backbone_lr_mult), lr=learning_rate,
+                                  weight_decay=1e-4)
+    step_fn = RelearnStep(teacher, RelearnLoss(lambda_t, lambda_f, lambda_p), tps_weight)
+    engine = SimpleNamespace(state=SimpleNamespace(device=device), network=student, optimizer=optimizer)
+    rng = np.random.default_rng(seed)
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    t_total, t0 = frames.shape[0], time.perf_counter()
+    bar = tqdm(total=steps, desc="test-time relearning", unit="step", disable=not progress)
+    done = 0
+    try:
+        for done in range(1, steps + 1):
+            start = int(rng.integers(0, max(t_total - clip_length, 0) + 1))
+            idx = np.minimum(np.arange(start, start + clip_length), t_total - 1)
+            a = int(rng.integers(len(ann)))
+            present = [v for v in values if (masks[a] == v).any()]  # one object per step (multi-label support)
+            value = present[int(rng.integers(len(present)))]
+            batch = {"clip": torch.from_numpy(frames[idx]).float() / 255.0,
+                     "support": torch.from_numpy(frames[[ann[a]]]).float() / 255.0,
+                     "support_mask": torch.from_numpy(masks[[a]] == value).float()[:, None]}
+            out = step_fn(engine, batch)
+            bar.update(1)
+            bar.set_postfix(loss=f"{out['loss']:.4f}")
+            if seconds is not None and time.perf_counter() - t0 >= seconds:
+                break
+    finally:
+        bar.close()
+        torch.random.set_rng_state(gen_state)
+    logger.info("test-time relearning on %s: %d steps in %.1f s", cine.source, done, time.perf_counter() - t0)
+    return student.eval()

@@ -1,0 +1,84 @@
+"""One propagation path: training validation, the benchmark, the `inferring` workflow and the MONAI Label app
+return identical masks for the same checkpoint, cine and annotation (issue: they used to disagree)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def case(endo_nifti):
+    """A synthetic cine (NIfTI) + mask, and a checkpoint with a non-default architecture that carries its spec."""
+    from medvos.networks.checkpoint import ModelSpec
+    from medvos.networks.image_model import FewShotSegNet
+
+    root, frames, labels = endo_nifti
+    torch.manual_seed(3)
+    args = {"channels": 16, "neck_levels": 2, "neck_depth": 2}
+    net = FewShotSegNet(backbone_weights=None, **args).eval()
+    # a random but decisive network: shift the foreground logit so that about half the pixels are foreground
+    x = torch.from_numpy(frames[:2].astype(np.float32) / 255)
+    x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear")
+    m = torch.nn.functional.interpolate(torch.from_numpy(labels[:1, None]).float(), size=(SIZE, SIZE))
+    with torch.no_grad():
+        logits = net.segment(x[1:], net.encode_support(x[None, :1], m[None]), (SIZE, SIZE))
+        last = [mod for mod in net.head.modules() if isinstance(mod, torch.nn.Conv2d)][-1]
+        last.bias[1] -= (logits[:, 1] - logits[:, 0]).median()
+    torch.save({"model": net.state_dict(), "spec": ModelSpec(args, SIZE).state_dict()}, root / "model.pt")
+    entry = {"id": "cine", "image": str(root / "cine.nii.gz"), "label": str(root / "mask.nii.gz"),
+             "labeled_frames": [0]}
+    return root, entry
+
+
+def _validation(entry, ckpt):
+    from medvos.data.videos import VideoDataset
+    from medvos.engines.video_evaluator import VideoEvaluator
+    from medvos.networks.checkpoint import load_model
+
+    net = load_model(ckpt).eval()
+    ev = VideoEvaluator("cpu", [VideoDataset([entry])[0]], net, image_size=SIZE, window=8)
+    return ev._iteration(ev, VideoDataset([entry])[0])["pred"]
+
+
+def _inferring(root, entry, ckpt, *extra):
+    out = root / ("infer" + "_".join(extra).replace("-", ""))
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file",
+           repr([str(REPO / "bundle/configs/train.yaml"), str(REPO / "bundle/configs/inference.yaml")]),
+           "--checkpoint", str(ckpt), "--video", entry["image"], "--annotation", entry["label"],
+           "--annotated_frames", "[0]", "--outputs", "['nifti']", "--inference_dir", str(out),
+           "--output_dir", str(root / "eval"), *extra]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return np.transpose(np.asarray(nib.load(out / "mask.nii.gz").dataobj), (2, 1, 0))
+
+
+def test_validation_benchmark_inferring_app_agree(case):
+    from medvos.data.videos import VideoDataset
+    from medvos.inference.methods import model_method
+    from medvos.label.infer import PropagateInfer
+
+    root, entry = case
+    ckpt = root / "model.pt"
+    item = VideoDataset([entry])[0]
+    frames, labels = item["image"].numpy(), item["label"][:, 0].numpy()
+
+    single = model_method(ckpt, memory_tree=False)(frames, labels, [0], entry)
+    assert 0.02 < (single[1:] > 0).mean() < 0.98, "the test network must segment part of each frame"
+    np.testing.assert_array_equal(_validation(entry, ckpt), single)
+    np.testing.assert_array_equal(_inferring(root, entry, ckpt, "--memory_tree", "False"), single)
+
+    default = model_method(ckpt)(frames, labels, [0], entry)  # the inferring defaults (memory tree as configured)
+    np.testing.assert_array_equal(_inferring(root, entry, ckpt), default)
+    app = PropagateInfer(root / "app_models", ckpt)  # the app's defaults, network and size from the checkpoint
+    app.propagate(entry["image"], entry["label"], annotated=[0], output=root / "app.nii.gz")
+    np.testing.assert_array_equal(np.transpose(np.asarray(nib.load(root / "app.nii.gz").dataobj), (2, 1, 0)), default)
