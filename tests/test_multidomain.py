@@ -105,3 +105,20 @@ def test_general_datalist_real(tmp_path):
     assert not any("cvc_clinicdb" in str(e["image"]) or "carotid" in str(e["image"]) for e in dl["training"])
     videos = [e for e in dl["validation"] if "group" not in e]
     assert len(videos) == 27 and len(dl["test"]) == 9
+
+
+def test_frame_scores_count_objects_only():
+    """Dice averages the objects, never the background (an empty prediction of a present object scores 0)."""
+    from medvos.engines.metrics import frame_scores
+
+    gt = np.zeros((3, 10, 10), np.uint8)
+    gt[:, :5, :5] = 1
+    pred = np.zeros_like(gt)
+    pred[1, :5, :5] = 1
+    pred[2, :5, :] = 1  # 25 of 50 predicted pixels right
+    s = frame_scores(pred, gt)
+    np.testing.assert_allclose(s["dice"], [0.0, 1.0, 2 * 25 / (25 + 50)], atol=1e-6)
+    np.testing.assert_allclose(s["iou"], [0.0, 1.0, 25 / 50], atol=1e-6)
+    two = gt.copy()
+    two[:, 6:, 6:] = 2
+    np.testing.assert_allclose(frame_scores(gt, two)["dice"], [0.5, 0.5, 0.5], atol=1e-6)  # object 2 missed

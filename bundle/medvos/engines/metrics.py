@@ -12,7 +12,8 @@ from monai.networks.utils import one_hot
 
 
 def frame_scores(pred: np.ndarray, gt: np.ndarray, exclude: Sequence[int] = ()) -> dict[str, np.ndarray]:
-    """Per-frame Dice and IoU of label maps ``pred``, ``gt`` ``(T,H,W)``, averaged over the objects present.
+    """Per-frame Dice and IoU of label maps ``pred``, ``gt`` ``(T,H,W)``, averaged over the objects present in
+    either (background never counts: an empty prediction of a present object scores 0).
 
     A frame where an object is absent from both prediction and truth scores 1 for that object (MONAI's
     ``ignore_empty=False``). Frames in ``exclude`` (supports) are dropped.
@@ -21,7 +22,7 @@ def frame_scores(pred: np.ndarray, gt: np.ndarray, exclude: Sequence[int] = ()) 
         ``{"frame": indices, "dice": (N,), "iou": (N,)}``.
     """
     keep = [t for t in range(gt.shape[0]) if t not in set(int(e) for e in exclude)]
-    values = sorted(set(np.unique(gt).tolist()) | set(np.unique(pred).tolist()) - {0}) or [1]
+    values = sorted((set(np.unique(gt).tolist()) | set(np.unique(pred).tolist())) - {0}) or [1]  # objects only
     n = max(values) + 1
     p = one_hot(torch.from_numpy(pred[keep].astype(np.int64))[:, None], n)
     g = one_hot(torch.from_numpy(gt[keep].astype(np.int64))[:, None], n)
