@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--datalist", type=Path, required=True)
     ap.add_argument("--checkpoint", type=Path, required=True)
     ap.add_argument("--baselines", action="store_true", help="also train and score one model per target")
-    ap.add_argument("--targets", default="", help="comma-separated subset of targets (default: all)")
+    ap.add_argument("--targets", default="", help="comma-separated targets to train baselines for (default: all)")
     ap.add_argument("--episodes", type=int, default=1840, help="training episodes per baseline")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
@@ -71,13 +71,11 @@ def main(argv: list[str] | None = None) -> dict:
     val = [e for e in load_datalist(args.datalist, "validation") if is_image_entry(e)]
     train = [e for e in load_datalist(args.datalist, "training") if is_image_entry(e)]
     targets = sorted({e["group"] for e in val})
-    if args.targets:
-        targets = [t for t in targets if t in {s.strip() for s in args.targets.split(",")}]
-    val = [e for e in val if e["group"] in targets]
+    chosen = [t for t in targets if not args.targets or t in {s.strip() for s in args.targets.split(",")}]
     results = {"general": score(args.checkpoint, val), "baseline": {}, "settings": {k: str(v) for k, v in vars(args).items()}}
     size = input_size(args.checkpoint)[0]
     if args.baselines:
-        for t in targets:
+        for t in chosen:
             tv = [e for e in val if e["group"] == t]
             model = train_baseline(t, [e for e in train if e["group"] == t], tv, size, args.episodes, args.epochs,
                                    args.out)

@@ -2,9 +2,10 @@
 """Ship a trained checkpoint as the bundle's general model: checked, slimmed, fingerprinted.
 
     python scripts/ship_model.py runs/general/models/model.pt --out bundle/models/general.pt
+    python scripts/ship_model.py "runs/general/models/phase1_resume_checkpoint_epoch=8.pt"   # the last epoch
 
-The checkpoint must carry its spec (architecture, input size, training summary) and finite weights, and must
-rebuild from the file alone. The shipped file holds ``{"model": weights, "spec": spec}`` only (no optimiser
+The checkpoint (a best-model file or a resume checkpoint, whose ``model`` entry is taken) must carry its spec
+(architecture, input size, training summary) and finite weights, and must rebuild from the file alone. The shipped file holds ``{"model": weights, "spec": spec}`` only (no optimiser
 state); its sha256, size and spec go into ``bundle/configs/metadata.json`` (``shipped_model``), so a copy can be
 checked against the model card.
 """
@@ -32,11 +33,12 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def ship(source: Path, out: Path, metadata: Path) -> dict:
-    spec = checkpoint_spec(source)
+def ship(source: Path, out: Path, metadata: Path, spec_from: Path | None = None) -> dict:
+    spec = checkpoint_spec(spec_from or source)
     if spec is None:
         raise CheckpointError(f"{source}: no spec (architecture, input size): train it with this version of medvos")
-    load_model(source)  # rebuilds from the file alone; refuses non-finite weights
+    if spec_from is None:
+        load_model(source)  # rebuilds from the file alone; refuses non-finite weights
     with atomic_path(out) as tmp:
         torch.save({"model": model_state(source), "spec": spec}, tmp)
     load_model(out)
@@ -51,9 +53,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--out", type=Path, default=REPO / "bundle" / "models" / "general.pt")
+    ap.add_argument("--spec-from", type=Path,
+                    help="take the spec from this checkpoint of the same run (resume files written before 0.3.0 "
+                         "have none)")
     ap.add_argument("--metadata", type=Path, default=REPO / "bundle" / "configs" / "metadata.json")
     args = ap.parse_args(argv)
-    shipped = ship(args.checkpoint, args.out, args.metadata)
+    shipped = ship(args.checkpoint, args.out, args.metadata, args.spec_from)
     print(json.dumps({k: v for k, v in shipped.items() if k != "spec"}, indent=1))
     return shipped
 
