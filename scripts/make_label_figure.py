@@ -2,7 +2,7 @@
 """Render what an annotator gets back from the MONAI Label app: frame 0 annotated, every other frame propagated
 by the app's "propagate" task, with the per-frame confidence the "least_confident_frame" strategy ranks by.
 
-    python scripts/make_label_figure.py --models bundle/models --image-size 128 \
+    python scripts/make_label_figure.py --model bundle/models/general.pt \
         --out bundle/docs/images/label_app_propagation.png
 """
 
@@ -23,8 +23,9 @@ from medvos.label.infer import PropagateInfer
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", type=Path, default=Path("bundle/models"))
-    ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--model", type=Path, default=Path("bundle/models/general.pt"), help="checkpoint to propagate with")
+    ap.add_argument("--models", type=Path, default=Path("bundle/models"), help="where a relearned.pt would be taken from")
+    ap.add_argument("--image-size", type=int, default=None, help="only for older checkpoints without a spec")
     ap.add_argument("--out", type=Path, default=Path("bundle/docs/images/label_app_propagation.png"))
     args = ap.parse_args(argv)
     import matplotlib
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    task = PropagateInfer(args.models, image_size=args.image_size)
+    task = PropagateInfer(args.models, args.model, image_size=args.image_size)
     with tempfile.TemporaryDirectory() as tmp:
         cines = make_demo_studies(tmp, cines=1, size=128, num_frames=20)
         paths = next(iter(cines.values()))

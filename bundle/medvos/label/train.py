@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 
 
 class RelearnTrain(TrainTask):
-    """Runs the bundle's ``relearning`` workflow from the phase-1 ``model.pt`` on every cine with a label under
-    ``annotation_tag`` (its non-empty frames are the support), then writes ``relearned.pt`` atomically beside it;
+    """Runs the bundle's ``relearning`` workflow from ``base_model`` (the app's phase-1 model) on every cine with a
+    label under ``annotation_tag`` (its non-empty frames are the support), then writes ``relearned.pt`` (weights and
+    spec) atomically into ``model_dir``;
     the "propagate" task reloads it on its next request. Progress and losses go to MLflow (``tracking_uri``)."""
 
     def __init__(self, model_dir: str | Path, base_model: str | Path, image_size: int | None = None,
