@@ -10,6 +10,7 @@ the network from the file alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +58,21 @@ class ModelSpec:
         self.spec = dict(state)
 
 
+@lru_cache(maxsize=4)
+def _read(path: str, mtime_ns: int, size: int) -> Any:
+    """One ``torch.load`` per file version: a workflow asks a checkpoint for its spec, input size, window and weights,
+    and each would otherwise read the file again (callers copy before changing anything)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_state(path: str | Path) -> dict[str, Any]:
     """The state dict of a checkpoint (a plain state dict, or ``{"model": state}`` as written by CheckpointSaver)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    st = path.stat()
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _read(str(path.resolve()), st.st_mtime_ns, st.st_size)
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint, corrupt or truncated ({type(exc).__name__}: "
                               f"{exc})") from exc
