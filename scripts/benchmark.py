@@ -8,8 +8,9 @@
 Methods: copy-support-mask, optical flow (DIS; ``--flow farneback``), and every checkpoint (``--phase1``,
 ``--relearned``, ``--model NAME=PATH``; default: the shipped general model) run exactly as the `inferring` workflow
 runs it: the same code on the entry's files, the network, input size and window from the checkpoint, the memory
-tree, fusion and threshold from ``inference.yaml``. ``--tree-variants`` adds each checkpoint with the memory tree
-switched the other way; ``--relearn-steps N`` adds each phase-1 checkpoint with test-time relearning (N steps on each
+tree, motion fusion and threshold from ``inference.yaml``. ``--tree-variants`` adds each checkpoint with the memory
+tree switched the other way; ``--ablation`` with the other three combinations of motion and memory tree;
+``--relearn-steps N`` adds each phase-1 checkpoint with test-time relearning (N steps on each
 cine, as `inferring --relearn_steps N`). ``--methods`` picks a subset by name.
 
 Each method runs in its own process, so its peak resident memory (``ru_maxrss``) is its own; frames per second
@@ -50,7 +51,8 @@ def method_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
              [tuple(m.split("=", 1)) for m in args.model]
     if not models:
         models = [("general model", SHIPPED)]
-    tree = bool(inference_defaults()["memory_tree"])
+    defaults = inference_defaults()
+    tree = bool(defaults["memory_tree"])
     for name, path in models:
         specs[name] = {"kind": "model", "checkpoint": str(path)}
         if args.relearn_steps and not is_relearned(path):
@@ -59,6 +61,12 @@ def method_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         if args.tree_variants:
             other = f"{name}, single path" if tree else f"{name} + memory tree"
             specs[other] = {"kind": "model", "checkpoint": str(path), "memory_tree": not tree}
+        if args.ablation:
+            for motion, memory_tree in ((False, False), (False, True), (True, False), (True, True)):
+                if (motion, memory_tree) != (bool(defaults["motion"]), tree):
+                    label = "appearance" + (" + memory tree" if memory_tree else "") + (" + motion" if motion else "")
+                    specs[f"{name}, {label}"] = {"kind": "model", "checkpoint": str(path), "motion": motion,
+                                                 "memory_tree": memory_tree}
     if args.methods:
         wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
         unknown = set(wanted) - set(specs)
@@ -73,7 +81,7 @@ def build(spec: dict[str, Any], args: argparse.Namespace) -> Method:
         return copy_method()
     if spec["kind"] == "flow":
         return flow_method(spec["flow"])
-    options = {"memory_tree": spec["memory_tree"]} if "memory_tree" in spec else {}
+    options = {k: spec[k] for k in ("memory_tree", "motion") if k in spec}
     return model_method(spec["checkpoint"], args.image_size, args.window, args.tau_hidden,
                         spec.get("relearn_steps", 0), **options)
 
@@ -118,6 +126,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--model", action="append", default=[], help="NAME=PATH, another checkpoint (repeatable)")
     ap.add_argument("--tree-variants", action="store_true",
                     help="also run every checkpoint with the memory tree switched against the inferring default")
+    ap.add_argument("--ablation", action="store_true",
+                    help="also run every checkpoint with the other combinations of motion and memory tree")
     ap.add_argument("--relearn-steps", type=int, default=0,
                     help="also run every phase-1 checkpoint with N steps of test-time relearning per cine")
     ap.add_argument("--methods", default="", help="comma-separated subset of method names")

@@ -25,8 +25,10 @@ def command(args: argparse.Namespace, extra: list[str]) -> list[str]:
            str(Path(args.studies).resolve()), "--host", args.host, "--port", str(args.port),
            "--conf", "models", str(Path(args.models).resolve()), "--conf", "model", str(Path(args.model).resolve()),
            "--conf", "window", str(args.window), "--conf", "tau_hidden", str(args.tau_hidden),
-           "--conf", "fusion", args.fusion, "--conf", "max_epochs", str(args.max_epochs),
-           "--conf", "memory_tree", str(args.memory_tree).lower()]
+           "--conf", "fusion", args.fusion, "--conf", "max_epochs", str(args.max_epochs)]
+    for key in ("memory_tree", "motion"):
+        if getattr(args, key) is not None:
+            cmd += ["--conf", key, str(getattr(args, key)).lower()]
     if args.image_size:
         cmd += ["--conf", "image_size", str(args.image_size)]
     if args.tracking_uri:
@@ -49,8 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--tau-hidden", type=int, default=256)
     ap.add_argument("--fusion", default="nearest", choices=["nearest", "fuse", "joint"])
-    ap.add_argument("--memory-tree", action=argparse.BooleanOptionalAction, default=True,
-                    help="propagate with the memory tree (default) or single-path")
+    ap.add_argument("--memory-tree", action=argparse.BooleanOptionalAction, default=None,
+                    help="appearance with the memory tree or single-path (default: as in inference.yaml)")
+    ap.add_argument("--motion", action=argparse.BooleanOptionalAction, default=None,
+                    help="fuse appearance with flow-warped motion (default: as in inference.yaml)")
     ap.add_argument("--max-epochs", type=int, default=3, help="relearning epochs of the 'relearn' task")
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--host", default="127.0.0.1")

@@ -78,7 +78,7 @@ def test_memory_tree_streams_in_order_and_matches_single_path_without_distractor
     sup = prop.supports({0: (frames[0], torch.from_numpy(labels[0]))})
     starts = []
     out = np.zeros_like(labels)
-    for start, lab, c, p in prop.stream(prop.windows(frames), sup):
+    for start, lab, c, p, _ in prop.stream(prop.windows(frames), sup):
         starts.append((start, len(lab)))
         out[start : start + len(lab)] = lab
     covered = [s + k for s, n in starts for k in range(n)]

@@ -161,7 +161,7 @@ def test_corrected_frame_is_kept_and_used_as_second_annotation(server):
 def test_uploaded_label_matches_in_process_propagation(server):
     import torch
 
-    from medvos.inference.memory_tree import MemoryTreePropagator
+    from medvos.inference.defaults import make_propagator
     from medvos.inference.workflow import run_inference
     from medvos.networks.checkpoint import load_model
     from medvos.networks.image_model import FewShotSegNet
@@ -174,7 +174,7 @@ def test_uploaded_label_matches_in_process_propagation(server):
     with torch.inference_mode():
         ref = run_inference(str(paths["image"]), str(paths["first_frame"]), server["root"] / "ref", net.eval(),
                             SIZE, WINDOW, outputs=(), progress=False,
-                            propagator=MemoryTreePropagator(net, SIZE, WINDOW))  # the app's default
+                            propagator=make_propagator(net, SIZE, WINDOW))  # the app's default
     assert np.array_equal(np.transpose(ref["labels"], (2, 1, 0)), np.asarray(volume(r.content).dataobj))
 
 
@@ -188,6 +188,8 @@ def test_two_infer_requests_at_once(server):
 
 
 def test_least_confident_frame(server):
+    from medvos.label.strategy import next_frame
+
     url = server["url"] + "/activelearning/least_confident_frame"
     for cid in ("echo_cine0", "endo_cine1"):
         requests.put(f"{server['url']}/datastore/label", params={"image": cid, "tag": "final"},
@@ -198,8 +200,10 @@ def test_least_confident_frame(server):
     requests.put(f"{server['url']}/datastore/label", params={"image": cid, "tag": "final"},
                  files={"label": ("l.nii.gz", server["cines"][cid]["first_frame"].read_bytes())}, timeout=60)
     nxt = requests.post(url, json={}, timeout=300).json()
-    confidences = {c: infer(server, c, output="json").json()["frame_confidence"] for c in server["cines"]}
-    lowest = min((conf[t], c, t) for c, conf in confidences.items() for t in range(1, FRAMES))
+    results = {c: infer(server, c, output="json").json() for c in server["cines"]}
+    picks = [(p[1], c, p[0]) for c, r in results.items()
+             if (p := next_frame(r["frame_confidence"], r["frame_drift"], set(r["annotated_frames"])))]
+    lowest = min(picks)
     assert (nxt["id"], nxt["frame"]) == (lowest[1], lowest[2]) and nxt["frame"] != 0
     assert nxt["confidence"] == pytest.approx(lowest[0])
 

@@ -75,9 +75,11 @@ def test_corrupt_and_non_finite_checkpoints_are_refused(tmp_path):
 
 
 @pytest.mark.realdata
-def test_shipped_model_out_of_the_box_on_a_real_carotid_recording(tmp_path):
-    """`inferring` defaults, 1-shot first frame, on a real ultrasound recording the model never trained on
-    (model card: 0.608 Dice on this recording; copying the first mask scores 0.051)."""
+@pytest.mark.parametrize("recording, floor", [("202201121837530038", 0.85), ("202201121808450029", 0.70)])
+def test_shipped_model_out_of_the_box_on_a_real_carotid_recording(tmp_path, recording, floor):
+    """`inferring` defaults (appearance + motion), 1-shot first frame, on real ultrasound recordings the model never
+    trained on. Model card: 0.934 and 0.827 Dice; DIS optical flow alone 0.804 (steady) and 0.300 (the mask drifts
+    away at a probe movement); the network alone 0.593 and 0.583; copying the first mask 0.051 and 0.188."""
     import subprocess
     import sys
 
@@ -86,7 +88,7 @@ def test_shipped_model_out_of_the_box_on_a_real_carotid_recording(tmp_path):
 
     from medvos.engines.metrics import frame_scores
 
-    rec = shared("carotid_us_dev") / "202201121837530038"
+    rec = shared("carotid_us_dev") / recording
     masks = sorted((rec / "masks").iterdir())
     ann = tmp_path / "annotation"
     ann.mkdir()
@@ -101,4 +103,4 @@ def test_shipped_model_out_of_the_box_on_a_real_carotid_recording(tmp_path):
     pred = np.stack([np.asarray(Image.open(p)) for p in sorted((out / "masks").iterdir())])
     gt = np.stack([np.asarray(Image.open(p)) > 127 for p in masks]).astype(np.uint8)
     dice = frame_scores((pred > 0).astype(np.uint8), gt, [0])["dice"].mean()
-    assert dice >= 0.58, f"{rec.name}: Dice {dice:.3f}"
+    assert dice >= floor, f"{rec.name}: Dice {dice:.3f}"

@@ -8,7 +8,7 @@ general model ``bundle/models/general.pt``), ``models`` (folder where the relear
 used instead of the base model once there; default ``bundle/models``), ``image_size`` (only for older checkpoints
 without a spec: checkpoints carry their own input size), ``window`` (8), ``tau_hidden`` (256; older relearned files
 only), ``fusion`` (nearest|fuse|joint), ``threshold`` (0.5),
-``memory_tree`` (true|false, default true), ``max_epochs`` (relearning, 3), ``tracking_uri`` (MLflow; default
+``memory_tree`` and ``motion`` (true|false; default: as in ``inference.yaml``), ``max_epochs`` (relearning, 3), ``tracking_uri`` (MLflow; default
 sqlite beside the models).
 """
 
@@ -47,10 +47,15 @@ class MedVOSApp(MONAILabelApp):
         fusion = conf.get("fusion", "nearest")
         if fusion not in FUSION_MODES:
             raise ValueError(f"--conf fusion {fusion!r}: expected one of {FUSION_MODES}")
+        options = {}
+        for key in ("memory_tree", "motion"):
+            if key in conf:
+                if conf[key].lower() not in ("true", "false"):
+                    raise ValueError(f"--conf {key} {conf[key]!r}: expected true or false")
+                options[key] = conf[key].lower() == "true"
         self.propagate = PropagateInfer(self.model_dir, self.base_model, self.image_size, self.window,
-                                        self.tau_hidden, fusion,
-                                        float(conf.get("threshold", 0.5)),
-                                        memory_tree=conf.get("memory_tree", "true").lower() == "true")
+                                        self.tau_hidden, fusion, float(conf.get("threshold", 0.5)),
+                                        options=options)
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="medvos",
                          description="Few-shot cine segmentation: annotate a frame, propagate to every frame",
                          version="1.0")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
+
+from medvos.flow import DenseFlow, grey_frame, warp
 
 
 def copy_mask(labels: np.ndarray, support_frames: Sequence[int]) -> np.ndarray:
@@ -20,36 +21,16 @@ def copy_mask(labels: np.ndarray, support_frames: Sequence[int]) -> np.ndarray:
     return labels[nearest].astype(np.uint8)
 
 
-def grey_frame(frame: np.ndarray) -> np.ndarray:
-    """``(3,H,W)`` in [0,1] -> uint8 grey ``(H,W)`` (the input of OpenCV optical flow)."""
-    return np.clip(frame.mean(0) * 255, 0, 255).astype(np.uint8)
-
-
 class FlowPropagator:
-    """Warp label maps between consecutive frames with dense optical flow.
+    """Warp label maps between consecutive frames with dense optical flow (:class:`medvos.flow.DenseFlow`).
 
     Args:
         method: ``"dis"`` (cv2.DISOpticalFlow, medium preset) or ``"farneback"``.
     """
 
     def __init__(self, method: str = "dis") -> None:
-        if method not in ("dis", "farneback"):
-            raise ValueError(f"unknown optical-flow method '{method}'")
+        self.flow = DenseFlow(method)
         self.method = method
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) if method == "dis" else None
-
-    def flow(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        """Flow ``(H,W,2)`` such that ``dst(x) ~ src(x + flow(x))`` for grey uint8 frames (backward flow)."""
-        if self._dis is not None:
-            return self._dis.calc(dst, src, None)
-        return cv2.calcOpticalFlowFarneback(dst, src, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-
-    @staticmethod
-    def warp(values: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
-        """Backward-warp ``values (H,W[,C])`` float32 with ``flow`` (border replicated)."""
-        h, w = flow.shape[:2]
-        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        return cv2.remap(values, gx + flow[..., 0], gy + flow[..., 1], interpolation, borderMode=cv2.BORDER_REPLICATE)
 
     def propagate(self, frames: np.ndarray, labels: np.ndarray, support_frames: Sequence[int]) -> np.ndarray:
         """Propagate the labels of each support frame to the frames nearer to it than to any other support.
@@ -71,7 +52,7 @@ class FlowPropagator:
                     for i in (prev, t):
                         if grey[i] is None:
                             grey[i] = grey_frame(frames[i])
-                    onehot = self.warp(onehot, self.flow(grey[prev], grey[t]))
+                    onehot = warp(onehot, self.flow(grey[prev], grey[t]))
                     if onehot.ndim == 2:
                         onehot = onehot[..., None]
                     best = onehot.argmax(-1)

@@ -11,12 +11,13 @@ from typing import Any
 from torch import nn
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference.yaml"
-KEYS = ("fusion", "threshold", "memory_tree", "pathways")
+KEYS = ("fusion", "threshold", "memory_tree", "pathways", "motion", "motion_weight", "flow_tolerance",
+        "redetect_support", "redetect_confidence")
 
 
 @lru_cache(maxsize=1)
 def inference_defaults() -> dict[str, Any]:
-    """``{"fusion", "threshold", "memory_tree", "pathways"}`` as set in ``inference.yaml``."""
+    """The propagation options (:data:`KEYS`) as set in ``inference.yaml``."""
     import yaml
 
     config = yaml.safe_load(CONFIG.read_text())
@@ -27,13 +28,24 @@ def inference_defaults() -> dict[str, Any]:
 
 
 def make_propagator(network: nn.Module, image_size: int, window: int, **overrides: Any) -> Any:
-    """The propagator `inferring` builds: :class:`MemoryTreePropagator` or :class:`FewShotPropagator` with the
-    defaults of ``inference.yaml`` (``overrides`` replace them, e.g. ``memory_tree=False``)."""
+    """The propagator `inferring` builds with the defaults of ``inference.yaml`` (``overrides`` replace them, e.g.
+    ``memory_tree=False``): :class:`MemoryTreePropagator` or :class:`FewShotPropagator` (the appearance cue),
+    wrapped by :class:`MotionAwarePropagator` when ``motion`` is on."""
     from medvos.inference.memory_tree import MemoryTreePropagator
+    from medvos.inference.motion import CueFusion, MotionAwarePropagator
     from medvos.inference.propagator import FewShotPropagator
 
+    unknown = set(overrides) - set(KEYS)
+    if unknown:
+        raise ValueError(f"unknown propagation options {sorted(unknown)} (expected some of {KEYS})")
     opts = {**inference_defaults(), **overrides}
     if opts["memory_tree"]:
-        return MemoryTreePropagator(network, image_size, window, opts["threshold"], opts["fusion"],
+        prop = MemoryTreePropagator(network, image_size, window, opts["threshold"], opts["fusion"],
                                     pathways=int(opts["pathways"]))
-    return FewShotPropagator(network, image_size, window, opts["threshold"], opts["fusion"])
+    else:
+        prop = FewShotPropagator(network, image_size, window, opts["threshold"], opts["fusion"])
+    if not opts["motion"]:
+        return prop
+    rule = CueFusion(float(opts["motion_weight"]), float(opts["flow_tolerance"]), float(opts["redetect_support"]),
+                     float(opts["redetect_confidence"]), threshold=float(opts["threshold"]))
+    return MotionAwarePropagator(prop, rule)

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-from medvos.inference.propagator import FewShotPropagator, Support, _resize
+from medvos.inference.propagator import FewShotPropagator, Support, Window, _resize
 
 
 @dataclass
@@ -149,8 +149,7 @@ class MemoryTreePropagator(FewShotPropagator):
         return np.mean([cache[k] for k in keys], axis=0)
 
     @torch.inference_mode()
-    def stream(self, windows: Iterable[tuple[int, torch.Tensor]], supports: list[Support]
-               ) -> Iterator[tuple[int, np.ndarray, np.ndarray, dict[int, np.ndarray]]]:
+    def stream(self, windows: Iterable[tuple[int, torch.Tensor]], supports: list[Support]) -> Iterator[Window]:
         trees = [_Tree(v, [s for s in supports if s.value == v]) for v in sorted({s.value for s in supports})]
         self._memory, self._next = {}, 0
         ready: dict[int, dict[int, _Node]] = {}
@@ -187,8 +186,7 @@ class MemoryTreePropagator(FewShotPropagator):
                 node = node.parent
         yield from self._flush(ready, len(trees))
 
-    def _flush(self, ready: dict[int, dict[int, _Node]], n_trees: int
-               ) -> Iterator[tuple[int, np.ndarray, np.ndarray, dict[int, np.ndarray]]]:
+    def _flush(self, ready: dict[int, dict[int, _Node]], n_trees: int) -> Iterator[Window]:
         """Yield the next consecutive frames that every object's tree has finalised, as one chunk."""
         start, done = self._next, []
         while self._next in ready and len(ready[self._next]) == n_trees:
@@ -201,7 +199,7 @@ class MemoryTreePropagator(FewShotPropagator):
         best_p, best = prob.max(1), prob.argmax(1)
         labels = np.where(best_p > 0, np.asarray(values, np.uint8)[best], 0).astype(np.uint8)
         conf = np.asarray([min(f[v].conf for v in values) for f in done], np.float32)
-        yield start, labels, conf, {v: np.stack([f[v].prob for f in done]) for v in values}
+        yield Window(start, labels, conf, {v: np.stack([f[v].prob for f in done]) for v in values})
 
     def _final_nodes(self, tree: _Tree) -> list[_Node]:
         """Nodes of frames ``>= tree.emitted`` shared by every pathway's ancestry (oldest first), now final.

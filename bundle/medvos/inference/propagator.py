@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +40,20 @@ def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
 def frame_confidence(prob: torch.Tensor) -> torch.Tensor:
     """Per-frame certainty in [0, 1]: mean over pixels of ``|2p - 1|`` for foreground probability ``p (N,...)``."""
     return (2 * prob - 1).abs().flatten(1).mean(1)
+
+
+class Window(NamedTuple):
+    """Consecutive propagated frames from ``start``, at the frames' own size.
+
+    ``labels (n,H,W)`` uint8; ``confidence (n,)``; ``probabilities {value: (n,H,W) float16}``; ``drift (n,)``: the
+    disagreement of appearance and motion per frame (motion-aware propagation only, else ``None``).
+    """
+
+    start: int
+    labels: np.ndarray
+    confidence: np.ndarray
+    probabilities: dict[int, np.ndarray]
+    drift: np.ndarray | None = None
 
 
 @dataclass
@@ -122,10 +136,8 @@ class FewShotPropagator:
         return out
 
     @torch.inference_mode()
-    def stream(self, windows: Iterable[tuple[int, torch.Tensor]], supports: list[Support]
-               ) -> Iterator[tuple[int, np.ndarray, np.ndarray, dict[int, np.ndarray]]]:
-        """For each ``(start, frames (n,3,H,W) in [0,1])`` yield ``(start, labels (n,H,W) uint8, confidence (n,),
-        {value: probability (n,H,W) float16})`` at the frames' own size."""
+    def stream(self, windows: Iterable[tuple[int, torch.Tensor]], supports: list[Support]) -> Iterator[Window]:
+        """For each ``(start, frames (n,3,H,W) in [0,1])`` yield a :class:`Window` at the frames' own size."""
         for start, frames in windows:
             size = tuple(frames.shape[-2:])
             q = _resize(frames.to(self.device, torch.float32), self.image_size, "bilinear")
@@ -138,8 +150,8 @@ class FewShotPropagator:
             best_p, best = stack.max(1)
             labels = torch.where(best_p > self.threshold, torch.tensor(values, dtype=torch.uint8)[best],
                                  torch.zeros((), dtype=torch.uint8))
-            yield (start, labels.numpy(), frame_confidence(best_p).numpy(),
-                   {v: stack[:, i].numpy().astype(np.float16) for i, v in enumerate(values)})
+            yield Window(start, labels.numpy(), frame_confidence(best_p).numpy(),
+                         {v: stack[:, i].numpy().astype(np.float16) for i, v in enumerate(values)})
 
     def windows(self, frames: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """``(start, frames[start:start+window])`` over an in-memory video ``(T,3,H,W)``."""
@@ -167,10 +179,10 @@ class FewShotPropagator:
         out = np.zeros((t, h, w), np.uint8)
         prob = np.zeros((t, h, w), np.float16)
         conf = np.zeros(t, np.float32)
-        for start, lab, c, p in self.stream(self.windows(frames), supports):
-            n = lab.shape[0]
-            out[start : start + n], conf[start : start + n] = lab, c
-            prob[start : start + n] = np.max(np.stack(list(p.values())), 0)
+        for win in self.stream(self.windows(frames), supports):
+            start, n = win.start, win.labels.shape[0]
+            out[start : start + n], conf[start : start + n] = win.labels, win.confidence
+            prob[start : start + n] = np.max(np.stack(list(win.probabilities.values())), 0)
         out[sup] = labels[sup].cpu().numpy().astype(np.uint8)
         conf[sup] = 1.0
         return out, prob, conf

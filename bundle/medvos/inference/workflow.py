@@ -5,7 +5,8 @@ Outputs (under ``output_dir``, each written atomically):
     ``masks/``           one PNG per frame, pixel value = object label (0 = background)
     ``mask_seg.dcm``     DICOM SEG referencing the source frames (DICOM input only)
     ``overlay.mp4``      frames with coloured objects and contours (or ``.gif``)
-    ``confidence.csv``   frame, annotated, confidence, pixels per object
+    ``confidence.csv``   frame, annotated, confidence, drift (disagreement of appearance and motion), pixels per
+                         object
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
             :class:`FewShotPropagator` over ``network``.
 
     Returns:
-        ``{"labels": (T,H,W) uint8 or None, "confidence": (T,), "annotated": [...], "objects": [...],
-        "files": {name: path}}``.
+        ``{"labels": (T,H,W) uint8 or None, "confidence": (T,), "drift": (T,) (0 without motion), "annotated": [...],
+        "objects": [...], "files": {name: path}}``.
     """
     unknown = set(outputs) - set(OUTPUTS)
     if unknown:
@@ -116,6 +117,7 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
     seg = "dicom_seg" in outputs and cine.format in ("dicom", "dicom-series")
     out = np.zeros((t_total, *cine.size), np.uint8) if keep_labels or seg else None
     conf = np.zeros(t_total, np.float32)
+    drift = np.zeros(t_total, np.float32)
     names = cine.meta.get("frame_names") or [f"{t:04d}" for t in range(t_total)]
     rows, objects = [], set()
     video_out = (VideoWriter(output_dir / f"overlay.{overlay_format}", fps=cine.fps or 10.0)
@@ -124,11 +126,13 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
                  if "nifti" in outputs else None)
     bar = tqdm(total=t_total, desc="propagating", unit="frame", disable=not progress)
     with video_out or contextlib.nullcontext(), nifti_out or contextlib.nullcontext():
-        for start, lab, c, _ in prop.stream(windows(), supports):
-            n = len(lab)
+        for win in prop.stream(windows(), supports):
+            start, lab, c, n = win.start, win.labels, win.confidence, len(win.labels)
+            if win.drift is not None:
+                drift[start : start + n] = win.drift
             for t in range(start, start + n):  # annotated frames keep the given labels
                 if t in ann:
-                    lab[t - start], c[t - start] = given[t], 1.0
+                    lab[t - start], c[t - start], drift[t] = given[t], 1.0, 0.0
             conf[start : start + n] = c
             if out is not None:
                 out[start : start + n] = lab
@@ -162,13 +166,14 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
     if "csv" in outputs:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["frame", "annotated", "confidence"] + [f"pixels_label_{v}" for v in values])
+        w.writerow(["frame", "annotated", "confidence", "drift"] + [f"pixels_label_{v}" for v in values])
         for t, a, c, counts in rows:
-            w.writerow([t, a, f"{c:.4f}"] + [int(counts[v]) for v in values])
+            w.writerow([t, a, f"{c:.4f}", f"{drift[t]:.4f}"] + [int(counts[v]) for v in values])
         files["csv"] = atomic_write_bytes(output_dir / "confidence.csv", buf.getvalue().encode())
     logger.info("inference on %s: %d frames, annotated %s, outputs %s", cine.source, t_total, ann,
                 {k: str(v) for k, v in files.items()})
-    return {"labels": out if keep_labels else None, "confidence": conf, "annotated": ann, "objects": values,
+    return {"labels": out if keep_labels else None, "confidence": conf, "drift": drift, "annotated": ann,
+            "objects": values,
             "files": files}
 
 

@@ -16,7 +16,7 @@ import torch
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from torch import nn
 
-from medvos.inference.memory_tree import MemoryTreePropagator
+from medvos.inference.defaults import make_propagator
 from medvos.inference.workflow import run_inference
 from medvos.networks.checkpoint import input_size, is_relearned, load_model, tau_window
 
@@ -35,21 +35,22 @@ class PropagateInfer(InferTask):
     either file changes, so a finished "relearn" task is picked up. The network, its input size and TAU window come
     from the checkpoint itself (``image_size`` overrides the size; only needed for older files without a spec).
 
-    With ``memory_tree`` (default) propagation uses the SAM2Long-style memory tree (the ``inferring`` default).
+    Propagation is the ``inferring`` workflow's (:func:`medvos.inference.defaults.make_propagator`: appearance and
+    motion fused by default); ``options`` override its settings (``memory_tree``, ``motion``, ...).
     Request keys (the app fills ``image`` and ``annotation`` with checked paths): ``fusion``, ``annotated_frames``
     (a list, or empty for "every non-empty frame of the label"). The response JSON holds the per-frame confidence.
     """
 
     def __init__(self, model_dir: str | Path, base_model: str | Path, image_size: int | None = None,
                  window: int = 8, tau_hidden: int = 256, fusion: str = "nearest", threshold: float = 0.5,
-                 labels: Sequence[str] | dict | None = None, memory_tree: bool = True) -> None:
+                 labels: Sequence[str] | dict | None = None, options: dict[str, Any] | None = None) -> None:
         super().__init__(type=InferType.SEGMENTATION, labels=labels or {"object": 1}, dimension=3,
                          description="Propagate the annotated frame(s) of a cine to every frame (few-shot)",
                          config={"fusion": fusion, "annotated_frames": [], "annotation_tag": "final"})
         self.model_dir = Path(model_dir)
         self.base_model = Path(base_model)
         self.image_size, self.window, self.tau_hidden = image_size, window, tau_hidden
-        self.threshold, self.memory_tree = threshold, memory_tree
+        self.threshold, self.options = threshold, dict(options or {})
         self._lock = threading.Lock()
         self._net: tuple[tuple, nn.Module] | None = None
         self._confidence: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
@@ -96,16 +97,17 @@ class PropagateInfer(InferTask):
             return cached
         work = Path(tempfile.mkdtemp(prefix="medvos_infer_"))
         try:
-            tree = (MemoryTreePropagator(net, size, window, self.threshold, fusion)
-                    if self.memory_tree else None)  # one per request: it keeps per-video state
+            prop = make_propagator(net, size, window, fusion=fusion, threshold=self.threshold,
+                                   **self.options)  # one per request: it keeps per-video state
             res = run_inference(image, annotation, work, net, size, window, fusion,
                                 outputs=("nifti",) if output else (), threshold=self.threshold,
-                                annotated=annotated or None, progress=False, keep_labels=False, propagator=tree)
+                                annotated=annotated or None, progress=False, keep_labels=False, propagator=prop)
             if output:
                 shutil.move(str(res["files"]["nifti"]), str(output))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         out = {"frame_confidence": [round(float(c), 4) for c in res["confidence"]],
+               "frame_drift": [round(float(d), 4) for d in res["drift"]],
                "annotated_frames": res["annotated"], "num_frames": int(len(res["confidence"])),
                "objects": res["objects"],
                "model": "relearned" if is_relearned(ckpt) else "phase1", "checkpoint": ckpt.name}

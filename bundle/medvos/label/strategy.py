@@ -18,11 +18,34 @@ from medvos.label.requests import check_name
 logger = logging.getLogger(__name__)
 
 
+DRIFT_ONSET = 0.6  # drift (1 - soft Dice of appearance and motion) above which a frame counts as drifting
+
+
+def next_frame(confidence: list[float], drift: list[float] | None, annotated: set[int],
+               onset: float = DRIFT_ONSET) -> tuple[int, float, str] | None:
+    """``(frame, urgency in [0, 1] (lower = label sooner), reason)`` for one propagated cine, or None.
+
+    Where appearance and motion disagree (drift at least ``onset`` on some frame), the frame where the drift starts:
+    the first frame of the worst drifting run, scored ``1 - drift``. Otherwise the least confident frame.
+    """
+    frames = [t for t in range(len(confidence)) if t not in annotated]
+    if not frames:
+        return None
+    if drift and max(drift[t] for t in frames) >= onset:
+        worst = max(frames, key=drift.__getitem__)
+        start = worst
+        while start - 1 in frames and drift[start - 1] >= onset:
+            start -= 1
+        return start, 1.0 - drift[worst], "appearance and motion disagree from this frame (drift starts)"
+    t = min(frames, key=confidence.__getitem__)
+    return t, confidence[t], "lowest propagated confidence"
+
+
 class LeastConfidentFrame(Strategy):
-    """A cine without any annotation first (frame 0); otherwise, over every annotated cine, the frame where the
-    propagated confidence is lowest (annotated frames excluded). Propagations are cached per file version, so
-    asking again after an annotation re-propagates only the cine that changed. Unreadable cines are skipped and
-    listed in the answer."""
+    """A cine without any annotation first (frame 0); otherwise, over every annotated cine, the frame where drift
+    starts (appearance and motion disagree; see :func:`next_frame`) or else the least confident frame (annotated
+    frames excluded). Propagations are cached per file version, so asking again after an annotation re-propagates
+    only the cine that changed. Unreadable cines are skipped and listed in the answer."""
 
     def __init__(self, infer: PropagateInfer, annotation_tag: str = "final") -> None:
         super().__init__("Propose the cine and frame with the lowest propagated confidence")
@@ -60,13 +83,14 @@ class LeastConfidentFrame(Strategy):
                 logger.warning("least_confident_frame: skipping %s (%s)", image_id, exc.problem)
                 skipped.append({"id": image_id, "error": exc.problem})
                 continue
-            conf, done = res["frame_confidence"], set(res["annotated_frames"])
-            frames = [t for t in range(len(conf)) if t not in done]
-            if not frames:
+            done = set(res["annotated_frames"])
+            pick = next_frame(res["frame_confidence"], res.get("frame_drift"), done)
+            if pick is None:
                 continue
-            t = min(frames, key=conf.__getitem__)
-            if best is None or conf[t] < best["confidence"]:
-                best = {"id": image_id, "frame": t, "confidence": conf[t], "reason": "lowest propagated confidence",
+            t, urgency, reason = pick
+            if best is None or urgency < best["confidence"]:
+                best = {"id": image_id, "frame": t, "confidence": urgency, "reason": reason,
+                        "drift": res.get("frame_drift", [0.0] * (t + 1))[t],
                         "annotated_frames": sorted(done), "model": res["model"]}
         if best is None:
             return {}

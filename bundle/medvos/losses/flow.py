@@ -1,4 +1,4 @@
-"""Optical flow between consecutive frames (OpenCV DIS) and ``grid_sample`` warping, for TCR and TPS."""
+"""Flows of a clip (:mod:`medvos.flow`) and differentiable ``grid_sample`` warping, for TCR and TPS."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medvos.flow import DenseFlow, grey_frame
+
 
 def backward_flows(frames: torch.Tensor) -> torch.Tensor:
     """Flows ``(T-1, 2, H, W)`` (pixels; x then y) such that ``frame[t](p) ~ frame[t-1](p + flow[t-1](p))``.
 
     ``frames``: ``(T, 3, H, W)`` in [0, 1] (any device; flow is computed on CPU with OpenCV DIS).
     """
-    from medvos.inference.baselines import FlowPropagator, grey_frame
-
     arr = frames.detach().float().cpu().numpy()
-    flow = FlowPropagator("dis")
+    flow = DenseFlow("dis")
     grey = [grey_frame(f) for f in arr]
-    flows = [flow.flow(grey[t - 1], grey[t]) for t in range(1, len(grey))]
+    flows = [flow(grey[t - 1], grey[t]) for t in range(1, len(grey))]
     return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(frames.device)
 
 

@@ -1,0 +1,56 @@
+"""Dense optical flow and warping (OpenCV DIS), shared by inference (motion prior, flow baseline) and the losses.
+
+Convention: a *backward* flow ``f`` from ``src`` to ``dst`` satisfies ``dst(x) ~ src(x + f(x))``, so
+``warp(values_of_src, f)`` moves ``src``'s values onto ``dst``'s grid.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+FLOW_METHODS = ("dis", "farneback")
+
+
+def grey_frame(frame: np.ndarray) -> np.ndarray:
+    """``(3,H,W)`` in [0,1] -> uint8 grey ``(H,W)`` (the input of OpenCV optical flow)."""
+    return np.clip(frame.mean(0) * 255, 0, 255).astype(np.uint8)
+
+
+class DenseFlow:
+    """Backward flow between grey uint8 frames with ``"dis"`` (cv2.DISOpticalFlow, medium preset) or
+    ``"farneback"``."""
+
+    def __init__(self, method: str = "dis") -> None:
+        if method not in FLOW_METHODS:
+            raise ValueError(f"unknown optical-flow method '{method}' (expected one of {FLOW_METHODS})")
+        self.method = method
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) if method == "dis" else None
+
+    def __call__(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """Flow ``(H,W,2)`` float32 such that ``dst(x) ~ src(x + flow(x))``."""
+        if self._dis is not None:
+            return self._dis.calc(dst, src, None)
+        return cv2.calcOpticalFlowFarneback(dst, src, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+
+    def pair(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Both directions between consecutive frames ``a`` then ``b`` with their forward-backward errors.
+
+        Returns ``(a_to_b, err_b, b_to_a, err_a)``: ``a_to_b`` warps ``a``'s values onto ``b``'s grid, ``err_b``
+        (pixels, on ``b``'s grid) is how far the round trip b -> a -> b misses; likewise for the other direction.
+        """
+        a_to_b, b_to_a = self(a, b), self(b, a)
+        return (a_to_b, forward_backward_error(a_to_b, b_to_a), b_to_a, forward_backward_error(b_to_a, a_to_b))
+
+
+def warp(values: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Backward-warp ``values (H,W[,C])`` float32 with ``flow (H,W,2)`` (border replicated)."""
+    h, w = flow.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(values, gx + flow[..., 0], gy + flow[..., 1], interpolation, borderMode=cv2.BORDER_REPLICATE)
+
+
+def forward_backward_error(flow: np.ndarray, reverse: np.ndarray) -> np.ndarray:
+    """Per-pixel round-trip error ``|flow(x) + reverse(x + flow(x))|`` (pixels) on ``flow``'s grid: near 0 where the
+    flow is reliable, large at occlusions, cuts and large motion."""
+    return np.linalg.norm(flow + warp(reverse, flow), axis=-1)

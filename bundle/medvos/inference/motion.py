@@ -1,0 +1,234 @@
+"""Motion-aware propagation: the few-shot prediction (appearance) fused with the previous result warped by optical
+flow (motion), at the network's input size, forward and backward between annotated frames.
+
+Per object and frame, :class:`CueFusion` combines the appearance probability ``A`` with the motion prior ``W`` (the
+previous fused probability warped by DIS flow):
+
+- *tracked appearance*: components of ``A > 0.5`` that do not touch the prior's neighbourhood are pushed below the
+  threshold (a look-alike elsewhere does not join the mask);
+- *product of experts in logit space*: ``logit F = logit A_tracked + motion_weight * r * logit W``, where the flow
+  reliability ``r = exp(-(e / flow_tolerance)^2)`` falls with ``e``, the mean forward-backward flow error around the
+  prior. Smooth, consistent flow (steady ultrasound) makes motion decide the boundary; large motion, cuts and
+  occlusions (frames far apart) hand the decision to appearance;
+- *re-detection*: when the prior has vanished, or appearance gives it little support (mean ``A`` inside it below
+  ``redetect_support``) while confidently finding the object elsewhere (mean ``A`` there above
+  ``redetect_confidence``), motion has drifted and appearance alone decides.
+
+``drift = 1 - soft Dice(A, W)`` per frame is the disagreement of the two cues (``confidence.csv``, the MONAI Label
+strategy). Frames before, between and after annotated frames are covered: after the last annotation a forward
+pass streams; elsewhere forward and backward passes meet, each frame weighted towards its nearer annotation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from medvos.flow import DenseFlow, warp
+from medvos.inference.propagator import Support, Window, _resize, frame_confidence
+
+_EPS = 1e-3
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log((p + _EPS) / (1 - p + _EPS))
+
+
+@dataclass(frozen=True)
+class CueFusion:
+    """The per-frame rule combining appearance and motion (defaults chosen on the development sets together; see
+    the model card).
+
+    Args:
+        motion_weight: weight of the motion prior's logit when flow is fully reliable.
+        flow_tolerance: forward-backward flow error (pixels at the network's input size) at which the reliability
+            has fallen to ``1/e``.
+        redetect_support: below this mean appearance inside the prior, the prior may be abandoned...
+        redetect_confidence: ...if appearance finds the object elsewhere with at least this mean probability.
+        neighbourhood: radius of the prior's neighbourhood, as a fraction of the larger side.
+        threshold: foreground probability of a mask.
+    """
+
+    motion_weight: float = 3.0
+    flow_tolerance: float = 8.0
+    redetect_support: float = 0.15
+    redetect_confidence: float = 0.6
+    neighbourhood: float = 0.06
+    threshold: float = 0.5
+
+    def __call__(self, appearance: np.ndarray, prior: np.ndarray, flow_error: np.ndarray
+                 ) -> tuple[np.ndarray, float, bool]:
+        """``(fused probability, drift, re-detected)`` for one object on one frame; all maps ``(H, W)``."""
+        a, w = appearance.astype(np.float32), prior.astype(np.float32)
+        drift = 1.0 - float(2 * (a * w).sum() / max(float(a.sum() + w.sum()), 1e-6))
+        moved = w > self.threshold
+        if not moved.any():
+            return a, drift, True
+        r = max(1, int(round(self.neighbourhood * max(a.shape))))
+        near = cv2.dilate(moved.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) > 0
+        fg = a > self.threshold
+        far = fg & ~near
+        if far.any():
+            if float(a[moved].mean()) < self.redetect_support and float(a[far].mean()) > self.redetect_confidence:
+                return a, drift, True
+            n, comp = cv2.connectedComponents(fg.astype(np.uint8))
+            touching = np.isin(comp, [k for k in np.unique(comp[near]) if k])
+            a = np.where(fg & ~touching, np.minimum(a, self.threshold - _EPS), a)
+        reliability = float(np.exp(-(float(flow_error[near].mean()) / self.flow_tolerance) ** 2))
+        fused = 1.0 / (1.0 + np.exp(-(_logit(a) + self.motion_weight * reliability * _logit(w))))
+        return fused.astype(np.float32), drift, False
+
+
+@dataclass
+class _Frame:
+    """A frame waiting for the backward pass: its grey image, appearance and forward result per object."""
+
+    grey: np.ndarray
+    size: tuple[int, int]
+    appearance: dict[int, np.ndarray]
+    forward: dict[int, np.ndarray] | None = None
+    drift: float = 0.0
+    redetected: dict[int, bool] = field(default_factory=dict)
+
+
+class MotionAwarePropagator:
+    """Wraps a propagator (:class:`FewShotPropagator` or :class:`MemoryTreePropagator`): its probabilities are the
+    appearance cue, fused with the flow-warped previous result by ``rule``. Same ``supports``/``stream`` interface;
+    the base network runs at its input size on frames resized once, and flow is computed at that size.
+
+    Memory: frames after the last annotation stream; frames before it are held (at the input size: a grey image and
+    one probability map per object, about 0.2 MB at 256 px) until the next annotated frame closes their segment.
+    """
+
+    def __init__(self, base: Any, rule: CueFusion | None = None, flow_method: str = "dis") -> None:
+        self.base = base
+        self.rule = rule or CueFusion(threshold=base.threshold)
+        self.flow = DenseFlow(flow_method)
+        self.image_size, self.window, self.threshold = base.image_size, base.window, base.threshold
+        self.fusion, self.network = base.fusion, base.network
+
+    # ------------------------------------------------------------------------------------------------ supports
+    def _at_input(self, frames: torch.Tensor) -> torch.Tensor:
+        return _resize(frames.float(), self.image_size, "bilinear")
+
+    def supports(self, annotated: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> list[Support]:
+        """As the base's, from the annotated frames resized to the input size (the encodings are identical: the
+        base resizes the same way); the annotations become the anchors of the motion passes."""
+        small = {a: (self._at_input(img[None])[0], _resize(lab[None, None].float(), self.image_size, "nearest")[0, 0]
+                     .to(torch.uint8)) for a, (img, lab) in annotated.items()}
+        self._anchors = {a: lab.cpu().numpy() for a, (_, lab) in small.items()}
+        return self.base.supports(small)
+
+    # ------------------------------------------------------------------------------------------------- stream
+    def _grey(self, frame: torch.Tensor) -> np.ndarray:
+        return np.clip(frame.mean(0).cpu().numpy() * 255, 0, 255).astype(np.uint8)
+
+    def _step(self, prev: dict[int, np.ndarray], appearance: dict[int, np.ndarray], src: np.ndarray,
+              dst: np.ndarray) -> tuple[dict[int, np.ndarray], float, dict[int, bool]]:
+        """Fuse one frame (grey ``dst``) from the previous result on grey ``src``."""
+        to_dst, err_dst, _, _ = self.flow.pair(src, dst)
+        out, drift, redetected = {}, 0.0, {}
+        for v, a in appearance.items():
+            prior = np.clip(warp(prev[v].astype(np.float32), to_dst), 0, 1)
+            out[v], d, redetected[v] = self.rule(a, prior, err_dst)
+            drift = max(drift, d)
+        return out, drift, redetected
+
+    def _window(self, start: int, probs: list[dict[int, np.ndarray]], drift: list[float],
+                size: tuple[int, int]) -> Window:
+        """Fused per-object probabilities at the input size -> a :class:`Window` at the frames' own size."""
+        values = sorted(probs[0])
+        stack = torch.from_numpy(np.stack([np.stack([p[v] for v in values]) for p in probs]).astype(np.float32))
+        stack = _resize(stack, size, "bilinear")  # (n, L, H, W), once
+        best_p, best = stack.max(1)
+        labels = torch.where(best_p > self.threshold, torch.tensor(values, dtype=torch.uint8)[best],
+                             torch.zeros((), dtype=torch.uint8))
+        return Window(start, labels.numpy(), frame_confidence(best_p).numpy(),
+                      {v: stack[:, i].numpy().astype(np.float16) for i, v in enumerate(values)},
+                      np.asarray(drift, np.float32))
+
+    @torch.inference_mode()
+    def stream(self, windows: Iterable[tuple[int, torch.Tensor]], supports: list[Support]) -> Iterator[Window]:
+        anchors = dict(self._anchors)
+        last_anchor = max(anchors)
+        values = sorted({s.value for s in supports})
+        info: dict[int, tuple[np.ndarray, tuple[int, int]]] = {}
+
+        def at_input() -> Iterator[tuple[int, torch.Tensor]]:
+            for start, frames in windows:
+                small = self._at_input(frames)
+                for i, f in enumerate(small):
+                    info[start + i] = (self._grey(f), (int(frames.shape[-2]), int(frames.shape[-1])))
+                yield start, small
+
+        pending: list[tuple[int, _Frame]] = []  # frames before the next anchor (oldest first)
+        prev: tuple[np.ndarray, dict[int, np.ndarray]] | None = None  # (grey, fused per object) of the last frame
+        for win in self.base.stream(at_input(), supports):
+            out: list[tuple[int, dict[int, np.ndarray], float, tuple[int, int]]] = []
+            for i in range(win.labels.shape[0]):
+                t = win.start + i
+                grey, size = info.pop(t)
+                appearance = {v: win.probabilities[v][i].astype(np.float32) if v in win.probabilities
+                              else np.zeros(grey.shape, np.float32) for v in values}
+                if t in anchors:
+                    anchor = {v: (anchors[t] == v).astype(np.float32) for v in values}
+                    out += self._close(pending, anchor, grey, t)
+                    pending = []
+                    out.append((t, anchor, 0.0, size))
+                    prev = (grey, anchor)
+                    continue
+                frame = _Frame(grey, size, appearance)
+                if prev is not None:
+                    frame.forward, frame.drift, frame.redetected = self._step(prev[1], appearance, prev[0], grey)
+                    prev = (grey, frame.forward)
+                if t > last_anchor:
+                    out.append((t, frame.forward, frame.drift, size))
+                else:
+                    pending.append((t, frame))
+            yield from self._chunks(out)
+        if pending:  # only if an anchor frame never came (a shorter cine than annotated): forward results stand
+            yield from self._chunks([(t, f.forward or f.appearance, f.drift, f.size) for t, f in pending])
+
+    def _close(self, pending: list[tuple[int, _Frame]], anchor: dict[int, np.ndarray], grey: np.ndarray,
+               b: int) -> list[tuple[int, dict[int, np.ndarray], float, tuple[int, int]]]:
+        """Backward pass from the anchor frame ``b`` over the pending frames; meet the forward pass (each frame
+        weighted towards its nearer annotation)."""
+        out = []
+        nxt = (grey, anchor)
+        a = pending[0][0] - 1 if pending and pending[0][1].forward is not None else None
+        for t, frame in reversed(pending):
+            back, drift, _ = self._step(nxt[1], frame.appearance, nxt[0], frame.grey)
+            nxt = (frame.grey, back)
+            if frame.forward is None or a is None:
+                out.append((t, back, drift, frame.size))
+                continue
+            wf = (b - t) / (b - a)  # weight of the forward result: 1 next to annotation a, 0 next to b
+            fused = {v: wf * frame.forward[v] + (1 - wf) * back[v] for v in back}
+            out.append((t, fused, wf * frame.drift + (1 - wf) * drift, frame.size))
+        return out[::-1]
+
+    def _chunks(self, frames: list[tuple[int, dict[int, np.ndarray], float, tuple[int, int]]]) -> Iterator[Window]:
+        """Consecutive frames of one size as windows."""
+        i = 0
+        while i < len(frames):
+            j = i + 1
+            while j < len(frames) and frames[j][3] == frames[i][3] and frames[j][0] == frames[j - 1][0] + 1:
+                j += 1
+            part = frames[i:j]
+            yield self._window(part[0][0], [p for _, p, _, _ in part], [d for _, _, d, _ in part], part[0][3])
+            i = j
+
+    def windows(self, frames: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        return self.base.windows(frames)
+
+    def propagate(self, frames: torch.Tensor, labels: torch.Tensor, support_frames: Any
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`FewShotPropagator.propagate`."""
+        from medvos.inference.propagator import FewShotPropagator
+
+        return FewShotPropagator.propagate(self, frames, labels, support_frames)  # type: ignore[arg-type]

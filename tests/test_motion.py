@@ -1,0 +1,112 @@
+"""Motion-aware propagation (appearance fused with the flow-warped previous result) on tiny synthetic videos.
+
+The appearance cue is a learning-free colour template (see ``test_memory_tree``), so these check the fusion's logic:
+a look-alike is dropped when motion is reliable, a jump is followed by re-detection, annotated frames anchor forward
+and backward passes that meet, and the drift signal marks where the cues disagree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_memory_tree import ColourTemplateNet, dice, distractor_video
+
+from medvos.flow import DenseFlow, forward_backward_error, warp
+from medvos.inference.defaults import make_propagator
+from medvos.inference.motion import CueFusion, MotionAwarePropagator
+from medvos.inference.propagator import FewShotPropagator
+
+
+def disk(cy: float, cx: float, r: float = 6, size: int = 64) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.float32)
+
+
+def test_flow_warps_a_shifted_image_and_round_trip_error_is_small():
+    a = np.zeros((64, 64), np.uint8)
+    a[20:34, 10:24] = 200
+    a = (a + np.random.default_rng(0).integers(0, 30, a.shape)).astype(np.uint8)
+    b = np.roll(a, 3, axis=1)
+    to_b, err_b, _, _ = DenseFlow().pair(a, b)
+    moved = warp(a.astype(np.float32), to_b)
+    assert np.abs(moved - b)[16:38, 16:30].mean() < np.abs(a.astype(np.float32) - b)[16:38, 16:30].mean() / 3
+    assert float(np.median(err_b)) < 1.0
+    zero = np.zeros((8, 8, 2), np.float32)
+    assert forward_backward_error(zero, zero).max() == 0
+
+
+def test_reliable_motion_drops_a_far_look_alike_and_keeps_the_boundary():
+    prior = disk(20, 20)
+    appearance = np.clip(disk(20, 21) * 0.9 + disk(48, 48) * 0.9, 0.02, 0.98)  # the object and a look-alike
+    fused, drift, redetected = CueFusion()(appearance, prior, np.zeros_like(prior))
+    assert not redetected and drift > 0.3  # half of appearance's mass is the look-alike
+    assert dice(fused > 0.5, disk(20, 20) > 0) > 0.9 and not (fused[40:, 40:] > 0.5).any()
+
+
+def test_unreliable_flow_hands_the_boundary_to_appearance():
+    prior, appearance = disk(20, 20), np.clip(disk(20, 26) * 0.95, 0.03, 0.97)
+    steady, _, _ = CueFusion()(appearance, prior, np.zeros_like(prior))
+    jumpy, _, _ = CueFusion()(appearance, prior, np.full_like(prior, 30.0))  # round-trip error far above tolerance
+    assert dice(steady > 0.5, prior > 0) > dice(steady > 0.5, appearance > 0.5)  # motion decides
+    assert dice(jumpy > 0.5, appearance > 0.5) > 0.99  # appearance decides
+
+
+def test_drifted_prior_is_abandoned_for_a_confident_detection_elsewhere():
+    prior, appearance = disk(20, 20), np.clip(disk(45, 45) * 0.95, 0.02, 0.97)
+    fused, drift, redetected = CueFusion()(appearance, prior, np.zeros_like(prior))
+    assert redetected and drift > 0.9 and np.array_equal(fused > 0.5, appearance > 0.5)
+    gone, _, lost = CueFusion()(appearance, np.zeros_like(prior), np.zeros_like(prior))
+    assert lost and np.array_equal(gone, appearance)
+
+
+def jumping_video(t: int = 16, jump: int = 8) -> tuple[torch.Tensor, np.ndarray]:
+    """A bright disk drifting right; at ``jump`` it is somewhere else (a cut) and drifts on from there."""
+    frames = np.full((t, 3, 64, 64), 0.2, np.float32)
+    labels = np.zeros((t, 64, 64), np.uint8)
+    for k in range(t):
+        m = disk(18, 12 + k) if k < jump else disk(46, 30 + k)
+        frames[k, :, m > 0] = 0.8
+        labels[k] = m
+    return torch.from_numpy(frames), labels
+
+
+def test_motion_aware_propagation_follows_a_cut_and_streams_every_frame_once():
+    frames, labels = jumping_video()
+    net = ColourTemplateNet().eval()
+    prop = MotionAwarePropagator(FewShotPropagator(net, 64, 4))
+    sup = prop.supports({0: (frames[0], torch.from_numpy(labels[0]))})
+    seen, drift = [], np.zeros(16)
+    out = np.zeros_like(labels)
+    for win in prop.stream(prop.windows(frames), sup):
+        n = len(win.labels)
+        seen += list(range(win.start, win.start + n))
+        out[win.start : win.start + n], drift[win.start : win.start + n] = win.labels, win.drift
+    assert seen == list(range(16))
+    assert min(dice(out[t] > 0, labels[t] > 0) for t in range(1, 16)) > 0.85
+    assert drift[8] > 0.9 and drift[8] == drift.max()  # the cut is where the cues disagree most
+
+
+def test_annotation_in_the_middle_and_two_annotations_meet_in_both_directions():
+    frames, labels = distractor_video(appear=10**6)
+    net = ColourTemplateNet().eval()
+    one = make_propagator(net, 64, 4, memory_tree=False, motion=True)
+    out, _, conf = one.propagate(frames, torch.from_numpy(labels), [12])  # backward to 0, forward to 23
+    assert np.array_equal(out[12], labels[12]) and conf[12] == 1
+    assert np.mean([dice(out[t] > 0, labels[t] > 0) for t in range(24)]) > 0.9
+    two = make_propagator(net, 64, 4, memory_tree=True, motion=True)
+    out2, _, conf2 = two.propagate(frames, torch.from_numpy(labels), [3, 20])
+    assert np.array_equal(out2[3], labels[3]) and np.array_equal(out2[20], labels[20])
+    assert np.mean([dice(out2[t] > 0, labels[t] > 0) for t in range(24)]) > 0.9
+
+
+def test_next_frame_goes_to_where_drift_starts():
+    from medvos.label.strategy import next_frame
+
+    conf = [1.0, 0.9, 0.8, 0.95, 0.9, 0.7, 0.9]
+    drift = [0.0, 0.1, 0.2, 0.7, 0.8, 0.9, 0.3]
+    frame, urgency, reason = next_frame(conf, drift, {0})
+    assert frame == 3 and urgency == pytest.approx(0.1) and "drift starts" in reason  # not the worst frame (5)
+    assert next_frame(conf, [0.1] * 7, {0})[:2] == (5, 0.7)  # no drift: the least confident frame
+    assert next_frame(conf, None, set(range(7))) is None
+
