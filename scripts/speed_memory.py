@@ -4,7 +4,8 @@
     python scripts/speed_memory.py --checkpoint bundle/models/relearned.pt --image-size 256 --out bundle/eval/speed
 
 - **speed**: a 256x256 cine propagated window by window (|B| = 8 frames per forward pass, support encoded once,
-  inference mode); frames per second end to end and per stage (preprocessing, backbone, pseudo mask + fusion +
+  inference mode); frames per second end to end, single path and with the `inferring` defaults (motion fusion:
+  optical flow at the input size), and per stage (preprocessing, backbone, pseudo mask + fusion +
   neck, TAU, head, postprocessing). ``--channels-last`` / ``--threads`` change the execution settings.
 - **memory**: peak resident memory of the ``inferring`` workflow's streaming path on a 100-frame and a 1000-frame
   256x256 cine, each in its own process, measured from after the model is loaded (Linux ``clear_refs`` resets the
@@ -68,6 +69,7 @@ def test_cine(frames: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def speed(args: argparse.Namespace) -> dict[str, Any]:
     """End-to-end and per-stage frames per second on a 256x256 cine."""
+    from medvos.inference.defaults import inference_defaults, make_propagator
     from medvos.inference.propagator import FewShotPropagator, frame_confidence
 
     torch.set_num_threads(args.threads)
@@ -82,6 +84,11 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         prop.propagate(frames, torch.from_numpy(labels), [0])
         e2e = time.perf_counter() - t0
+        default = make_propagator(net, args.image_size, args.window)  # the inferring defaults (motion fusion ...)
+        default.propagate(frames[: 2 * args.window], torch.from_numpy(labels[: 2 * args.window]), [0])
+        t0 = time.perf_counter()
+        default.propagate(frames, torch.from_numpy(labels), [0])
+        e2e_default = time.perf_counter() - t0
         stages = dict.fromkeys(["preprocess", "backbone", "pseudo mask + fusion + neck", "TAU", "head",
                                 "postprocess"], 0.0)
         relearned = hasattr(net, "temporal")
@@ -110,7 +117,8 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     total = sum(stages.values())
     return {"frames": n, "image_size": args.image_size, "window": args.window, "threads": args.threads,
             "channels_last": args.channels_last, "model": "relearned" if relearned else "phase 1",
-            "fps_end_to_end": n / e2e,
+            "fps_end_to_end": n / e2e, "fps_inferring_defaults": n / e2e_default,
+            "inferring_defaults": {k: v for k, v in inference_defaults().items()},
             "stages_ms_per_frame": {k: 1000 * v / n for k, v in stages.items()},
             "stages_share": {k: v / total for k, v in stages.items()}, "fps_stages_sum": n / total}
 
@@ -267,7 +275,9 @@ def markdown(res: dict[str, Any]) -> str:
     if "speed" in res:
         sp = res["speed"]
         lines += [f"Propagation, {sp['model']} model, {sp['image_size']}x{sp['image_size']}, window {sp['window']}: "
-                  f"**{sp['fps_end_to_end']:.1f} frames/s** end to end.", "",
+                  f"**{sp['fps_end_to_end']:.1f} frames/s** end to end (network, single path); with the `inferring` "
+                  f"defaults (motion {sp['inferring_defaults']['motion']}, memory tree "
+                  f"{sp['inferring_defaults']['memory_tree']}): **{sp['fps_inferring_defaults']:.1f} frames/s**.", "",
                   "| stage | ms per frame | share |", "|---|---|---|"]
         lines += [f"| {k} | {v:.2f} | {sp['stages_share'][k]:.0%} |" for k, v in sp["stages_ms_per_frame"].items()]
         lines.append("")

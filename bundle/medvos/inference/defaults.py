@@ -12,7 +12,7 @@ from torch import nn
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference.yaml"
 KEYS = ("fusion", "threshold", "memory_tree", "pathways", "motion", "motion_weight", "flow_tolerance",
-        "redetect_support", "redetect_confidence")
+        "redetect_support", "redetect_confidence", "redetect_frames")
 
 
 @lru_cache(maxsize=1)
@@ -47,5 +47,5 @@ def make_propagator(network: nn.Module, image_size: int, window: int, **override
     if not opts["motion"]:
         return prop
     rule = CueFusion(float(opts["motion_weight"]), float(opts["flow_tolerance"]), float(opts["redetect_support"]),
-                     float(opts["redetect_confidence"]), threshold=float(opts["threshold"]))
+                     float(opts["redetect_confidence"]), int(opts["redetect_frames"]), threshold=float(opts["threshold"]))
     return MotionAwarePropagator(prop, rule)

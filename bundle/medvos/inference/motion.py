@@ -12,7 +12,8 @@ previous fused probability warped by DIS flow):
   occlusions (frames far apart) hand the decision to appearance;
 - *re-detection*: when the prior has vanished, or appearance gives it little support (mean ``A`` inside it below
   ``redetect_support``) while confidently finding the object elsewhere (mean ``A`` there above
-  ``redetect_confidence``), motion has drifted and appearance alone decides.
+  ``redetect_confidence``) on ``redetect_frames`` consecutive frames, motion has drifted and appearance alone
+  decides (one flickering appearance frame does not throw away a good track).
 
 ``drift = 1 - soft Dice(A, W)`` per frame is the disagreement of the two cues (``confidence.csv``, the MONAI Label
 strategy). Frames before, between and after annotated frames are covered: after the last annotation a forward
@@ -22,7 +23,7 @@ pass streams; elsewhere forward and backward passes meet, each frame weighted to
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -49,7 +50,8 @@ class CueFusion:
         flow_tolerance: forward-backward flow error (pixels at the network's input size) at which the reliability
             has fallen to ``1/e``.
         redetect_support: below this mean appearance inside the prior, the prior may be abandoned...
-        redetect_confidence: ...if appearance finds the object elsewhere with at least this mean probability.
+        redetect_confidence: ...if appearance finds the object elsewhere with at least this mean probability...
+        redetect_frames: ...on this many consecutive frames.
         neighbourhood: radius of the prior's neighbourhood, as a fraction of the larger side.
         threshold: foreground probability of a mask.
     """
@@ -58,30 +60,48 @@ class CueFusion:
     flow_tolerance: float = 8.0
     redetect_support: float = 0.15
     redetect_confidence: float = 0.6
+    redetect_frames: int = 3
     neighbourhood: float = 0.06
     threshold: float = 0.5
 
-    def __call__(self, appearance: np.ndarray, prior: np.ndarray, flow_error: np.ndarray
-                 ) -> tuple[np.ndarray, float, bool]:
-        """``(fused probability, drift, re-detected)`` for one object on one frame; all maps ``(H, W)``."""
+    def __call__(self, appearance: np.ndarray, prior: np.ndarray, flow_error: np.ndarray, streak: int = 0
+                 ) -> tuple[np.ndarray, float, int]:
+        """``(fused probability, drift, streak)`` for one object on one frame; all maps ``(H, W)``.
+
+        ``streak`` counts the consecutive earlier frames on which appearance contradicted the prior (the returned
+        one includes this frame; 0 when it did not); motion is abandoned once that has lasted ``redetect_frames``
+        frames, so one flickering appearance frame does not throw away a good track. A vanished prior is abandoned
+        at once."""
         a, w = appearance.astype(np.float32), prior.astype(np.float32)
         drift = 1.0 - float(2 * (a * w).sum() / max(float(a.sum() + w.sum()), 1e-6))
         moved = w > self.threshold
         if not moved.any():
-            return a, drift, True
+            return a, drift, streak + 1
         r = max(1, int(round(self.neighbourhood * max(a.shape))))
         near = cv2.dilate(moved.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) > 0
         fg = a > self.threshold
         far = fg & ~near
+        contradicted = (far.any() and float(a[moved].mean()) < self.redetect_support
+                        and float(a[far].mean()) > self.redetect_confidence)
+        streak = streak + 1 if contradicted else 0
+        if streak >= self.redetect_frames:
+            return a, drift, streak
         if far.any():
-            if float(a[moved].mean()) < self.redetect_support and float(a[far].mean()) > self.redetect_confidence:
-                return a, drift, True
             n, comp = cv2.connectedComponents(fg.astype(np.uint8))
             touching = np.isin(comp, [k for k in np.unique(comp[near]) if k])
             a = np.where(fg & ~touching, np.minimum(a, self.threshold - _EPS), a)
         reliability = float(np.exp(-(float(flow_error[near].mean()) / self.flow_tolerance) ** 2))
         fused = 1.0 / (1.0 + np.exp(-(_logit(a) + self.motion_weight * reliability * _logit(w))))
-        return fused.astype(np.float32), drift, False
+        return fused.astype(np.float32), drift, streak
+
+
+@dataclass
+class _Track:
+    """Where a pass stands: the last frame's grey image, fused probability per object and contradiction streaks."""
+
+    grey: np.ndarray
+    probs: dict[int, np.ndarray]
+    streak: dict[int, int]
 
 
 @dataclass
@@ -93,7 +113,6 @@ class _Frame:
     appearance: dict[int, np.ndarray]
     forward: dict[int, np.ndarray] | None = None
     drift: float = 0.0
-    redetected: dict[int, bool] = field(default_factory=dict)
 
 
 class MotionAwarePropagator:
@@ -128,16 +147,15 @@ class MotionAwarePropagator:
     def _grey(self, frame: torch.Tensor) -> np.ndarray:
         return np.clip(frame.mean(0).cpu().numpy() * 255, 0, 255).astype(np.uint8)
 
-    def _step(self, prev: dict[int, np.ndarray], appearance: dict[int, np.ndarray], src: np.ndarray,
-              dst: np.ndarray) -> tuple[dict[int, np.ndarray], float, dict[int, bool]]:
-        """Fuse one frame (grey ``dst``) from the previous result on grey ``src``."""
-        to_dst, err_dst, _, _ = self.flow.pair(src, dst)
-        out, drift, redetected = {}, 0.0, {}
+    def _step(self, prev: _Track, appearance: dict[int, np.ndarray], dst: np.ndarray) -> tuple[_Track, float]:
+        """Fuse one frame (grey ``dst``) from the track on the previous frame; the new track and the drift."""
+        to_dst, err_dst, _, _ = self.flow.pair(prev.grey, dst)
+        out, streak, drift = {}, {}, 0.0
         for v, a in appearance.items():
-            prior = np.clip(warp(prev[v].astype(np.float32), to_dst), 0, 1)
-            out[v], d, redetected[v] = self.rule(a, prior, err_dst)
+            prior = np.clip(warp(prev.probs[v].astype(np.float32), to_dst), 0, 1)
+            out[v], d, streak[v] = self.rule(a, prior, err_dst, prev.streak.get(v, 0))
             drift = max(drift, d)
-        return out, drift, redetected
+        return _Track(dst, out, streak), drift
 
     def _window(self, start: int, probs: list[dict[int, np.ndarray]], drift: list[float],
                 size: tuple[int, int]) -> Window:
@@ -167,7 +185,7 @@ class MotionAwarePropagator:
                 yield start, small
 
         pending: list[tuple[int, _Frame]] = []  # frames before the next anchor (oldest first)
-        prev: tuple[np.ndarray, dict[int, np.ndarray]] | None = None  # (grey, fused per object) of the last frame
+        prev: _Track | None = None  # the forward pass
         for win in self.base.stream(at_input(), supports):
             out: list[tuple[int, dict[int, np.ndarray], float, tuple[int, int]]] = []
             for i in range(win.labels.shape[0]):
@@ -180,12 +198,12 @@ class MotionAwarePropagator:
                     out += self._close(pending, anchor, grey, t)
                     pending = []
                     out.append((t, anchor, 0.0, size))
-                    prev = (grey, anchor)
+                    prev = _Track(grey, anchor, {})
                     continue
                 frame = _Frame(grey, size, appearance)
                 if prev is not None:
-                    frame.forward, frame.drift, frame.redetected = self._step(prev[1], appearance, prev[0], grey)
-                    prev = (grey, frame.forward)
+                    prev, frame.drift = self._step(prev, appearance, grey)
+                    frame.forward = prev.probs
                 if t > last_anchor:
                     out.append((t, frame.forward, frame.drift, size))
                 else:
@@ -199,11 +217,11 @@ class MotionAwarePropagator:
         """Backward pass from the anchor frame ``b`` over the pending frames; meet the forward pass (each frame
         weighted towards its nearer annotation)."""
         out = []
-        nxt = (grey, anchor)
+        nxt = _Track(grey, anchor, {})
         a = pending[0][0] - 1 if pending and pending[0][1].forward is not None else None
         for t, frame in reversed(pending):
-            back, drift, _ = self._step(nxt[1], frame.appearance, nxt[0], frame.grey)
-            nxt = (frame.grey, back)
+            nxt, drift = self._step(nxt, frame.appearance, frame.grey)
+            back = nxt.probs
             if frame.forward is None or a is None:
                 out.append((t, back, drift, frame.size))
                 continue
