@@ -109,10 +109,10 @@ def test_annotation_in_the_middle_and_two_annotations_meet_in_both_directions():
 def test_next_frame_goes_to_where_drift_starts():
     from medvos.label.strategy import next_frame
 
-    conf = [1.0, 0.9, 0.8, 0.95, 0.9, 0.7, 0.9]
-    drift = [0.0, 0.1, 0.2, 0.7, 0.8, 0.9, 0.3]
+    conf = [1.0, 0.9, 0.8, 0.95, 0.9, 0.7, 0.9, 0.9]
+    drift = [0.0, 0.1, 0.2, 0.9, 0.9, 1.0, 0.9, 0.3]
     frame, urgency, reason = next_frame(conf, drift, {0})
-    assert frame == 3 and urgency == pytest.approx(0.1) and "drift starts" in reason  # not the worst frame (5)
-    assert next_frame(conf, [0.1] * 7, {0})[:2] == (5, 0.7)  # no drift: the least confident frame
-    assert next_frame(conf, None, set(range(7))) is None
+    assert frame == 3 and urgency == pytest.approx(1 - 2.8 / 3) and "drift starts" in reason  # not the worst (5)
+    assert next_frame(conf, [0.1, 0.1, 1.0, 0.1, 0.1, 0.1, 0.1, 0.1], {0})[:2] == (5, 0.7)  # one flicker: no drift
+    assert next_frame(conf, None, set(range(8))) is None
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from medvos.io.atomic import atomic_path
+from medvos.io.atomic import atomic_path, finish
 from medvos.io.cine import Cine
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -107,13 +107,15 @@ class NiftiWriter:
         short = None
         if exc_type is None and self.written != self.num_frames:
             short = ValueError(f"{self.path}: {self.written} of the declared {self.num_frames} frames written")
-            exc_type, exc, tb = ValueError, short, None
-        try:
-            if self._fh is not self._raw:
-                self._fh.close()
-            self._raw.close()
-        finally:
-            self._ctx.__exit__(exc_type, exc, tb)  # renames on success, removes the temporary file on error
+
+        def close() -> None:
+            try:
+                if self._fh is not self._raw:
+                    self._fh.close()  # flushes the last gzip block: a full disk fails here
+            finally:
+                self._raw.close()
+
+        finish(self._ctx, close, exc or short)  # renamed only if the frames and the close all succeeded
         if short is not None:
             raise short
 
@@ -176,6 +178,7 @@ class VideoWriter:
         self._ctx = atomic_path(self.path)
         self._writer: Any = None
         self._gif: list[Any] = []
+        self.frames = 0
 
     def __enter__(self) -> VideoWriter:
         self._tmp = self._ctx.__enter__()
@@ -202,19 +205,31 @@ class VideoWriter:
                 raise OSError(f"{self.path}: OpenCV cannot open a video writer for '{self.suffix}'")
         for a in arr:
             self._writer.write(cv2.cvtColor(a, cv2.COLOR_RGB2BGR))
+        self.frames += len(arr)
 
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            if exc[0] is None:
-                if self._writer is not None:
-                    self._writer.release()
-                elif self._gif:
-                    self._gif[0].save(self._tmp, save_all=True, append_images=self._gif[1:],
-                                      duration=int(1000 / max(self.fps, 1e-3)), loop=0, format="GIF")
-        finally:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        def close() -> None:
             if self._writer is not None:
                 self._writer.release()
-            self._ctx.__exit__(*exc)
+                if exc is None:
+                    self._check_written()
+            elif self._gif and exc is None:
+                self._gif[0].save(self._tmp, save_all=True, append_images=self._gif[1:],
+                                  duration=int(1000 / max(self.fps, 1e-3)), loop=0, format="GIF")
+
+        finish(self._ctx, close, exc)  # renamed only if writing and closing succeeded
+
+    def _check_written(self) -> None:
+        """OpenCV reports no write errors (a full disk leaves an empty or truncated file): read the frame count."""
+        import cv2
+
+        cap = cv2.VideoCapture(str(self._tmp))
+        try:
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        finally:
+            cap.release()
+        if count != self.frames:
+            raise OSError(f"{self.path}: the video holds {count} of {self.frames} frames (disk full?)")
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 10.0) -> Path:

@@ -6,6 +6,8 @@ import logging
 import os
 from typing import Any
 
+import numpy as np
+
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
@@ -18,25 +20,33 @@ from medvos.label.requests import check_name
 logger = logging.getLogger(__name__)
 
 
-DRIFT_ONSET = 0.6  # drift (1 - soft Dice of appearance and motion) above which a frame counts as drifting
+DRIFT_ONSET = 0.7  # smoothed drift (1 - soft Dice of appearance and motion) from which a frame counts as drifting
+
+
+def smoothed(values: list[float], radius: int = 1) -> list[float]:
+    """Moving average over ``2 * radius + 1`` frames (fewer at the ends): one flickering frame is not a drift."""
+    return [float(np.mean(values[max(0, t - radius) : t + radius + 1])) for t in range(len(values))]
 
 
 def next_frame(confidence: list[float], drift: list[float] | None, annotated: set[int],
                onset: float = DRIFT_ONSET) -> tuple[int, float, str] | None:
     """``(frame, urgency in [0, 1] (lower = label sooner), reason)`` for one propagated cine, or None.
 
-    Where appearance and motion disagree (drift at least ``onset`` on some frame), the frame where the drift starts:
-    the first frame of the worst drifting run, scored ``1 - drift``. Otherwise the least confident frame.
+    Where appearance and motion keep disagreeing (the 3-frame moving average of the drift reaches ``onset``), the
+    frame where that drift starts: the first frame (smoothed or raw drift at least ``onset``) of the run holding the
+    worst smoothed drift, scored ``1 - drift``.
+    Otherwise the least confident frame.
     """
     frames = [t for t in range(len(confidence)) if t not in annotated]
     if not frames:
         return None
-    if drift and max(drift[t] for t in frames) >= onset:
-        worst = max(frames, key=drift.__getitem__)
+    level = smoothed(list(drift)) if drift else None
+    if level and max(level[t] for t in frames) >= onset:
+        worst = max(frames, key=level.__getitem__)
         start = worst
-        while start - 1 in frames and drift[start - 1] >= onset:
+        while start - 1 in frames and max(level[start - 1], drift[start - 1]) >= onset:
             start -= 1
-        return start, 1.0 - drift[worst], "appearance and motion disagree from this frame (drift starts)"
+        return start, 1.0 - level[worst], "appearance and motion disagree from this frame (drift starts)"
     t = min(frames, key=confidence.__getitem__)
     return t, confidence[t], "lowest propagated confidence"
 

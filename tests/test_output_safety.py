@@ -1,0 +1,64 @@
+"""Output safety (issue 14): a failed close never leaves a file under the final name; modes follow the umask."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+
+from medvos.io.writers import NiftiWriter, VideoWriter, write_png
+
+
+def _no_outputs(folder, name):
+    return not (folder / name).exists() and not [p for p in folder.iterdir() if p.name.startswith(f".{name}.")]
+
+
+def test_nifti_not_renamed_when_the_last_flush_fails(tmp_path, monkeypatch):
+    def full_disk(self):  # noqa: ANN001, ANN202
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gzip.GzipFile, "close", full_disk)
+    with pytest.raises(OSError, match="No space"), NiftiWriter(tmp_path / "mask.nii.gz", 2, (4, 5)) as w:
+        w.append(np.zeros((2, 4, 5), np.uint8))
+    assert _no_outputs(tmp_path, "mask.nii.gz")
+
+
+def test_nifti_body_error_wins_and_nothing_is_renamed(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"), NiftiWriter(tmp_path / "mask.nii.gz", 2, (4, 5)) as w:
+        w.append(np.zeros((1, 4, 5), np.uint8))
+        raise RuntimeError("boom")
+    assert _no_outputs(tmp_path, "mask.nii.gz")
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".mp4"])
+def test_video_not_renamed_when_closing_fails(tmp_path, monkeypatch, suffix):
+    frames = np.zeros((3, 16, 16, 3), np.uint8)
+    if suffix == ".gif":
+        from PIL import Image
+
+        monkeypatch.setattr(Image.Image, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space")))
+    with pytest.raises(OSError), VideoWriter(tmp_path / f"overlay{suffix}", fps=5) as vw:
+        vw.append(frames)
+        if suffix == ".mp4":  # OpenCV reports no write errors: a writer that lost frames is caught by the count
+            vw.frames += 2
+    assert _no_outputs(tmp_path, f"overlay{suffix}")
+
+
+def test_complete_video_is_renamed(tmp_path):
+    with VideoWriter(tmp_path / "overlay.mp4", fps=5) as vw:
+        vw.append(np.zeros((4, 16, 16, 3), np.uint8))
+    assert (tmp_path / "overlay.mp4").stat().st_size > 0 and _no_outputs(tmp_path, "x")
+
+
+def test_output_modes_follow_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        write_png(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+        with NiftiWriter(tmp_path / "m.nii.gz", 1, (4, 4)) as w:
+            w.append(np.zeros((1, 4, 4), np.uint8))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "m.nii.gz").stat().st_mode & 0o777 == 0o640
