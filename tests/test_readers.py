@@ -98,6 +98,37 @@ def test_masks_binary_multilabel_and_partial(tmp_path, echo_small):
     assert p.labels[1].sum() == 0
 
 
+def test_mask_values_two_values_are_binary_more_are_labels_lossy_is_thresholded(tmp_path, echo_small):
+    """Issue 14: 0/85/170/255 and labels 1 and 40 keep every label; 0/100 is binary, not empty; JPEG masks (noisy
+    values) are thresholded."""
+    from PIL import Image
+
+    from medvos.io.readers import labels_from_pixels
+
+    write_png_frames(tmp_path / "frames", echo_small.frames)
+    video = read_cine(tmp_path / "frames")
+    obj = echo_small.labels.astype(np.uint8)
+    t, h, w = obj.shape
+    quarters = np.zeros_like(obj)
+    quarters[:, : h // 2, : w // 2], quarters[:, : h // 2, w // 2 :], quarters[:, h // 2 :, : w // 2] = 85, 170, 255
+    write_png_frames(tmp_path / "quarters", quarters)
+    assert read_mask(tmp_path / "quarters", like=video).label_values == [85, 170, 255]
+    write_png_frames(tmp_path / "low", obj * 100)
+    np.testing.assert_array_equal(read_mask(tmp_path / "low", like=video).labels, obj)
+    two = obj.copy()
+    two[:, :4, :4] = 40
+    write_nifti(tmp_path / "l40.nii.gz", two)
+    assert read_mask(tmp_path / "l40.nii.gz", like=video).label_values == [1, 40]
+    (tmp_path / "jpeg").mkdir()
+    for k, m in enumerate(obj * 255):
+        Image.fromarray(m).save(tmp_path / "jpeg" / f"{k:04d}.jpg", quality=70)
+    noisy = read_mask(tmp_path / "jpeg", like=video)
+    assert noisy.label_values == [1] and (noisy.labels != obj).mean() < 0.01
+    wide = np.zeros((1, 1, 2, 3), np.float32)
+    wide[0, 0, 0] = [0, 300, 7000]
+    assert labels_from_pixels(wide).tolist() == [[[0, 1, 2], [0, 0, 0]]]  # values above 255 are numbered
+
+
 def test_monai_loadimage_reads_cines(tmp_path, echo_small):
     from monai.transforms import LoadImage
 

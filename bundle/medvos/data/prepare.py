@@ -163,7 +163,8 @@ def image_set(root: str | Path, name: str, labels: dict[int, str] | None = None,
         pid = m.group(1) if m else img.stem
         pixels = np.asarray(Image.open(mask), dtype=np.float32)
         pixels = pixels[None, None] if pixels.ndim == 2 else np.moveaxis(pixels, -1, 0)[None]
-        present = set(int(v) for v in np.unique(labels_from_pixels(pixels)) if v)
+        lossy = mask.suffix.lower() in (".jpg", ".jpeg")
+        present = set(int(v) for v in np.unique(labels_from_pixels(pixels, lossy)) if v)
         for value in sorted(present & set(labels)):
             entries.append({"id": f"{name}_{img.stem}" + (f"_{value}" if len(labels) > 1 else ""),
                             "image": _rel(img, root), "label": _rel(mask, root), "label_value": value,

@@ -76,17 +76,53 @@ def read_cine(source: CineSource, min_frames: int = 1, lazy: bool = False) -> Ci
     return cine
 
 
-def labels_from_pixels(frames: np.ndarray) -> np.ndarray:
-    """Turn mask pixel values ``(T, C, H, W)`` into integer labels ``(T, H, W)`` uint8.
+MAX_LABELS = 32
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
-    Small integer values (max <= 32) are kept as labels (multi-label masks); anything larger is a
-    0..255-style binary mask (PNG/JPEG exports) and is binarised with ``> 127`` (or half the maximum
-    for wider ranges), matching the usual published preprocessing.
+
+def is_lossy(cine: Cine) -> bool:
+    """Whether the mask's pixels went through lossy compression (JPEG files, video codecs): its values are then
+    noisy around the true ones and only a threshold can recover them."""
+    if cine.format == "video":
+        return True
+    files = cine.meta.get("files") or [cine.source]
+    return any(str(f).lower().endswith(LOSSY_SUFFIXES) for f in files)
+
+
+def pixel_values(cine: Cine, window: int = 16) -> np.ndarray:
+    """The distinct mask values of a whole (lazy) cine, read window by window (for per-window conversion with
+    :func:`labels_from_pixels` under the whole volume's rule)."""
+    found: set[float] = set()
+    for start in range(0, cine.num_frames, window):
+        found |= set(np.unique(cine.frames[start : start + window].max(axis=1)).tolist())
+    return np.asarray(sorted(found), np.float64)
+
+
+def labels_from_pixels(frames: np.ndarray, lossy: bool = False, values: np.ndarray | None = None) -> np.ndarray:
+    """Turn mask pixel values ``(T, C, H, W)`` into integer labels ``(T, H, W)`` uint8 (colour masks: any channel).
+
+    - two distinct values (any pair: 0/1, 0/100, 0/255): binary, the larger one is the object (label 1);
+    - up to :data:`MAX_LABELS` distinct integer values: each is a label (0/85/170/255, or labels 1 and 40, keep
+      their values; values above 255 are numbered 1, 2, ... in order);
+    - ``lossy`` (JPEG, video codecs) or more distinct values (anti-aliased exports): binarised at half the maximum
+      (``> 127`` for 8-bit masks), the usual published preprocessing.
+
+    The rule is chosen from ``values`` (the distinct values of the whole mask, :func:`pixel_values`) when the
+    frames are only part of it, else from the frames themselves.
     """
-    vals = frames.max(axis=1)  # colour masks: any channel
-    vmax = float(vals.max()) if vals.size else 0.0
-    if vmax <= 32:
-        return np.rint(np.clip(vals, 0, 255)).astype(np.uint8)
+    vals = frames.max(axis=1)
+    values = np.unique(vals) if values is None else np.asarray(values)
+    if values.size == 0:
+        return np.zeros(vals.shape, np.uint8)
+    if len(values) <= 2 and not lossy:
+        return (vals > values[0]).astype(np.uint8) if len(values) == 2 else (vals > 0).astype(np.uint8)
+    integral = bool(np.all(values == np.round(values)))
+    if not lossy and integral and len(values) <= MAX_LABELS + 1:
+        if values.max() <= 255:
+            return vals.astype(np.uint8)
+        rank = np.searchsorted(values[values != 0], vals)  # 0 stays 0 when present
+        return np.where(vals == 0, 0, rank + 1).astype(np.uint8) if 0 in values else (rank + 1).astype(np.uint8)
+    vmax = float(values.max()) if values.size else 0.0
     thr = 127.0 if vmax <= 255 else vmax / 2.0
     return (vals > thr).astype(np.uint8)
 
@@ -122,7 +158,7 @@ def read_mask(source: CineSource, like: Cine | None = None) -> MaskVideo:
         MaskMismatchError: frame count or frame size differs from ``like``.
     """
     cine = read_cine(source)
-    labels = labels_from_pixels(cine.frames)
+    labels = labels_from_pixels(cine.frames, is_lossy(cine))
     if like is None:
         return MaskVideo(labels=labels, labeled=np.ones(len(labels), bool), source=cine.source)
     index = _mask_frame_index(cine, like)
@@ -162,5 +198,6 @@ def read_annotations(source: CineSource, like: Cine, frames: Sequence[int] | Non
                 if partial or frame.any():
                     kept[index[start + k]] = frame
     order = sorted(kept)
-    labels = labels_from_pixels(np.stack([kept[t] for t in order])) if order else []  # one value rule for all
+    labels = (labels_from_pixels(np.stack([kept[t] for t in order]), is_lossy(mask))
+              if order else [])  # one value rule for all
     return dict(zip(order, labels))
