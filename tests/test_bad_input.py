@@ -84,3 +84,22 @@ def test_truncated_nifti_streamed_names_file_and_frames(tmp_path):
     cine = read_cine(tmp_path / "cut.nii", lazy=True)  # the header and the first frame are intact
     with pytest.raises(CineReadError, match=r"cut\.nii: frames 30-37 unreadable"):
         cine.frames[30:38]
+
+
+def test_workflow_error_ends_with_the_real_cause(tmp_path, echo_small):
+    """Issue 14: the bundle command's last line names the file and the problem, not a ConfigExpression wrapper."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    write_nifti(tmp_path / "cine.nii.gz", echo_small.frames)
+    write_nifti(tmp_path / "short.nii.gz", echo_small.labels[:3])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file",
+           repr([str(REPO / "bundle/configs/train.yaml"), str(REPO / "bundle/configs/inference.yaml")]),
+           "--video", str(tmp_path / "cine.nii.gz"), "--annotation", str(tmp_path / "short.nii.gz"),
+           "--inference_dir", str(tmp_path / "out"), "--output_dir", str(tmp_path / "eval")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and "Failed to evaluate" in proc.stderr
+    assert last.startswith("medvos: error: MaskMismatchError: ") and "short.nii.gz" in last and "frame" in last, last
