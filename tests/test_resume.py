@@ -82,3 +82,49 @@ def test_checkpoint_saves_are_atomic(tmp_path, monkeypatch):
     AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_interval=1, n_saved=1).attach(engine)
     engine.run([0], max_epochs=1)
     assert len(list(tmp_path.glob("*.pt"))) == 1
+
+
+def test_resumed_best_saver_keeps_the_better_model_and_stale_resume_files_go(tmp_path):
+    """Issue 14: resume restores the best-metric record (a worse epoch no longer replaces model.pt) and prunes the
+    resume checkpoint of the interrupted process."""
+    import torch
+    from ignite.engine import Engine, Events
+
+    from medvos.engines.handlers import AtomicCheckpointSaver
+    from medvos.engines.resume import best_model_state
+
+    net = torch.nn.Linear(2, 2)
+
+    def evaluate(score: float, saver: AtomicCheckpointSaver) -> None:
+        engine = Engine(lambda e, b: None)
+        engine.state.metrics = {}
+        engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(val_mean_dice=score))
+        engine.state.key_metric_name = "val_mean_dice"
+        saver.attach(engine)
+        engine.run([0], max_epochs=1)
+
+    def best_saver(restore: str | None) -> AtomicCheckpointSaver:
+        return AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_key_metric=True,
+                                     key_metric_name="val_mean_dice", key_metric_filename="model.pt",
+                                     key_metric_save_state=True, restore_best_from=restore)
+
+    evaluate(0.9, best_saver(None))
+    with torch.no_grad():
+        net.weight.add_(1.0)  # a later, different network
+    assert best_model_state(tmp_path, "model.pt", resuming=False) is None
+    restore = best_model_state(tmp_path, "model.pt", resuming=True)
+    before = (tmp_path / "model.pt").read_bytes()
+    evaluate(0.5, best_saver(restore))  # worse: the best model stays
+    assert (tmp_path / "model.pt").read_bytes() == before
+    evaluate(0.95, best_saver(restore))  # better: replaced
+    assert (tmp_path / "model.pt").read_bytes() != before
+
+    (tmp_path / "phase1_resume_checkpoint_epoch=2.pt").write_bytes(b"from the killed process")
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)  # several objects: ignite names the file "..._checkpoint_..."
+    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net, "optimizer": opt}, save_interval=1,
+                                  n_saved=1, file_prefix="phase1_resume", prune_stale=True)
+    trainer = Engine(lambda e, b: None)
+    saver.attach(trainer)
+    trainer.load_state_dict({"iteration": 2, "epoch_length": 1, "max_epochs": 3})  # resumed after epoch 2
+    trainer.run([0])
+    assert sorted(p.name for p in tmp_path.glob("phase1_resume_*.pt")) == ["phase1_resume_checkpoint_epoch=3.pt"]

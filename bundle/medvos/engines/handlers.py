@@ -90,11 +90,44 @@ class VideoResultsWriter:
 
 class AtomicCheckpointSaver(CheckpointSaver):
     """MONAI's ``CheckpointSaver`` writing every file to a temporary name then renaming it (ignite's atomic mode,
-    which MONAI turns off), so a kill during a save never leaves a corrupt checkpoint."""
+    which MONAI turns off), so a kill during a save never leaves a corrupt checkpoint.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    Args (besides MONAI's):
+        restore_best_from: a best-model file saved with ``key_metric_save_state=True``; its record of the best
+            metric is restored, so a resumed run replaces the best model only with a better epoch.
+        prune_stale: after each interval save, remove older ``<file_prefix>_checkpoint_epoch=N.pt`` files in
+            ``save_dir`` (those of an interrupted process, which this saver never wrote and would keep forever).
+    """
+
+    def __init__(self, *args: Any, restore_best_from: str | None = None, prune_stale: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name in ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint"):
             checkpoint = getattr(self, name, None)
             if checkpoint is not None:
                 checkpoint.save_handler._atomic = True
+        if restore_best_from:
+            from medvos.networks.checkpoint import load_state
+
+            self.load_state_dict(load_state(restore_best_from)["checkpointer"])
+        self.prune_stale = prune_stale
+
+    def interval_completed(self, engine: Engine) -> None:
+        super().interval_completed(engine)
+        if self.prune_stale and self._interval_checkpoint is not None:
+            ckpt = self._interval_checkpoint
+            prune_resume_checkpoints(self.save_dir, ckpt.filename_prefix, keep={item.filename for item in ckpt._saved})
+
+
+def prune_resume_checkpoints(save_dir: str | Path, prefix: str, keep: set[str] = frozenset()) -> list[Path]:
+    """Remove every ``<prefix>_checkpoint_epoch=N.pt`` in ``save_dir`` but the highest N and the names in ``keep``
+    (those a saver still tracks); the removed paths."""
+    import re
+
+    pattern = re.compile(rf"^{re.escape(prefix)}_checkpoint_epoch=(\d+)\.pt$")
+    found = sorted((int(m.group(1)), p) for p in Path(save_dir).glob(f"{prefix}_checkpoint_epoch=*.pt")
+                   if (m := pattern.match(p.name)))
+    stale = [p for _, p in found[:-1] if p.name not in keep]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

@@ -49,3 +49,12 @@ def broadcast_str(value: str, src: int = 0) -> str:
     box = [value]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def best_model_state(ckpt_dir: str | Path, filename: str, resuming: bool) -> str | None:
+    """The best-model file whose best-metric record a resumed run restores (see ``AtomicCheckpointSaver``): only
+    when resuming, and only a file that carries the record (``key_metric_save_state``)."""
+    path = Path(ckpt_dir) / filename
+    if not resuming or not path.is_file():
+        return None
+    return str(path) if "checkpointer" in load_state(path) else None
