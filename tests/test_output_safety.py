@@ -62,3 +62,32 @@ def test_output_modes_follow_the_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "m.nii.gz").stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("shape", [(20, 16, 1, 5), (20, 16, 5)])
+def test_nifti_mask_keeps_the_inputs_shape_convention_frame_time_and_qform(tmp_path, shape):
+    """Issue 14: an (X, Y, 1, T) input gives an (X, Y, 1, T) mask; pixdim (frame time), units, qform and sform
+    (matrices and codes) are the input's."""
+    import nibabel as nib
+
+    from medvos.io import read_cine
+    from medvos.io.writers import write_nifti
+
+    affine = np.diag([0.5, 0.7, 2.0, 1.0])
+    affine[:3, 3] = [10, -5, 3]
+    img = nib.Nifti1Image(np.random.default_rng(0).integers(0, 100, shape).astype(np.int16), affine)
+    img.header.set_zooms((0.5, 0.7, 2.0, 33.3)[: len(shape)])
+    img.header.set_xyzt_units("mm", "msec")
+    img.set_qform(affine, 1)
+    img.set_sform(affine, 2)
+    nib.save(img, tmp_path / "cine.nii.gz")
+    labels = np.zeros((5, 16, 20), np.uint8)
+    labels[:, 2:5, 3:9] = 1
+    write_nifti(tmp_path / "mask.nii.gz", labels, like=read_cine(tmp_path / "cine.nii.gz"))
+    out = nib.load(tmp_path / "mask.nii.gz")
+    assert out.shape == shape and out.get_data_dtype() == np.uint8
+    assert out.header.get_zooms() == img.header.get_zooms() and out.header.get_xyzt_units() == ("mm", "msec")
+    assert (int(out.header["qform_code"]), int(out.header["sform_code"])) == (1, 2)
+    np.testing.assert_allclose(out.get_qform(), affine)
+    np.testing.assert_allclose(out.get_sform(), affine)
+    np.testing.assert_array_equal(np.asarray(out.dataobj).reshape(20, 16, 5).transpose(2, 1, 0), labels)

@@ -45,14 +45,29 @@ def nifti_affine(like: Cine | None, frame_time_ms: float | None = None) -> np.nd
 
 
 def _nifti_image(dataobj: Any, like: Cine | None, frame_time_ms: float | None) -> Any:
-    """A Nifti1Image of ``dataobj`` (voxel order x, y, t[, c]) with the cine's affine and units."""
+    """A Nifti1Image of ``dataobj`` (voxel order x, y, t[, c]) with the cine's affine and units.
+
+    For a NIfTI input, labels ``(x, y, t)`` keep the input's own convention: stored (x, y, 1, t) when the input
+    was, with its pixel dimensions (the frame time in pixdim[4]), units and qform/sform (matrices and codes)."""
     import nibabel as nib
 
-    img = nib.Nifti1Image(dataobj, nifti_affine(like, frame_time_ms))
-    if like is not None and "header" in like.meta:
-        img.header.set_xyzt_units(*like.meta["header"].get_xyzt_units())
-    else:
+    header = like.meta.get("header") if like is not None else None
+    if header is None:
+        img = nib.Nifti1Image(dataobj, nifti_affine(like, frame_time_ms))
         img.header.set_xyzt_units("mm", "msec")
+        return img
+    shape = like.meta.get("nifti_shape", ())
+    if dataobj.ndim == 3 and len(shape) in (4, 5) and shape[2] == 1:  # (x, y, 1, t[, c]) in: (x, y, 1, t) out
+        dataobj = dataobj.reshape(*dataobj.shape[:2], 1, dataobj.shape[2])
+    img = nib.Nifti1Image(dataobj, None, header=header.copy())
+    img.header.set_data_shape(dataobj.shape)
+    img.header.set_data_dtype(dataobj.dtype)
+    zooms = tuple(header.get_zooms()) + (1.0,) * dataobj.ndim
+    img.header.set_zooms(zooms[: dataobj.ndim])
+    img.header.set_qform(header.get_qform(), int(header["qform_code"]))
+    img.header.set_sform(header.get_sform(), int(header["sform_code"]))
+    img.header.set_xyzt_units(*header.get_xyzt_units())
+    img.header.set_intent("none")
     return img
 
 
