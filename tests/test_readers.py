@@ -125,8 +125,14 @@ def test_mask_values_two_values_are_binary_more_are_labels_lossy_is_thresholded(
     noisy = read_mask(tmp_path / "jpeg", like=video)
     assert noisy.label_values == [1] and (noisy.labels != obj).mean() < 0.01
     wide = np.zeros((1, 1, 2, 3), np.float32)
-    wide[0, 0, 0] = [0, 300, 7000]
-    assert labels_from_pixels(wide).tolist() == [[[0, 1, 2], [0, 0, 0]]]  # values above 255 are numbered
+    wide[0, 0, 0] = [0, 1000, 2000]  # evenly spaced 16-bit grey levels: labels, numbered
+    assert labels_from_pixels(wide).tolist() == [[[0, 1, 2], [0, 0, 0]]]
+    faint = np.zeros((1, 1, 2, 3), np.float32)
+    faint[0, 0, 0] = [11, 255, 0]  # a binary export with a faint grey area (CVC-ClinicDB): thresholded
+    assert labels_from_pixels(faint).tolist() == [[[0, 1, 0], [0, 0, 0]]]
+    one = np.zeros((1, 1, 2, 3), np.float32)
+    one[0, 0, 0, 1] = 3  # a label map slice with one structure present keeps its label value
+    assert labels_from_pixels(one).tolist() == [[[0, 3, 0], [0, 0, 0]]]
 
 
 def test_monai_loadimage_reads_cines(tmp_path, echo_small):

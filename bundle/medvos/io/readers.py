@@ -77,6 +77,7 @@ def read_cine(source: CineSource, min_frames: int = 1, lazy: bool = False) -> Ci
 
 
 MAX_LABELS = 32
+MAX_LABEL_VALUE = 63  # masks whose values all lie at or below this are label maps (1, 2, 3; or labels 1 and 40)
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
 
@@ -89,42 +90,65 @@ def is_lossy(cine: Cine) -> bool:
     return any(str(f).lower().endswith(LOSSY_SUFFIXES) for f in files)
 
 
-def pixel_values(cine: Cine, window: int = 16) -> np.ndarray:
-    """The distinct mask values of a whole (lazy) cine, read window by window (for per-window conversion with
-    :func:`labels_from_pixels` under the whole volume's rule)."""
-    found: set[float] = set()
-    for start in range(0, cine.num_frames, window):
-        found |= set(np.unique(cine.frames[start : start + window].max(axis=1)).tolist())
-    return np.asarray(sorted(found), np.float64)
+def value_counts(frames: np.ndarray) -> dict[float, int]:
+    """``{mask value: pixels}`` of ``(T, C, H, W)`` mask pixels (colour masks: any channel)."""
+    values, counts = np.unique(frames.max(axis=1), return_counts=True)
+    return dict(zip(values.tolist(), counts.tolist()))
 
 
-def labels_from_pixels(frames: np.ndarray, lossy: bool = False, values: np.ndarray | None = None) -> np.ndarray:
-    """Turn mask pixel values ``(T, C, H, W)`` into integer labels ``(T, H, W)`` uint8 (colour masks: any channel).
+def mask_rule(counts: dict[float, int], lossy: bool = False) -> tuple[str, Any]:
+    """How mask values become labels, decided from the whole mask's ``{value: pixels}``:
 
-    - two distinct values (any pair: 0/1, 0/100, 0/255): binary, the larger one is the object (label 1);
-    - up to :data:`MAX_LABELS` distinct integer values: each is a label (0/85/170/255, or labels 1 and 40, keep
-      their values; values above 255 are numbered 1, 2, ... in order);
-    - ``lossy`` (JPEG, video codecs) or more distinct values (anti-aliased exports): binarised at half the maximum
-      (``> 127`` for 8-bit masks), the usual published preprocessing.
-
-    The rule is chosen from ``values`` (the distinct values of the whole mask, :func:`pixel_values`) when the
-    frames are only part of it, else from the frames themselves.
+    - ``("binary", low)``: two distinct values (0/100, 0/255): the larger one is the object, label 1 (0 and one
+      value up to :data:`MAX_LABEL_VALUE` are a label map with one label: 0/3 stays label 3);
+    - ``("labels", values)``: a label map, each value a label: integer values all at most
+      :data:`MAX_LABEL_VALUE` (1, 2, 3; labels 1 and 40), or up to :data:`MAX_LABELS` evenly spaced grey levels
+      from 0 to the maximum (0/85/170/255); values above 255 are numbered 1, 2, ... in order;
+    - ``("threshold", t)``: anything else, as exported 8-bit masks are (JPEG and video noise, anti-aliased or faint
+      grey edges, CVC-ClinicDB's PNGs with values like 0/11/255): binarised ``> t``, half the maximum (127 for
+      8-bit), the usual published preprocessing. Lossy masks (JPEG, video) always take this rule.
     """
-    vals = frames.max(axis=1)
-    values = np.unique(vals) if values is None else np.asarray(values)
-    if values.size == 0:
-        return np.zeros(vals.shape, np.uint8)
+    values = sorted(counts)
+    if not values:
+        return "binary", 0.0
+    integral = all(float(v).is_integer() for v in values)
     if len(values) <= 2 and not lossy:
-        return (vals > values[0]).astype(np.uint8) if len(values) == 2 else (vals > 0).astype(np.uint8)
-    integral = bool(np.all(values == np.round(values)))
+        if integral and values[0] == 0 and values[-1] <= MAX_LABEL_VALUE:
+            return "labels", values  # 0/1, or a label map with one structure present (0/3 stays label 3)
+        return "binary", values[0] if len(values) == 2 else 0.0
     if not lossy and integral and len(values) <= MAX_LABELS + 1:
-        if values.max() <= 255:
-            return vals.astype(np.uint8)
-        rank = np.searchsorted(values[values != 0], vals)  # 0 stays 0 when present
-        return np.where(vals == 0, 0, rank + 1).astype(np.uint8) if 0 in values else (rank + 1).astype(np.uint8)
-    vmax = float(values.max()) if values.size else 0.0
-    thr = 127.0 if vmax <= 255 else vmax / 2.0
-    return (vals > thr).astype(np.uint8)
+        top = values[-1]
+        step = top / (len(values) - 1)
+        grey_levels = values[0] == 0 and all(abs(v - k * step) <= 1.0 for k, v in enumerate(values))
+        if top <= MAX_LABEL_VALUE or grey_levels:
+            return "labels", values
+    return "threshold", 127.0 if values[-1] <= 255 else values[-1] / 2.0
+
+
+def labels_from_pixels(frames: np.ndarray, lossy: bool = False, rule: tuple[str, Any] | None = None) -> np.ndarray:
+    """Mask pixel values ``(T, C, H, W)`` -> integer labels ``(T, H, W)`` uint8 by :func:`mask_rule` (``rule``: the
+    whole mask's, when ``frames`` are only part of it; else decided from ``frames``)."""
+    kind, arg = rule or mask_rule(value_counts(frames), lossy)
+    vals = frames.max(axis=1)
+    if kind == "binary":
+        return (vals > arg).astype(np.uint8)
+    if kind == "threshold":
+        return (vals > arg).astype(np.uint8)
+    values = np.asarray(arg, np.float64)
+    if values.max() <= 255:
+        return vals.astype(np.uint8)
+    nonzero = values[values != 0]
+    rank = np.searchsorted(nonzero, vals) + 1
+    return np.where(vals == 0, 0, rank).astype(np.uint8)
+
+
+def whole_mask_rule(cine: Cine, window: int = 16) -> tuple[str, Any]:
+    """:func:`mask_rule` of a whole (lazy) mask, read window by window."""
+    counts: dict[float, int] = {}
+    for start in range(0, cine.num_frames, window):
+        for v, n in value_counts(cine.frames[start : start + window]).items():
+            counts[v] = counts.get(v, 0) + n
+    return mask_rule(counts, is_lossy(cine))
 
 
 def _mask_frame_index(mask: Cine, like: Cine) -> list[int]:
@@ -199,5 +223,5 @@ def read_annotations(source: CineSource, like: Cine, frames: Sequence[int] | Non
                     kept[index[start + k]] = frame
     order = sorted(kept)
     labels = (labels_from_pixels(np.stack([kept[t] for t in order]), is_lossy(mask))
-              if order else [])  # one value rule for all
+              if order else [])  # one value rule for all annotated frames
     return dict(zip(order, labels))

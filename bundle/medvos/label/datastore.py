@@ -10,7 +10,7 @@ from typing import Any
 from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
 
-from medvos.io.readers import is_lossy, labels_from_pixels, pixel_values, read_cine
+from medvos.io.readers import labels_from_pixels, read_cine, whole_mask_rule
 from medvos.label.requests import RequestError, check_name
 
 # 2D+t volumes (time as the third axis, as 3D Slicer shows them), DICOM cines, ITK single-file images and videos.
@@ -58,10 +58,10 @@ def corrected_frames(annotation: str, previous: str, previous_annotated: Sequenc
     if now_cine.frames.shape[0] != before_cine.frames.shape[0] or now_cine.size != before_cine.size:
         return []
     keep, out = {int(t) for t in previous_annotated}, []
-    rules = [(is_lossy(c), pixel_values(c, window)) for c in (now_cine, before_cine)]  # the whole volumes' rules
+    rules = [whole_mask_rule(c, window) for c in (now_cine, before_cine)]  # the whole volumes' value rules
     for start in range(0, now_cine.num_frames, window):
-        now = labels_from_pixels(now_cine.frames[start:start + window], *rules[0])
-        before = labels_from_pixels(before_cine.frames[start:start + window], *rules[1])
+        now = labels_from_pixels(now_cine.frames[start:start + window], rule=rules[0])
+        before = labels_from_pixels(before_cine.frames[start:start + window], rule=rules[1])
         drawn = now.reshape(len(now), -1).any(1)
         changed = (now != before).reshape(len(now), -1).any(1)
         out += [start + k for k in range(len(now)) if drawn[k] and (changed[k] or start + k in keep)]
