@@ -17,30 +17,27 @@ def grey_frame(frame: np.ndarray) -> np.ndarray:
     return np.clip(frame.mean(0) * 255, 0, 255).astype(np.uint8)
 
 
-class DenseFlow:
-    """Backward flow between grey uint8 frames with ``"dis"`` (cv2.DISOpticalFlow, medium preset) or
-    ``"farneback"``."""
+DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 
-    def __init__(self, method: str = "dis") -> None:
+
+class DenseFlow:
+    """Backward flow between grey uint8 frames with ``"dis"`` (cv2.DISOpticalFlow, ``preset`` medium by default)
+    or ``"farneback"``."""
+
+    def __init__(self, method: str = "dis", preset: str = "medium") -> None:
         if method not in FLOW_METHODS:
             raise ValueError(f"unknown optical-flow method '{method}' (expected one of {FLOW_METHODS})")
-        self.method = method
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) if method == "dis" else None
+        if preset not in DIS_PRESETS:
+            raise ValueError(f"unknown DIS preset '{preset}' (expected one of {sorted(DIS_PRESETS)})")
+        self.method, self.preset = method, preset
+        self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset]) if method == "dis" else None
 
     def __call__(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Flow ``(H,W,2)`` float32 such that ``dst(x) ~ src(x + flow(x))``."""
         if self._dis is not None:
             return self._dis.calc(dst, src, None)
         return cv2.calcOpticalFlowFarneback(dst, src, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-
-    def pair(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Both directions between consecutive frames ``a`` then ``b`` with their forward-backward errors.
-
-        Returns ``(a_to_b, err_b, b_to_a, err_a)``: ``a_to_b`` warps ``a``'s values onto ``b``'s grid, ``err_b``
-        (pixels, on ``b``'s grid) is how far the round trip b -> a -> b misses; likewise for the other direction.
-        """
-        a_to_b, b_to_a = self(a, b), self(b, a)
-        return (a_to_b, forward_backward_error(a_to_b, b_to_a), b_to_a, forward_backward_error(b_to_a, a_to_b))
 
 
 def warp(values: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:

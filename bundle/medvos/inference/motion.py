@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import torch
 
-from medvos.flow import DenseFlow, warp
+from medvos.flow import DenseFlow, forward_backward_error, warp
 from medvos.inference.propagator import Support, Window, _resize, frame_confidence
 
 _EPS = 1e-3
@@ -124,10 +124,12 @@ class MotionAwarePropagator:
     one probability map per object, about 0.2 MB at 256 px) until the next annotated frame closes their segment.
     """
 
-    def __init__(self, base: Any, rule: CueFusion | None = None, flow_method: str = "dis") -> None:
+    def __init__(self, base: Any, rule: CueFusion | None = None) -> None:
         self.base = base
         self.rule = rule or CueFusion(threshold=base.threshold)
-        self.flow = DenseFlow(flow_method)
+        # the warp uses DIS "medium"; the reverse flow only checks it (forward-backward error), where "fast" scores
+        # the same on the development sets at a fifth of the cost (model card)
+        self.flow, self.check = DenseFlow("dis", "medium"), DenseFlow("dis", "fast")
         self.image_size, self.window, self.threshold = base.image_size, base.window, base.threshold
         self.fusion, self.network = base.fusion, base.network
 
@@ -149,7 +151,8 @@ class MotionAwarePropagator:
 
     def _step(self, prev: _Track, appearance: dict[int, np.ndarray], dst: np.ndarray) -> tuple[_Track, float]:
         """Fuse one frame (grey ``dst``) from the track on the previous frame; the new track and the drift."""
-        to_dst, err_dst, _, _ = self.flow.pair(prev.grey, dst)
+        to_dst = self.flow(prev.grey, dst)
+        err_dst = forward_backward_error(to_dst, self.check(dst, prev.grey))
         out, streak, drift = {}, {}, 0.0
         for v, a in appearance.items():
             prior = np.clip(warp(prev.probs[v].astype(np.float32), to_dst), 0, 1)
