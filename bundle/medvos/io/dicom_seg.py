@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from medvos import __version__
 from medvos.io.atomic import atomic_path
 
 
@@ -30,7 +31,7 @@ def _segment_description(number: int, label: str) -> Any:
         segmented_property_type=hd.sr.CodedConcept("85756007", "SCT", "Tissue"),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name="medvos", version="0.1.0", family=hd.sr.CodedConcept("123109", "DCM", "Artificial Intelligence")),
+            name="medvos", version=__version__, family=hd.sr.CodedConcept("123109", "DCM", "Artificial Intelligence")),
     )
 
 
@@ -68,7 +69,7 @@ def write_dicom_seg(path: str | Path, labels: np.ndarray, sources: Sequence[Any]
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[_segment_description(i + 1, names.get(v, f"object {v}")) for i, v in enumerate(values)],
         series_instance_uid=hd.UID(), series_number=901, sop_instance_uid=hd.UID(), instance_number=1,
-        manufacturer="medvos", manufacturer_model_name="medvos", software_versions="0.1.0", device_serial_number="0",
+        manufacturer="medvos", manufacturer_model_name="medvos", software_versions=__version__, device_serial_number="0",
         omit_empty_frames=False,
     )
     base_item = template.PerFrameFunctionalGroupsSequence[0]
