@@ -91,3 +91,46 @@ def test_nifti_mask_keeps_the_inputs_shape_convention_frame_time_and_qform(tmp_p
     np.testing.assert_allclose(out.get_qform(), affine)
     np.testing.assert_allclose(out.get_sform(), affine)
     np.testing.assert_array_equal(np.asarray(out.dataobj).reshape(20, 16, 5).transpose(2, 1, 0), labels)
+
+
+def test_outputs_never_overwrite_inputs(tmp_path):
+    from medvos.io.errors import OutputConflictError
+    from medvos.io.output_guard import check_outputs, input_files
+
+    case = tmp_path / "case"
+    (case / "frames").mkdir(parents=True)
+    (case / "masks").mkdir()
+    for k in range(3):
+        (case / "frames" / f"{k}.png").write_bytes(b"x")
+        (case / "masks" / f"{k}.png").write_bytes(b"x")
+    (tmp_path / "mask.nii.gz").write_bytes(b"x")
+    inputs = input_files(case / "frames", case / "masks", None)
+    with pytest.raises(OutputConflictError, match=r"masks/0.png: is an input .* inside the output folder"):
+        check_outputs([case / "mask.nii.gz"], [case / "masks"], inputs)  # --inference_dir = the case folder
+    annotation = input_files(tmp_path / "mask.nii.gz")
+    with pytest.raises(OutputConflictError, match=r"mask.nii.gz: is an input"):
+        check_outputs([tmp_path / "mask.nii.gz"], [], annotation)
+    check_outputs([tmp_path / "out" / "mask.nii.gz"], [tmp_path / "out" / "masks"], inputs | annotation)
+    check_outputs([tmp_path / "mask.nii.gz"], [case / "masks"], inputs | annotation, overwrite=True)
+
+
+def test_inferring_refuses_to_write_over_its_ground_truth_before_writing_anything(tmp_path, echo_small):
+    """Issue 14: --inference_dir equal to a generic-layout case folder would replace case/masks."""
+    import torch
+
+    from medvos.inference.workflow import run_inference
+    from medvos.io.errors import OutputConflictError
+    from medvos.io.writers import write_png_frames
+    from medvos.networks.image_model import FewShotSegNet
+
+    case = tmp_path / "case"
+    write_png_frames(case / "frames", echo_small.frames)
+    write_png_frames(case / "masks", echo_small.labels * 255)
+    before = {p.name: p.read_bytes() for p in (case / "masks").iterdir()}
+    net = FewShotSegNet(backbone_weights=None).eval()
+    torch.manual_seed(0)
+    with pytest.raises(OutputConflictError, match="inside the output folder"):
+        run_inference(str(case / "frames"), str(case / "masks"), case, net, image_size=32, window=4,
+                      annotated=[0], progress=False)
+    assert {p.name: p.read_bytes() for p in (case / "masks").iterdir()} == before
+    assert sorted(p.name for p in case.iterdir()) == ["frames", "masks"]  # nothing written

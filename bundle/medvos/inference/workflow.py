@@ -28,6 +28,7 @@ from medvos.data.transforms import intensity_range, scale_intensity
 from medvos.inference.propagator import FewShotPropagator
 from medvos.io.atomic import atomic_write_bytes
 from medvos.io.errors import MaskMismatchError
+from medvos.io.output_guard import check_outputs, input_files
 from medvos.io.readers import read_annotations, read_cine
 from medvos.io.writers import NiftiWriter, VideoWriter, write_png_frames
 
@@ -60,7 +61,7 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
                   network: nn.Module, image_size: int = 256, window: int = 8, fusion: str = "nearest",
                   outputs: Sequence[str] = OUTPUTS, overlay_format: str = "mp4", threshold: float = 0.5,
                   annotated: Sequence[int] | None = None, progress: bool = True, keep_labels: bool = True,
-                  propagator: FewShotPropagator | None = None) -> dict[str, Any]:
+                  propagator: FewShotPropagator | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Propagate the annotation of one or more frames of ``video`` to every frame and write the outputs.
 
     Streaming: the cine is decoded window by window (|B| = ``window`` frames) in every input format, and only the
@@ -76,6 +77,8 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
         annotated: explicit annotated frame indices (overrides the rule above).
         propagator: a configured propagator (for example :class:`MemoryTreePropagator`); default: a
             :class:`FewShotPropagator` over ``network``.
+        overwrite: allow outputs to replace input files (the cine, the annotation, masks in the output folder);
+            otherwise such a run is refused before anything is written (:class:`OutputConflictError`).
 
     Returns:
         ``{"labels": (T,H,W) uint8 or None, "confidence": (T,), "drift": (T,) (0 without motion), "annotated": [...],
@@ -92,6 +95,13 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
     empty = [a for a in ann if not given[a].any()]
     if empty:
         raise MaskMismatchError(str(annotation), f"annotated frame(s) {empty} have an empty mask")
+    output_dir = Path(output_dir)
+    seg = "dicom_seg" in outputs and cine.format in ("dicom", "dicom-series")
+    planned = {"nifti": output_dir / "mask.nii.gz", "overlay": output_dir / f"overlay.{overlay_format}",
+               "csv": output_dir / "confidence.csv", "dicom_seg": output_dir / "mask_seg.dcm"}
+    check_outputs([f for k, f in planned.items() if k in outputs and (k != "dicom_seg" or seg)],
+                  [output_dir / "masks"] if "png" in outputs else [],
+                  input_files(cine.meta.get("files") or cine.source, annotation), overwrite)
     intensity = intensity_range(cine.frames)
 
     def prepare(frames: np.ndarray) -> np.ndarray:
@@ -112,9 +122,7 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
     supports = prop.supports({a: (torch.from_numpy(prepare(cine.frames[a : a + 1]))[0],
                                   torch.from_numpy(given[a])) for a in ann})
     t_total = cine.num_frames
-    output_dir = Path(output_dir)
     files: dict[str, Path] = {}
-    seg = "dicom_seg" in outputs and cine.format in ("dicom", "dicom-series")
     out = np.zeros((t_total, *cine.size), np.uint8) if keep_labels or seg else None
     conf = np.zeros(t_total, np.float32)
     drift = np.zeros(t_total, np.float32)

@@ -16,3 +16,7 @@ class CineReadError(ValueError):
 
 class MaskMismatchError(CineReadError):
     """A mask does not fit its video (frame count, size) or carries no usable annotation."""
+
+
+class OutputConflictError(CineReadError):
+    """An output would overwrite an input (the cine, its annotation or ground truth)."""
