@@ -126,6 +126,7 @@ class MotionAwarePropagator:
 
     def __init__(self, base: Any, rule: CueFusion | None = None) -> None:
         self.base = base
+        base.probability_dtype = np.float32  # the base streams float32: no float16 round trip per frame
         self.rule = rule or CueFusion(threshold=base.threshold)
         # the warp uses DIS "medium"; the reverse flow only checks it (forward-backward error), where "fast" scores
         # the same on the development sets at a fifth of the cost (model card)
@@ -170,7 +171,7 @@ class MotionAwarePropagator:
         labels = torch.where(best_p > self.threshold, torch.tensor(values, dtype=torch.uint8)[best],
                              torch.zeros((), dtype=torch.uint8))
         return Window(start, labels.numpy(), frame_confidence(best_p).numpy(),
-                      {v: stack[:, i].numpy().astype(np.float16) for i, v in enumerate(values)},
+                      {v: stack[:, i].numpy() for i, v in enumerate(values)},
                       np.asarray(drift, np.float32))
 
     @torch.inference_mode()
@@ -194,7 +195,7 @@ class MotionAwarePropagator:
             for i in range(win.labels.shape[0]):
                 t = win.start + i
                 grey, size = info.pop(t)
-                appearance = {v: win.probabilities[v][i].astype(np.float32) if v in win.probabilities
+                appearance = {v: np.asarray(win.probabilities[v][i], np.float32) if v in win.probabilities
                               else np.zeros(grey.shape, np.float32) for v in values}
                 if t in anchors:
                     anchor = {v: (anchors[t] == v).astype(np.float32) for v in values}

@@ -45,7 +45,8 @@ def frame_confidence(prob: torch.Tensor) -> torch.Tensor:
 class Window(NamedTuple):
     """Consecutive propagated frames from ``start``, at the frames' own size.
 
-    ``labels (n,H,W)`` uint8; ``confidence (n,)``; ``probabilities {value: (n,H,W) float16}``; ``drift (n,)``: the
+    ``labels (n,H,W)`` uint8; ``confidence (n,)``; ``probabilities {value: (n,H,W) float16 or float32}``;
+    ``drift (n,)``: the
     disagreement of appearance and motion per frame (motion-aware propagation only, else ``None``).
     """
 
@@ -87,6 +88,7 @@ class FewShotPropagator:
         self.window = window
         self.threshold = threshold
         self.fusion = fusion
+        self.probability_dtype: type = np.float16  # of the streamed probabilities (float32 avoids a conversion)
 
     @property
     def device(self) -> torch.device:
@@ -151,7 +153,8 @@ class FewShotPropagator:
             labels = torch.where(best_p > self.threshold, torch.tensor(values, dtype=torch.uint8)[best],
                                  torch.zeros((), dtype=torch.uint8))
             yield Window(start, labels.numpy(), frame_confidence(best_p).numpy(),
-                         {v: stack[:, i].numpy().astype(np.float16) for i, v in enumerate(values)})
+                         {v: stack[:, i].numpy().astype(self.probability_dtype, copy=False)
+                          for i, v in enumerate(values)})
 
     def windows(self, frames: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """``(start, frames[start:start+window])`` over an in-memory video ``(T,3,H,W)``."""
@@ -168,7 +171,7 @@ class FewShotPropagator:
             support_frames: indices of the annotated frames.
 
         Returns:
-            ``(labels (T,H,W) uint8, foreground probability of the winning object (T,H,W) float16, confidence (T,))``;
+            ``(labels (T,H,W) uint8, foreground probability of the winning object (T,H,W) float32, confidence (T,))``;
             annotated frames keep their given labels and confidence 1.
         """
         if labels.ndim == 4:
@@ -177,7 +180,7 @@ class FewShotPropagator:
         supports = self.supports({a: (frames[a], labels[a]) for a in sup})
         t, h, w = labels.shape
         out = np.zeros((t, h, w), np.uint8)
-        prob = np.zeros((t, h, w), np.float16)
+        prob = np.zeros((t, h, w), np.float32)
         conf = np.zeros(t, np.float32)
         for win in self.stream(self.windows(frames), supports):
             start, n = win.start, win.labels.shape[0]
