@@ -78,7 +78,7 @@ def test_corrupt_and_non_finite_checkpoints_are_refused(tmp_path):
 @pytest.mark.parametrize("recording, floor", [("202201121837530038", 0.85), ("202201121808450029", 0.70)])
 def test_shipped_model_out_of_the_box_on_a_real_carotid_recording(tmp_path, recording, floor):
     """`inferring` defaults (appearance + motion), 1-shot first frame, on real ultrasound recordings the model never
-    trained on. Model card: 0.934 and 0.827 Dice; DIS optical flow alone 0.804 (steady) and 0.300 (the mask drifts
+    trained on. Model card: 0.933 and 0.843 Dice; DIS optical flow alone 0.804 (steady) and 0.300 (the mask drifts
     away at a probe movement); the network alone 0.593 and 0.583; copying the first mask 0.051 and 0.188."""
     import subprocess
     import sys
