@@ -29,6 +29,20 @@ def test_dicom_series_ordered_by_instance_number(tmp_path, echo_small):
     assert c.frame_time_ms == pytest.approx(25.0, abs=0.01)
 
 
+def test_two_dicom_series_in_one_folder_are_refused_by_name(tmp_path, echo_small):
+    """Issue 14: frames of two series were interleaved by instance number; now the reader names both."""
+    import shutil
+
+    a = write_dicom_series(tmp_path / "a", echo_small.frames[:4])
+    b = write_dicom_series(tmp_path / "b", echo_small.frames[4:8])
+    (tmp_path / "mixed").mkdir()
+    for k, f in enumerate(a + b):
+        shutil.copy(f, tmp_path / "mixed" / f"{k:03d}.dcm")
+    with pytest.raises(CineReadError, match=r"mixed: holds 2 DICOM series .* one series per folder"):
+        read_cine(tmp_path / "mixed")
+    assert read_cine(tmp_path / "a").num_frames == 4
+
+
 def test_nifti_grey_rgb_and_singleton_z(tmp_path, echo_small, endo_small):
     import nibabel as nib
 

@@ -187,6 +187,14 @@ def read_dicom_series(files: list[Path], source: Path, lazy: bool = False) -> Ci
             natural_key(f.name),
         )
         entries.append((order, f, ds))
+    series: dict[str, list[Path]] = {}
+    for _, f, ds in entries:
+        series.setdefault(str(ds.get("SeriesInstanceUID", "") or ""), []).append(f)
+    if len(series) > 1:  # frames of different series would interleave by instance number
+        found = "; ".join(f"{uid or '(no SeriesInstanceUID)'}: {len(fs)} file(s), e.g. {fs[0].name}"
+                          for uid, fs in sorted(series.items()))
+        raise CineReadError(source, f"holds {len(series)} DICOM series ({found}); put one series per folder or "
+                            "pass the files of one series")
     entries.sort(key=lambda e: e[0])
     first = entries[0][2]
     shape = _dicom_frame_shape(first, entries[0][1])
