@@ -103,3 +103,14 @@ def test_workflow_error_ends_with_the_real_cause(tmp_path, echo_small):
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode != 0 and "Failed to evaluate" in proc.stderr
     assert last.startswith("medvos: error: MaskMismatchError: ") and "short.nii.gz" in last and "frame" in last, last
+
+
+def test_a_reader_librarys_own_error_names_the_file():
+    """Issue 14: pydicom's badVR.dcm raised a bare ValueError; every reader error is a CineReadError naming it."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("badVR.dcm")
+    try:  # whether a pydicom version reads it or not, nothing but a CineReadError naming the file may escape
+        read_cine(path)
+    except CineReadError as exc:
+        assert exc.path.endswith("badVR.dcm") and "ValueError" in exc.problem

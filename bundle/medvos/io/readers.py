@@ -41,36 +41,13 @@ def read_cine(source: CineSource, min_frames: int = 1, lazy: bool = False) -> Ci
     Returns:
         :class:`Cine` with ``frames`` of shape ``(T, C, H, W)`` float32.
     """
-    if isinstance(source, (list, tuple)):
-        cine = read_frame_files(source, source[0] if source else "<empty list>", lazy)
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise CineReadError(path, "file or folder not found")
-        if path.is_dir():
-            entries = sorted((p for p in path.iterdir() if p.is_file()), key=lambda p: natural_key(p.name))
-            dicoms = [p for p in entries if is_dicom_file(p)]
-            if dicoms:
-                cine = read_dicom_series(dicoms, path, lazy)
-            else:
-                cine = read_frame_files(list_frame_files(path), path, lazy)
-        else:
-            if path.stat().st_size == 0:
-                raise CineReadError(path, "empty file (0 bytes)")
-            suffix = file_suffix(path)
-            if suffix in NIFTI_SUFFIXES:
-                cine = read_nifti(path, lazy)
-            elif suffix in ITK_SUFFIXES:
-                cine = read_itk(path, lazy)
-            elif suffix in VIDEO_SUFFIXES:
-                cine = read_video(path, lazy)
-            elif suffix in IMAGE_SUFFIXES:
-                cine = read_frame_files([path], path)
-            elif is_dicom_file(path):
-                cine = read_dicom_file(path, lazy)
-            else:
-                raise CineReadError(path, f"unsupported file type '{suffix or '(no suffix)'}' (not DICOM, NIfTI, "
-                                    "ITK, video or image)")
+    try:
+        cine = _read_any(source, lazy)
+    except CineReadError:
+        raise
+    except Exception as exc:  # a reader library's own error (pydicom, nibabel, OpenCV): name the file
+        where = source[0] if isinstance(source, (list, tuple)) and source else source
+        raise CineReadError(where, f"could not be read ({type(exc).__name__}: {exc})") from exc
     if cine.num_frames < min_frames:
         raise CineReadError(cine.source, f"has {cine.num_frames} frame(s); a video needs at least {min_frames}")
     return cine
@@ -225,3 +202,31 @@ def read_annotations(source: CineSource, like: Cine, frames: Sequence[int] | Non
     labels = (labels_from_pixels(np.stack([kept[t] for t in order]), is_lossy(mask))
               if order else [])  # one value rule for all annotated frames
     return dict(zip(order, labels))
+
+
+def _read_any(source: CineSource, lazy: bool) -> Cine:
+    """Dispatch on the source's kind (see :func:`read_cine`)."""
+    if isinstance(source, (list, tuple)):
+        return read_frame_files(source, source[0] if source else "<empty list>", lazy)
+    path = Path(source)
+    if not path.exists():
+        raise CineReadError(path, "file or folder not found")
+    if path.is_dir():
+        entries = sorted((p for p in path.iterdir() if p.is_file()), key=lambda p: natural_key(p.name))
+        dicoms = [p for p in entries if is_dicom_file(p)]
+        return read_dicom_series(dicoms, path, lazy) if dicoms else read_frame_files(list_frame_files(path), path, lazy)
+    if path.stat().st_size == 0:
+        raise CineReadError(path, "empty file (0 bytes)")
+    suffix = file_suffix(path)
+    if suffix in NIFTI_SUFFIXES:
+        return read_nifti(path, lazy)
+    if suffix in ITK_SUFFIXES:
+        return read_itk(path, lazy)
+    if suffix in VIDEO_SUFFIXES:
+        return read_video(path, lazy)
+    if suffix in IMAGE_SUFFIXES:
+        return read_frame_files([path], path)
+    if is_dicom_file(path):
+        return read_dicom_file(path, lazy)
+    raise CineReadError(path, f"unsupported file type '{suffix or '(no suffix)'}' (not DICOM, NIfTI, ITK, video or "
+                        "image)")
