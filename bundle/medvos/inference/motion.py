@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 import torch
 
-from medvos.flow import DenseFlow, forward_backward_error, warp
-from medvos.inference.propagator import Support, Window, _resize, frame_confidence
+from medvos.flow import DenseFlow, forward_backward_error, grey_frame, warp
+from medvos.inference.propagator import Support, Window, _resize, frame_confidence, winning_labels
 
 _EPS = 1e-3
 
@@ -147,9 +147,6 @@ class MotionAwarePropagator:
         return self.base.supports(small)
 
     # ------------------------------------------------------------------------------------------------- stream
-    def _grey(self, frame: torch.Tensor) -> np.ndarray:
-        return np.clip(frame.mean(0).cpu().numpy() * 255, 0, 255).astype(np.uint8)
-
     def _step(self, prev: _Track, appearance: dict[int, np.ndarray], dst: np.ndarray) -> tuple[_Track, float]:
         """Fuse one frame (grey ``dst``) from the track on the previous frame; the new track and the drift."""
         to_dst = self.flow(prev.grey, dst)
@@ -167,9 +164,7 @@ class MotionAwarePropagator:
         values = sorted(probs[0])
         stack = torch.from_numpy(np.stack([np.stack([p[v] for v in values]) for p in probs]).astype(np.float32))
         stack = _resize(stack, size, "bilinear")  # (n, L, H, W), once
-        best_p, best = stack.max(1)
-        labels = torch.where(best_p > self.threshold, torch.tensor(values, dtype=torch.uint8)[best],
-                             torch.zeros((), dtype=torch.uint8))
+        labels, best_p = winning_labels(stack, values, self.threshold)
         return Window(start, labels.numpy(), frame_confidence(best_p).numpy(),
                       {v: stack[:, i].numpy() for i, v in enumerate(values)},
                       np.asarray(drift, np.float32))
@@ -185,7 +180,7 @@ class MotionAwarePropagator:
             for start, frames in windows:
                 small = self._at_input(frames)
                 for i, f in enumerate(small):
-                    info[start + i] = (self._grey(f), (int(frames.shape[-2]), int(frames.shape[-1])))
+                    info[start + i] = (grey_frame(f.cpu().numpy()), (int(frames.shape[-2]), int(frames.shape[-1])))
                 yield start, small
 
         pending: list[tuple[int, _Frame]] = []  # frames before the next anchor (oldest first)

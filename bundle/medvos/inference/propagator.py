@@ -37,6 +37,15 @@ def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=mode == "bilinear")
 
 
+def winning_labels(stack: torch.Tensor, values: Sequence[int], threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel the most probable object of ``stack (n, L, H, W)`` (object ``values[l]``) if above ``threshold``,
+    else 0: ``(labels (n,H,W) uint8, winning probability (n,H,W))``."""
+    best_p, best = stack.max(1)
+    labels = torch.where(best_p > threshold, torch.tensor(list(values), dtype=torch.uint8)[best],
+                         torch.zeros((), dtype=torch.uint8))
+    return labels, best_p
+
+
 def frame_confidence(prob: torch.Tensor) -> torch.Tensor:
     """Per-frame certainty in [0, 1]: mean over pixels of ``|2p - 1|`` for foreground probability ``p (N,...)``."""
     return (2 * prob - 1).abs().flatten(1).mean(1)
@@ -149,9 +158,7 @@ class FewShotPropagator:
             per_value = self._combine(start, probs, supports)
             values = sorted(per_value)
             stack = _resize(torch.stack([per_value[v] for v in values], 1), size, "bilinear")  # (n, L, H, W)
-            best_p, best = stack.max(1)
-            labels = torch.where(best_p > self.threshold, torch.tensor(values, dtype=torch.uint8)[best],
-                                 torch.zeros((), dtype=torch.uint8))
+            labels, best_p = winning_labels(stack, values, self.threshold)
             yield Window(start, labels.numpy(), frame_confidence(best_p).numpy(),
                          {v: stack[:, i].numpy().astype(self.probability_dtype, copy=False)
                           for i, v in enumerate(values)})

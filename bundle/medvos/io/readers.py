@@ -107,9 +107,7 @@ def labels_from_pixels(frames: np.ndarray, lossy: bool = False, rule: tuple[str,
     whole mask's, when ``frames`` are only part of it; else decided from ``frames``)."""
     kind, arg = rule or mask_rule(value_counts(frames), lossy)
     vals = frames.max(axis=1)
-    if kind == "binary":
-        return (vals > arg).astype(np.uint8)
-    if kind == "threshold":
+    if kind in ("binary", "threshold"):
         return (vals > arg).astype(np.uint8)
     values = np.asarray(arg, np.float64)
     if values.max() <= 255:
