@@ -21,6 +21,33 @@ def shared(sub: str) -> Path:
     return p
 
 
+def pydicom_file(name: str) -> Path:
+    """A file of pydicom's own test files or of the pydicom-data package; skips the test when neither has it."""
+    import pydicom
+
+    folders = [Path(pydicom.__file__).parent / "data" / "test_files"]
+    try:
+        import data_store  # the pydicom-data package
+
+        folders.append(Path(data_store.__file__).parent / "data")
+    except ImportError:
+        pass
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
+    pytest.skip(f"{name} is in neither pydicom's test files nor pydicom-data (pip install pydicom-data)")
+
+
+def tool(name: str) -> str:
+    """The path of a command-line tool (dcmtk, dicom3tools, dcmqi); skips the test with the install hint."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed (apt-get install dcmtk dicom3tools; pip install dcmqi)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def echo_small():
     from medvos.data.synthetic import echo_cine

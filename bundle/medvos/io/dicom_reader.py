@@ -46,32 +46,128 @@ def _dicom_geometry(ds: Any) -> dict[str, Any]:
     return {"spacing": spacing, "frame_time_ms": frame_time, "origin": origin, "direction": direction}
 
 
-def _dicom_pixels(ds: Any, path: PathLike) -> np.ndarray:
-    """Decoded pixels of a dataset (all its frames) in RGB (colour) or grey, shape ``(T,H,W[,C])``."""
-    import pydicom
+# Transfer syntaxes whose colour frames are decoded without any colour transform (libjpeg), so that the colour
+# space is decided here from the DICOM header and the JPEG markers, as dcmtk does.
+_JPEG_SYNTAXES = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+                  "1.2.840.10008.1.2.4.70")
+_STORED_YCBCR = ("YBR_FULL", "YBR_FULL_422")  # pixels are stored YCbCr; YBR_RCT/ICT are undone by the J2K decoder
 
+
+def _jpeg_markers(frame: bytes) -> tuple[bool, int | None]:
+    """``(JFIF APP0 present, Adobe APP14 transform flag or None)`` of a JPEG stream."""
+    head = frame[: 64 * 1024]
+    adobe, at = None, head.find(b"\xff\xee")
+    while at >= 0 and adobe is None:
+        if head[at + 4: at + 9] == b"Adobe" and len(head) > at + 15:
+            adobe = head[at + 15]
+        at = head.find(b"\xff\xee", at + 2)
+    jfif = head.find(b"\xff\xe0") >= 0 and b"JFIF\0" in head[:256]
+    return jfif, adobe
+
+
+def jpeg_stores_ycbcr(frame: bytes, photometric: str) -> bool:
+    """Whether a colour JPEG frame's components are YCbCr: a JFIF APP0 marker says so, an Adobe APP14 marker's
+    transform flag decides, else the Photometric Interpretation does (DICOM PS3.5 8.2.1: RGB means the encoder
+    applied no colour transform; dcmtk decodes it so)."""
+    jfif, adobe = _jpeg_markers(frame)
+    if jfif or adobe is not None:
+        return jfif or adobe != 0
+    return photometric in _STORED_YCBCR
+
+
+def _jpeg_rgb(frame: bytes, photometric: str) -> np.ndarray:
+    """One 8-bit colour JPEG frame as RGB ``(H,W,3)``: Pillow (libjpeg-turbo) decodes; where its own colour-space
+    guess (markers, else component ids 'R','G','B' mean RGB) differs from :func:`jpeg_stores_ycbcr`, the raw
+    components are taken and converted here."""
+    import io
+
+    from PIL import Image
+    from pydicom.pixel_data_handlers.util import convert_color_space
+
+    stored = jpeg_stores_ycbcr(frame, photometric)
+    im = Image.open(io.BytesIO(frame))
+    jfif, adobe = _jpeg_markers(frame)
+    rgb_ids = [layer[0] for layer in getattr(im, "layer", [])] in ([82, 71, 66], ["R", "G", "B"])
+    guess = jfif or adobe != 0 if (jfif or adobe is not None) else not rgb_ids
+    if stored == guess:
+        return np.asarray(im.convert("RGB"))
+    im.draft("YCbCr", im.size)  # no conversion: the stored components as they are
+    arr = np.asarray(im)
+    return convert_color_space(arr, "YBR_FULL", "RGB") if stored else arr
+
+
+def _jpeg_colour_frames(ds: Any, nframes: int, path: PathLike) -> np.ndarray:
+    """Colour JPEG frames ``(T,H,W,3)`` in RGB, the colour space decided by :func:`jpeg_stores_ycbcr` (8-bit through
+    Pillow; 12/16-bit through libjpeg with no transform)."""
+    from pydicom.encaps import generate_pixel_data_frame
+    from pydicom.pixel_data_handlers.util import convert_color_space
+
+    pi = str(ds.get("PhotometricInterpretation", "")).upper()
+    eight_bit = int(ds.get("BitsAllocated", 8) or 8) == 8
+    out = []
+    for frame in generate_pixel_data_frame(ds.PixelData, nframes):
+        try:
+            if eight_bit:
+                arr = _jpeg_rgb(frame, pi)
+            else:
+                from libjpeg import decode
+
+                arr = decode(frame, colour_transform=0)
+                arr = convert_color_space(arr, "YBR_FULL", "RGB") if jpeg_stores_ycbcr(frame, pi) else arr
+        except Exception as exc:
+            raise CineReadError(path, f"cannot decode a JPEG frame ({type(exc).__name__}: {exc})") from exc
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise CineReadError(path, f"a JPEG frame decodes to shape {arr.shape}, not 3-sample colour")
+        out.append(arr)
+    return np.stack(out)
+
+
+def _palette_to_rgb(arr: np.ndarray, ds: Any) -> np.ndarray:
+    """PALETTE COLOR indices -> RGB through the file's lookup tables (segmented ones too), 16-bit entries to 8 bits."""
+    from pydicom.pixel_data_handlers.util import apply_color_lut
+
+    rgb = apply_color_lut(arr, ds)
+    bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+    return np.rint(rgb.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8) if bits == 16 else rgb
+
+
+def _dicom_pixels(ds: Any, path: PathLike) -> np.ndarray:
+    """Decoded pixels of a dataset (all its frames) in RGB (colour) or grey, shape ``(T,H,W[,C])``.
+
+    Colour follows the Photometric Interpretation and transfer syntax: YBR_FULL(_422) stored pixels are converted
+    to RGB once; JPEG 2000's YBR_RCT/YBR_ICT are already undone by its decoder; colour JPEG is decoded untransformed
+    and converted only where the stream holds YCbCr; PALETTE COLOR goes through its lookup tables.
+    """
     if "PixelData" not in ds:
         raise CineReadError(path, "DICOM file has no pixel data")
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
     rows, cols, spp = _dicom_frame_shape(ds, path)
     check_size(path, (nframes, rows, cols, spp))
+    pi = str(ds.get("PhotometricInterpretation", "")).upper()
+    ts = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", ""))
+    if spp == 3 and ts in _JPEG_SYNTAXES:
+        return _jpeg_colour_frames(ds, nframes, path)
     try:
         arr = ds.pixel_array
+        if pi == "PALETTE COLOR":
+            arr = _palette_to_rgb(arr, ds)
     except Exception as exc:  # pydicom raises many types for corrupt/truncated pixel data
         raise CineReadError(path, f"cannot decode DICOM pixel data ({type(exc).__name__}: {exc})") from exc
-    pi = str(ds.get("PhotometricInterpretation", "")).upper()
-    if spp == 3 and pi.startswith("YBR") and int(pydicom.__version__.split(".")[0]) < 3:
-        # pydicom 2 returns the stored YCbCr values; pydicom 3 already converts to RGB by default.
-        from pydicom.pixel_data_handlers.util import convert_color_space
+    if spp == 3 and pi in _STORED_YCBCR:
+        # pydicom 2 returns the stored YCbCr values (4:2:2 native data upsampled); pydicom 3 converts by default.
+        import pydicom
 
-        arr = convert_color_space(arr, "YBR_FULL", "RGB", per_frame=arr.ndim == 4)
+        if int(pydicom.__version__.split(".")[0]) < 3:
+            from pydicom.pixel_data_handlers.util import convert_color_space
+
+            arr = convert_color_space(arr, "YBR_FULL", "RGB", per_frame=arr.ndim == 4)
     if pi == "MONOCHROME1":  # inverted relative to the stored range, so every window of a cine inverts alike
         bits = int(ds.get("BitsStored", 8) or 8)
         arr = (-1 - arr.astype(np.int64)) if int(ds.get("PixelRepresentation", 0)) else ((1 << bits) - 1) - arr
     if nframes == 1:
         arr = arr[None]
     slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
-    if spp == 1 and (slope != 1.0 or intercept != 0.0):
+    if spp == 1 and pi != "PALETTE COLOR" and (slope != 1.0 or intercept != 0.0):
         arr = arr.astype(np.float32) * slope + intercept
     return arr
 
@@ -135,7 +231,9 @@ class _DicomFileFrames:
             bits = int(ds.get("BitsAllocated", 8) or 8)
             if bits % 8:
                 raise CineReadError(path, f"BitsAllocated {bits} is not supported for cines")
-            self.frame_bytes = self.rows * self.cols * self.spp * bits // 8
+            pi = str(ds.get("PhotometricInterpretation", "")).upper()
+            samples = 2 if pi == "YBR_FULL_422" and self.spp == 3 else self.spp  # 4:2:2: Y Y Cb Cr per 2 pixels
+            self.frame_bytes = self.rows * self.cols * samples * bits // 8
             need = self.num * self.frame_bytes
             if getattr(elem, "value", None) is None and getattr(elem, "value_tell", None) is not None:
                 self.offset, have = int(elem.value_tell), int(elem.length)  # deferred: still on disk
@@ -144,7 +242,7 @@ class _DicomFileFrames:
                 have = len(self.data)
             if have < need:
                 raise CineReadError(path, f"pixel data holds {have} bytes; {self.num} frames of {self.rows}x"
-                                    f"{self.cols}x{self.spp} at {bits} bits need {need} (truncated file?)")
+                                    f"{self.cols}x{samples} at {bits} bits need {need} (truncated file?)")
         del ds.PixelData
         self.header = ds
 
