@@ -48,6 +48,17 @@ def tool(name: str) -> str:
     return path
 
 
+@pytest.fixture(scope="module")
+def tiny_net():
+    """A small untrained few-shot network (random weights, seed 0)."""
+    import torch
+
+    from medvos.networks.image_model import FewShotSegNet
+
+    torch.manual_seed(0)
+    return FewShotSegNet(backbone_weights=None, channels=16).eval()
+
+
 @pytest.fixture(scope="session")
 def echo_small():
     from medvos.data.synthetic import echo_cine

@@ -12,13 +12,6 @@ from medvos.inference.workflow import run_inference
 from medvos.io import MaskMismatchError, read_cine, read_mask
 from medvos.io.dicom_seg import read_dicom_seg
 from medvos.io.writers import write_dicom_cine, write_dicom_series, write_nifti, write_png_frames, write_video
-from medvos.networks.image_model import FewShotSegNet
-
-
-@pytest.fixture(scope="module")
-def tiny_net():
-    torch.manual_seed(0)
-    return FewShotSegNet(backbone_weights=None, channels=16).eval()
 
 
 def _write(fmt: str, root, cine):

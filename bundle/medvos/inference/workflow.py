@@ -7,6 +7,8 @@ Outputs (under ``output_dir``, each written atomically):
     ``overlay.mp4``      frames with coloured objects and contours (or ``.gif``)
     ``confidence.csv``   frame, annotated, confidence, drift (disagreement of appearance and motion), pixels per
                          object
+    ``manifest.json``    the result set: every file with its sha256 and size, the input, the checkpoint, the version
+                         (written last; a folder without it holds no complete result set)
 """
 
 from __future__ import annotations
@@ -27,15 +29,16 @@ from tqdm import tqdm
 from medvos.data.transforms import intensity_range, scale_intensity
 from medvos.inference.propagator import FewShotPropagator
 from medvos.io.atomic import atomic_write_bytes
-from medvos.io.errors import MaskMismatchError
+from medvos.io.errors import CineReadError, MaskMismatchError
 from medvos.io.output_guard import check_outputs, input_files
+from medvos.io.palette import PALETTE
 from medvos.io.readers import read_annotations, read_cine
+from medvos.io.result_set import MANIFEST, ResultSet, sha256_file
 from medvos.io.writers import NiftiWriter, VideoWriter, write_png_frames
 
 logger = logging.getLogger(__name__)
 OUTPUTS = ("nifti", "png", "dicom_seg", "overlay", "csv")
-PALETTE = np.array([[0, 0, 0], [255, 60, 60], [60, 220, 60], [70, 120, 255], [255, 200, 0], [220, 60, 220],
-                    [0, 220, 220], [255, 140, 0]], np.float32)
+MIN_SIDE = 8  # px: smaller frames cannot be segmented (nor encoded as an overlay video)
 
 
 def overlay(frames: np.ndarray, labels: np.ndarray, alpha: float = 0.4) -> np.ndarray:
@@ -61,7 +64,8 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
                   network: nn.Module, image_size: int = 256, window: int = 8, fusion: str = "nearest",
                   outputs: Sequence[str] = OUTPUTS, overlay_format: str = "mp4", threshold: float = 0.5,
                   annotated: Sequence[int] | None = None, progress: bool = True, keep_labels: bool = True,
-                  propagator: FewShotPropagator | None = None, overwrite: bool = False) -> dict[str, Any]:
+                  propagator: FewShotPropagator | None = None, overwrite: bool = False,
+                  checkpoint: str | Path | None = None) -> dict[str, Any]:
     """Propagate the annotation of one or more frames of ``video`` to every frame and write the outputs.
 
     Streaming: the cine is decoded window by window (|B| = ``window`` frames) in every input format, and only the
@@ -79,6 +83,12 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
             :class:`FewShotPropagator` over ``network``.
         overwrite: allow outputs to replace input files (the cine, the annotation, masks in the output folder);
             otherwise such a run is refused before anything is written (:class:`OutputConflictError`).
+        checkpoint: the model file, recorded (path and sha256) in the result set's ``manifest.json``.
+
+    The outputs form one result set (:class:`medvos.io.result_set.ResultSet`): written into a staging folder and
+    moved into ``output_dir`` together with ``manifest.json`` only when every frame was propagated and every writer
+    closed; a run that fails (bad pixels in a late frame, a full disk) or is killed leaves no output under a final
+    name.
 
     Returns:
         ``{"labels": (T,H,W) uint8 or None, "confidence": (T,), "drift": (T,) (0 without motion), "annotated": [...],
@@ -97,11 +107,21 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
         raise MaskMismatchError(str(annotation), f"annotated frame(s) {empty} have an empty mask")
     output_dir = Path(output_dir)
     seg = "dicom_seg" in outputs and cine.format in ("dicom", "dicom-series")
-    planned = {"nifti": output_dir / "mask.nii.gz", "overlay": output_dir / f"overlay.{overlay_format}",
-               "csv": output_dir / "confidence.csv", "dicom_seg": output_dir / "mask_seg.dcm"}
-    check_outputs([f for k, f in planned.items() if k in outputs and (k != "dicom_seg" or seg)],
-                  [output_dir / "masks"] if "png" in outputs else [],
+    if min(cine.size) < MIN_SIDE:
+        raise CineReadError(cine.source, f"frames of {cine.size[0]}x{cine.size[1]} px are too small to segment "
+                            f"(at least {MIN_SIDE}x{MIN_SIDE})")
+    names = {"nifti": "mask.nii.gz", "overlay": f"overlay.{overlay_format}", "csv": "confidence.csv",
+             "dicom_seg": "mask_seg.dcm", "png": "masks"}
+    chosen = {k: n for k, n in names.items() if k in outputs and (k != "dicom_seg" or seg)}
+    check_outputs([output_dir / n for k, n in chosen.items() if k != "png"] + [output_dir / MANIFEST] * bool(chosen),
+                  [output_dir / "masks"] if "png" in chosen else [],
                   input_files(cine.meta.get("files") or cine.source, annotation), overwrite)
+    result_set = ResultSet(output_dir, tuple(chosen.values()), {
+        "input": {"video": _describe(video), "annotation": _describe(annotation), "annotated_frames": ann,
+                  "format": cine.format, "frames": cine.num_frames, "size": list(cine.size)},
+        "checkpoint": ({"path": str(checkpoint), "sha256": sha256_file(checkpoint)}
+                       if checkpoint is not None and Path(checkpoint).is_file() else None),
+    }) if chosen else None
     intensity = intensity_range(cine.frames)
 
     def prepare(frames: np.ndarray) -> np.ndarray:
@@ -122,67 +142,65 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
     supports = prop.supports({a: (torch.from_numpy(prepare(cine.frames[a : a + 1]))[0],
                                   torch.from_numpy(given[a])) for a in ann})
     t_total = cine.num_frames
-    files: dict[str, Path] = {}
     out = np.zeros((t_total, *cine.size), np.uint8) if keep_labels or seg else None
     conf = np.zeros(t_total, np.float32)
     drift = np.zeros(t_total, np.float32)
-    names = cine.meta.get("frame_names") or [f"{t:04d}" for t in range(t_total)]
+    frame_names = cine.meta.get("frame_names") or [f"{t:04d}" for t in range(t_total)]
     rows, objects = [], set()
-    video_out = (VideoWriter(output_dir / f"overlay.{overlay_format}", fps=cine.fps or 10.0)
-                 if "overlay" in outputs else None)
-    nifti_out = (NiftiWriter(output_dir / "mask.nii.gz", t_total, cine.size, like=cine)
-                 if "nifti" in outputs else None)
-    bar = tqdm(total=t_total, desc="propagating", unit="frame", disable=not progress)
-    with video_out or contextlib.nullcontext(), nifti_out or contextlib.nullcontext():
-        for win in prop.stream(windows(), supports):
-            start, lab, c, n = win.start, win.labels, win.confidence, len(win.labels)
-            if win.drift is not None:
-                drift[start : start + n] = win.drift
-            for t in range(start, start + n):  # annotated frames keep the given labels
-                if t in ann:
-                    lab[t - start], c[t - start], drift[t] = given[t], 1.0, 0.0
-            conf[start : start + n] = c
-            if out is not None:
-                out[start : start + n] = lab
-            if nifti_out is not None:
-                nifti_out.append(lab)
-            if "png" in outputs:
-                write_png_frames(output_dir / "masks", lab, names=names[start : start + n])
-            if video_out is not None:
-                video_out.append(overlay(np.stack([shown.pop(t) for t in range(start, start + n)]), lab))
-            for t in range(start, start + n):
-                counts = np.bincount(lab[t - start].ravel(), minlength=256)
-                objects |= set(np.flatnonzero(counts[1:]) + 1)
-                rows.append((t, int(t in ann), float(conf[t]), counts))
-            bar.update(n)
-    bar.close()
-    if video_out is not None:
-        files["overlay"] = video_out.path
-    if "png" in outputs:
-        files["png"] = output_dir / "masks"
-    if nifti_out is not None:
-        files["nifti"] = nifti_out.path
-    if seg:
-        import pydicom
+    with result_set or contextlib.nullcontext():
+        dest = result_set.path if result_set is not None else output_dir.joinpath
+        video_out = VideoWriter(dest(chosen["overlay"]), fps=cine.fps or 10.0) if "overlay" in chosen else None
+        nifti_out = NiftiWriter(dest(chosen["nifti"]), t_total, cine.size, like=cine) if "nifti" in chosen else None
+        bar = tqdm(total=t_total, desc="propagating", unit="frame", disable=not progress)
+        with video_out or contextlib.nullcontext(), nifti_out or contextlib.nullcontext():
+            for win in prop.stream(windows(), supports):
+                start, lab, c, n = win.start, win.labels, win.confidence, len(win.labels)
+                if win.drift is not None:
+                    drift[start : start + n] = win.drift
+                for t in range(start, start + n):  # annotated frames keep the given labels
+                    if t in ann:
+                        lab[t - start], c[t - start], drift[t] = given[t], 1.0, 0.0
+                conf[start : start + n] = c
+                if out is not None:
+                    out[start : start + n] = lab
+                if nifti_out is not None:
+                    nifti_out.append(lab)
+                if "png" in chosen:
+                    write_png_frames(dest("masks"), lab, names=frame_names[start : start + n])
+                if video_out is not None:
+                    video_out.append(overlay(np.stack([shown.pop(t) for t in range(start, start + n)]), lab))
+                for t in range(start, start + n):
+                    counts = np.bincount(lab[t - start].ravel(), minlength=256)
+                    objects |= set(np.flatnonzero(counts[1:]) + 1)
+                    rows.append((t, int(t in ann), float(conf[t]), counts))
+                bar.update(n)
+        bar.close()
+        values = sorted(int(v) for v in objects)
+        if seg:
+            import pydicom
 
-        from medvos.io.dicom_seg import write_dicom_seg
+            from medvos.io.dicom_seg import write_dicom_seg
 
-        sources = ([cine.meta["dicom"]] if cine.format == "dicom"
-                   else [pydicom.dcmread(f, stop_before_pixels=True) for f in cine.meta["files"]])
-        files["dicom_seg"] = write_dicom_seg(output_dir / "mask_seg.dcm", out, sources)
-    values = sorted(int(v) for v in objects)
-    if "csv" in outputs:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["frame", "annotated", "confidence", "drift"] + [f"pixels_label_{v}" for v in values])
-        for t, a, c, counts in rows:
-            w.writerow([t, a, f"{c:.4f}", f"{drift[t]:.4f}"] + [int(counts[v]) for v in values])
-        files["csv"] = atomic_write_bytes(output_dir / "confidence.csv", buf.getvalue().encode())
+            sources = ([cine.meta["dicom"]] if cine.format == "dicom"
+                       else [pydicom.dcmread(f, stop_before_pixels=True) for f in cine.meta["files"]])
+            write_dicom_seg(dest(chosen["dicom_seg"]), out, sources, annotated=ann)
+        if "csv" in chosen:
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(["frame", "annotated", "confidence", "drift"] + [f"pixels_label_{v}" for v in values])
+            for t, a, c, counts in rows:
+                w.writerow([t, a, f"{c:.4f}", f"{drift[t]:.4f}"] + [int(counts[v]) for v in values])
+            atomic_write_bytes(dest(chosen["csv"]), buf.getvalue().encode())
+    files = {k: output_dir / n for k, n in chosen.items()}
     logger.info("inference on %s: %d frames, annotated %s, outputs %s", cine.source, t_total, ann,
                 {k: str(v) for k, v in files.items()})
     return {"labels": out if keep_labels else None, "confidence": conf, "drift": drift, "annotated": ann,
-            "objects": values,
-            "files": files}
+            "objects": values, "files": files}
+
+
+def _describe(source: str | Sequence[str]) -> str | list[str]:
+    """An input as the manifest records it: the resolved path, or the list of frame files."""
+    return str(Path(source).resolve()) if isinstance(source, (str, Path)) else [str(Path(s).resolve()) for s in source]
 
 
 def default_example(datalist_path: str) -> tuple[str, str]:
