@@ -128,3 +128,27 @@ def test_resumed_best_saver_keeps_the_better_model_and_stale_resume_files_go(tmp
     trainer.load_state_dict({"iteration": 2, "epoch_length": 1, "max_epochs": 3})  # resumed after epoch 2
     trainer.run([0])
     assert sorted(p.name for p in tmp_path.glob("phase1_resume_*.pt")) == ["phase1_resume_checkpoint_epoch=3.pt"]
+
+
+def test_saved_checkpoints_carry_a_sha256_that_every_load_checks(tmp_path):
+    """Issue 14 item 5: a flipped byte in a saved checkpoint used to load silently; the savers record each file's
+    sha256 beside it and loading compares (the record goes with the file when the saver removes it)."""
+    import torch
+    from ignite.engine import Engine
+
+    from medvos.engines.handlers import AtomicCheckpointSaver
+    from medvos.networks.checkpoint import CheckpointError, load_state
+
+    net = torch.nn.Linear(64, 64)
+    engine = Engine(lambda e, b: None)
+    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_interval=1, n_saved=1,
+                          file_prefix="phase1_resume").attach(engine)
+    engine.run([0], max_epochs=2)
+    (ckpt,) = tmp_path.glob("*.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ckpt.name, ckpt.name + ".sha256"]  # epoch 1's went
+    assert torch.equal(load_state(ckpt)["weight"], net.weight.detach())
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside the weight tensor's bytes
+    ckpt.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256 .* differs .* corrupt or was changed"):
+        load_state(ckpt)

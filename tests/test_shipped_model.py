@@ -74,6 +74,13 @@ def test_corrupt_and_non_finite_checkpoints_are_refused(tmp_path):
         load_model(wrong)
 
 
+def test_the_shipped_models_load_checks_its_recorded_sha256():
+    from medvos.networks.checkpoint import recorded_sha256
+
+    meta = json.loads((REPO / "bundle/configs/metadata.json").read_text())["shipped_model"]
+    assert recorded_sha256(SHIPPED) == (meta["sha256"], str(REPO / "bundle/configs/metadata.json"))
+
+
 @pytest.mark.realdata
 @pytest.mark.parametrize("recording, floor", [("202201121837530038", 0.85), ("202201121808450029", 0.70)])
 def test_shipped_model_out_of_the_box_on_a_real_carotid_recording(tmp_path, recording, floor):

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from ignite.engine import Engine, Events
+from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
 from medvos.io.atomic import atomic_path, atomic_write_bytes
@@ -90,7 +91,8 @@ class VideoResultsWriter:
 
 class AtomicCheckpointSaver(CheckpointSaver):
     """MONAI's ``CheckpointSaver`` writing every file to a temporary name then renaming it (ignite's atomic mode,
-    which MONAI turns off), so a kill during a save never leaves a corrupt checkpoint.
+    which MONAI turns off), so a kill during a save never leaves a corrupt checkpoint, with its sha256 recorded
+    beside it (:class:`FingerprintingSaver`).
 
     Args (besides MONAI's):
         restore_best_from: a best-model file saved with ``key_metric_save_state=True``; its record of the best
@@ -106,6 +108,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
             checkpoint = getattr(self, name, None)
             if checkpoint is not None:
                 checkpoint.save_handler._atomic = True
+                checkpoint.save_handler = FingerprintingSaver(checkpoint.save_handler)
         if restore_best_from:
             from medvos.networks.checkpoint import load_state
 
@@ -119,6 +122,34 @@ class AtomicCheckpointSaver(CheckpointSaver):
             prune_resume_checkpoints(self.save_dir, ckpt.filename_prefix, keep={item.filename for item in ckpt._saved})
 
 
+class FingerprintingSaver(DiskSaver):
+    """Wraps MONAI's disk saver (which picks the final file name) and records each saved file's sha256 beside it
+    (``<file>.sha256``, checked on every load by :func:`medvos.networks.checkpoint.load_state`), removing the record
+    with the file. A ``DiskSaver`` itself, so ignite treats it as one."""
+
+    def __init__(self, inner: DiskSaver) -> None:  # noqa: D107 - the inner saver holds the settings
+        self.inner = inner
+        self.dirname, self._atomic, self.save_on_rank, self.kwargs = (inner.dirname, inner._atomic,
+                                                                      inner.save_on_rank, inner.kwargs)
+
+    def _path(self, filename: str) -> Path:
+        return Path(self.dirname) / (getattr(self.inner, "filename", None) or filename)
+
+    def __call__(self, checkpoint: Any, filename: str, metadata: Any = None) -> None:
+        from medvos.networks.checkpoint import write_fingerprint
+
+        self.inner(checkpoint, filename, metadata)
+        if self._path(filename).is_file():  # the saving rank
+            write_fingerprint(self._path(filename))
+
+    def remove(self, filename: str) -> None:
+        from medvos.networks.checkpoint import FINGERPRINT_SUFFIX
+
+        self.inner.remove(filename)
+        path = self._path(filename)
+        path.with_name(path.name + FINGERPRINT_SUFFIX).unlink(missing_ok=True)
+
+
 def prune_resume_checkpoints(save_dir: str | Path, prefix: str, keep: set[str] = frozenset()) -> list[Path]:
     """Remove every ``<prefix>_checkpoint_epoch=N.pt`` in ``save_dir`` but the highest N and the names in ``keep``
     (those a saver still tracks); the removed paths."""
@@ -130,4 +161,5 @@ def prune_resume_checkpoints(save_dir: str | Path, prefix: str, keep: set[str] =
     stale = [p for _, p in found[:-1] if p.name not in keep]
     for p in stale:
         p.unlink(missing_ok=True)
+        p.with_name(p.name + ".sha256").unlink(missing_ok=True)
     return stale

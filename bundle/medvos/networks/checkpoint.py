@@ -58,10 +58,49 @@ class ModelSpec:
         self.spec = dict(state)
 
 
+FINGERPRINT_SUFFIX = ".sha256"  # sidecar written by the training savers: ``<checkpoint>.sha256`` holds its sha256
+
+
+def recorded_sha256(path: str | Path) -> tuple[str, str] | None:
+    """``(sha256, where it is recorded)`` for a checkpoint: the shipped model's in ``metadata.json``, any other
+    file's in its ``<file>.sha256`` sidecar; None when nothing records it."""
+    path = Path(path).resolve()
+    bundle = Path(__file__).resolve().parents[2]
+    if path == bundle / "models" / SHIPPED_MODEL:
+        import json
+
+        meta = bundle / "configs" / "metadata.json"
+        entry = json.loads(meta.read_text()).get("shipped_model", {})
+        return (entry["sha256"], str(meta)) if entry.get("sha256") else None
+    sidecar = path.with_name(path.name + FINGERPRINT_SUFFIX)
+    if sidecar.is_file():
+        return sidecar.read_text().split()[0].strip(), str(sidecar)
+    return None
+
+
+def write_fingerprint(path: str | Path) -> Path:
+    """Record a checkpoint's sha256 in its ``<file>.sha256`` sidecar (atomically)."""
+    from medvos.io.atomic import atomic_write_bytes
+    from medvos.io.result_set import sha256_file
+
+    path = Path(path)
+    return atomic_write_bytes(path.with_name(path.name + FINGERPRINT_SUFFIX),
+                              f"{sha256_file(path)}  {path.name}\n".encode())
+
+
 @lru_cache(maxsize=4)
 def _read(path: str, mtime_ns: int, size: int) -> Any:
-    """One ``torch.load`` per file version: a workflow asks a checkpoint for its spec, input size, window and weights,
+    """One ``torch.load`` per file version, after its sha256 is checked against the recorded one (a flipped byte in
+    a tensor loads silently otherwise): a workflow asks a checkpoint for its spec, input size, window and weights,
     and each would otherwise read the file again (callers copy before changing anything)."""
+    recorded = recorded_sha256(path)
+    if recorded is not None:
+        from medvos.io.result_set import sha256_file
+
+        actual = sha256_file(path)
+        if actual != recorded[0]:
+            raise CheckpointError(f"{path}: sha256 {actual[:16]}... differs from the {recorded[0][:16]}... recorded in "
+                                  f"{recorded[1]}: the file is corrupt or was changed")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -73,6 +112,8 @@ def load_state(path: str | Path) -> dict[str, Any]:
     st = path.stat()
     try:
         obj = _read(str(path.resolve()), st.st_mtime_ns, st.st_size)
+    except CheckpointError:
+        raise
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint, corrupt or truncated ({type(exc).__name__}: "
                               f"{exc})") from exc
