@@ -141,3 +141,65 @@ def test_seg_without_annotated_frames_is_all_automatic(tmp_path):
     ds = pydicom.dcmread(path)
     assert [str(s.SegmentAlgorithmType) for s in ds.SegmentSequence] == ["AUTOMATIC", "AUTOMATIC"]
     assert int(ds.NumberOfFrames) == 2 * T and _dciodvfy(path) == []
+
+
+def test_enhanced_multi_frame_geometry_comes_from_its_functional_groups(tmp_path):
+    """An enhanced multi-frame source (positions per frame in its functional groups) keeps its Frame of Reference
+    and each frame's position."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    ds = _us_jpeg_cine(tmp_path)[0]
+    ds.FrameOfReferenceUID = pydicom.uid.generate_uid()
+    shared, measures, orientation = Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [0.7, 0.7], 6.0
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]  # coronal: frames stack along y
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = DicomSequence([measures]), DicomSequence([orientation])
+    ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    frames = []
+    for t in range(T):
+        item, pos = Dataset(), Dataset()
+        pos.ImagePositionPatient = [10.0, 4.0 * t, -3.0]
+        item.PlanePositionSequence = DicomSequence([pos])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = DicomSequence(frames)
+    path = write_dicom_seg(tmp_path / "seg.dcm", _labels(), [ds], annotated=[0])
+    seg = pydicom.dcmread(path)
+    assert seg.FrameOfReferenceUID == ds.FrameOfReferenceUID
+    assert [float(f.PlanePositionSequence[0].ImagePositionPatient[1]) for f in seg.PerFrameFunctionalGroupsSequence
+            if f.FrameContentSequence[0].DimensionIndexValues[0] == 1] == [4.0 * t for t in range(1, T)]
+    m = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert [float(v) for v in m.PixelSpacing] == [0.7, 0.7] and float(m.SpacingBetweenSlices) == 4.0
+    assert _dciodvfy(path) == []
+
+
+def test_inferring_writes_a_seg_that_dcmqi_reads_as_mask_nii(tmp_path, tiny_net, echo_small):
+    """The workflow's own mask_seg.dcm, read by dcmqi (3D Slicer's importer), equals its mask.nii.gz."""
+    import glob
+
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    from medvos.inference.workflow import run_inference
+    from medvos.io.writers import write_nifti
+
+    cine = write_dicom_cine(tmp_path / "cine.dcm", echo_small.frames, compression="jpeg")
+    ann = echo_small.labels.copy()
+    ann[1:] = 0
+    write_nifti(tmp_path / "ann.nii.gz", ann)
+    out = tmp_path / "out"
+    run_inference(str(cine), str(tmp_path / "ann.nii.gz"), out, tiny_net, image_size=32, window=2,
+                  outputs=("nifti", "dicom_seg"), progress=False, threshold=0.3)
+    mask = np.transpose(np.asarray(nib.load(out / "mask.nii.gz").dataobj), (2, 1, 0))  # (x, y, t) -> (t, y, x)
+    assert _dciodvfy(out / "mask_seg.dcm") == []
+    res = subprocess.run([tool("segimage2itkimage"), "--inputDICOM", str(out / "mask_seg.dcm"), "--outputDirectory",
+                          str(tmp_path), "-t", "nrrd"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-2000:]
+    ds = pydicom.dcmread(out / "mask_seg.dcm")
+    volumes = {}
+    for f in sorted(glob.glob(str(tmp_path / "*.nrrd"))):
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(f))
+        if arr.any():
+            volumes[int(arr.max())] = arr
+    np.testing.assert_array_equal(_union_by_label(volumes, ds), mask)
+    assert {str(s.SegmentAlgorithmType) for s in ds.SegmentSequence} == {"AUTOMATIC", "MANUAL"}
