@@ -61,6 +61,12 @@ def method_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         if args.tree_variants:
             other = f"{name}, single path" if tree else f"{name} + memory tree"
             specs[other] = {"kind": "model", "checkpoint": str(path), "memory_tree": not tree}
+        if args.runtime_variants:
+            from medvos.networks.exported import RUNTIMES
+
+            for runtime in RUNTIMES:
+                if runtime != defaults["runtime"]:
+                    specs[f"{name} [{runtime}]"] = {"kind": "model", "checkpoint": str(path), "runtime": runtime}
         if args.ablation:
             for motion, memory_tree in ((False, False), (False, True), (True, False), (True, True)):
                 if (motion, memory_tree) != (bool(defaults["motion"]), tree):
@@ -81,7 +87,7 @@ def build(spec: dict[str, Any], args: argparse.Namespace) -> Method:
         return copy_method()
     if spec["kind"] == "flow":
         return flow_method(spec["flow"])
-    options = {k: spec[k] for k in ("memory_tree", "motion") if k in spec}
+    options = {k: spec[k] for k in ("memory_tree", "motion", "runtime") if k in spec}
     return model_method(spec["checkpoint"], args.image_size, args.window, args.tau_hidden,
                         spec.get("relearn_steps", 0), **options)
 
@@ -128,6 +134,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="also run every checkpoint with the memory tree switched against the inferring default")
     ap.add_argument("--ablation", action="store_true",
                     help="also run every checkpoint with the other combinations of motion and memory tree")
+    ap.add_argument("--runtime-variants", action="store_true",
+                    help="also run every checkpoint in every other runtime (torch, onnxruntime, openvino...) than the "
+                         "inferring default")
     ap.add_argument("--relearn-steps", type=int, default=0,
                     help="also run every phase-1 checkpoint with N steps of test-time relearning per cine")
     ap.add_argument("--methods", default="", help="comma-separated subset of method names")

@@ -29,6 +29,8 @@ def command(args: argparse.Namespace, extra: list[str]) -> list[str]:
     for key in ("memory_tree", "motion"):
         if getattr(args, key) is not None:
             cmd += ["--conf", key, str(getattr(args, key)).lower()]
+    if args.runtime:
+        cmd += ["--conf", "runtime", args.runtime]
     if args.image_size:
         cmd += ["--conf", "image_size", str(args.image_size)]
     if args.tracking_uri:
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="appearance with the memory tree or single-path (default: as in inference.yaml)")
     ap.add_argument("--motion", action=argparse.BooleanOptionalAction, default=None,
                     help="fuse appearance with flow-warped motion (default: as in inference.yaml)")
+    ap.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino", "openvino-bf16"], default=None,
+                    help="what runs the network (default: as in inference.yaml)")
     ap.add_argument("--max-epochs", type=int, default=3, help="relearning epochs of the 'relearn' task")
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--host", default="127.0.0.1")

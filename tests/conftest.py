@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# exported ONNX graphs of the test networks go to a throwaway cache (the tests' subprocesses inherit it)
+os.environ["MEDVOS_CACHE"] = tempfile.mkdtemp(prefix="medvos_test_cache_")
 SHARED_DATA = Path(os.environ.get("MEDVOS_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

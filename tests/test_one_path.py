@@ -72,13 +72,15 @@ def test_validation_benchmark_inferring_app_agree(case):
     item = VideoDataset([entry])[0]
     frames, labels = item["image"].numpy(), item["label"][:, 0].numpy()
 
-    # validation scores the network (the appearance cue, single path); inferring does the same with those options
-    single = model_method(ckpt, memory_tree=False, motion=False)(frames, labels, [0], entry)
+    # validation scores the network (the appearance cue, single path, PyTorch: the weights change every epoch);
+    # inferring does the same with those options
+    single = model_method(ckpt, memory_tree=False, motion=False, runtime="torch")(frames, labels, [0], entry)
     assert 0.02 < (single[1:] > 0).mean() < 0.98, "the test network must segment part of each frame"
     np.testing.assert_array_equal(_validation(entry, ckpt), single)
-    np.testing.assert_array_equal(_inferring(root, entry, ckpt, "--memory_tree", "False", "--motion", "False"), single)
+    np.testing.assert_array_equal(_inferring(root, entry, ckpt, "--memory_tree", "False", "--motion", "False",
+                                             "--runtime", "torch"), single)
 
-    default = model_method(ckpt)(frames, labels, [0], entry)  # the inferring defaults (motion, memory tree as set)
+    default = model_method(ckpt)(frames, labels, [0], entry)  # the inferring defaults (motion, runtime ... as set)
     assert not np.array_equal(default, single), "the defaults add motion: the test must tell them apart"
     np.testing.assert_array_equal(_inferring(root, entry, ckpt), default)
     app = PropagateInfer(root / "app_models", ckpt)  # the app's defaults, network and size from the checkpoint

@@ -53,6 +53,12 @@ class MedVOSApp(MONAILabelApp):
                 if conf[key].lower() not in ("true", "false"):
                     raise ValueError(f"--conf {key} {conf[key]!r}: expected true or false")
                 options[key] = conf[key].lower() == "true"
+        if "runtime" in conf:
+            from medvos.networks.exported import RUNTIMES
+
+            if conf["runtime"] not in RUNTIMES:
+                raise ValueError(f"--conf runtime {conf['runtime']!r}: expected one of {RUNTIMES}")
+            options["runtime"] = conf["runtime"]
         self.propagate = PropagateInfer(self.model_dir, self.base_model, self.image_size, self.window,
                                         self.tau_hidden, fusion, float(conf.get("threshold", 0.5)),
                                         options=options)

@@ -12,7 +12,7 @@ from torch import nn
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference.yaml"
 KEYS = ("fusion", "threshold", "memory_tree", "pathways", "motion", "motion_weight", "flow_tolerance",
-        "redetect_support", "redetect_confidence", "redetect_frames")
+        "redetect_support", "redetect_confidence", "redetect_frames", "runtime")
 
 
 @lru_cache(maxsize=1)
@@ -30,7 +30,8 @@ def inference_defaults() -> dict[str, Any]:
 def make_propagator(network: nn.Module, image_size: int, window: int, **overrides: Any) -> Any:
     """The propagator `inferring` builds with the defaults of ``inference.yaml`` (``overrides`` replace them, e.g.
     ``memory_tree=False``): :class:`MemoryTreePropagator` or :class:`FewShotPropagator` (the appearance cue),
-    wrapped by :class:`MotionAwarePropagator` when ``motion`` is on."""
+    wrapped by :class:`MotionAwarePropagator` when ``motion`` is on; the network runs in ``runtime`` (PyTorch, or
+    its per-frame path exported to ONNX Runtime: :func:`medvos.networks.exported.for_runtime`)."""
     from medvos.inference.memory_tree import MemoryTreePropagator
     from medvos.inference.motion import CueFusion, MotionAwarePropagator
     from medvos.inference.propagator import FewShotPropagator
@@ -39,6 +40,9 @@ def make_propagator(network: nn.Module, image_size: int, window: int, **override
     if unknown:
         raise ValueError(f"unknown propagation options {sorted(unknown)} (expected some of {KEYS})")
     opts = {**inference_defaults(), **overrides}
+    from medvos.networks.exported import for_runtime
+
+    network = for_runtime(network, str(opts["runtime"]), image_size, window)
     if opts["memory_tree"]:
         prop = MemoryTreePropagator(network, image_size, window, opts["threshold"], opts["fusion"],
                                     pathways=int(opts["pathways"]))

@@ -24,13 +24,17 @@ class PseudoMask(nn.Module):
         Args:
             query_deep: ``(B, C, h, w)`` deep features of the query.
             support_deep: ``(B, K, C, h', w')`` deep features of the masked support images.
-            support_mask: ``(B, K, 1, H, W)`` binary support masks at image resolution.
+            support_mask: ``(B, K, 1, H, W)`` binary support masks at image resolution, or already area-averaged onto
+                the deep feature grid ``(B, K, 1, h', w')`` (what the exported graph takes).
 
         Returns:
             ``(B, 1, h, w)`` pseudo mask in [0, 1].
         """
         b, k, c, hs, ws = support_deep.shape
-        m = F.adaptive_avg_pool2d(support_mask.flatten(0, 1).float(), (hs, ws)).view(b, k, hs * ws)
+        m = support_mask.flatten(0, 1).float()
+        if tuple(m.shape[-2:]) != (hs, ws):  # at image resolution (a mask already on the feature grid is used as is)
+            m = F.adaptive_avg_pool2d(m, (hs, ws))
+        m = m.reshape(b, k, hs * ws)
         q = F.normalize(query_deep.flatten(2), dim=1, eps=self.eps)  # (B, C, Nq)
         s = F.normalize(support_deep.flatten(3), dim=2, eps=self.eps)  # (B, K, C, Ns)
         sim = torch.einsum("bcq,bkcs->bkqs", q, s)  # (B, K, Nq, Ns)

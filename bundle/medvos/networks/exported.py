@@ -1,0 +1,284 @@
+"""The per-frame path of a few-shot network exported to ONNX and run by OpenVINO (``runtime: openvino``, the default;
+``openvino-bf16``) or ONNX Runtime (``runtime: onnxruntime``), PyTorch kept as the reference (``runtime: torch``).
+
+Propagation calls a network three ways (:class:`medvos.inference.propagator.FewShotPropagator`): ``encode_support``
+once per annotation, ``encode_query`` once per window of frames, ``segment_encoded`` once per window and support.
+:class:`OnnxNetwork` keeps the first in PyTorch (rare, and the memory tree adds supports at run time) and exports the
+other two as ONNX graphs at the network's input size:
+
+- **query graph**: frames ``(window, 3, H, W)`` -> ``(G(q), F(q))`` (a shorter window padded by its last frame);
+- **segment graph**: ``(G(q), F(q))`` and a support encoding (any K shots; its mask area-averaged onto the deep
+  feature grid beforehand) -> logits ``(window, 2, H, W)``: pseudo mask, fusion, neck, TAU (relearned models) and
+  head. Exported at B = window; a shorter window is padded by
+  repeating its last frame's features, as the relearned model pads its last TAU window itself, and cut back.
+
+Exported graphs are cached by a fingerprint of the weights, the input size, the window and the versions (in
+``$MEDVOS_CACHE``, default ``~/.cache/medvos/onnx``), so only the first run of a model pays the export (seconds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+RUNTIMES = ("torch", "onnxruntime", "openvino", "openvino-bf16")
+OPSET = 17
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MEDVOS_CACHE", Path.home() / ".cache" / "medvos")) / "onnx"
+
+
+def fingerprint(network: nn.Module, *extra: Any) -> str:
+    """sha256 of the weights (names, shapes, bytes) and ``extra`` (input size, window, versions)."""
+    from medvos import __version__
+
+    digest = hashlib.sha256(repr((type(network).__name__, extra, torch.__version__, __version__, OPSET)).encode())
+    for name, tensor in network.state_dict().items():
+        digest.update(name.encode())
+        digest.update(repr(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def _exportable(network: nn.Module) -> nn.Module:
+    """A copy without in-place activations (the TorchScript exporter mis-traces ReLU6(inplace=True) after the
+    backbone's batch norms), in eval mode on the CPU."""
+    net = copy.deepcopy(network).cpu().eval()
+    for module in net.modules():
+        for name, child in list(module.named_children()):
+            if isinstance(child, (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish)) and getattr(child, "inplace", False):
+                child.inplace = False
+    return net
+
+
+class _QueryGraph(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.encode_query(query)
+
+
+class _SegmentGraph(nn.Module):
+    def __init__(self, net: nn.Module, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.net, self.size = net, size
+
+    def forward(self, q_mid: torch.Tensor, q_deep: torch.Tensor, s_deep: torch.Tensor, s_mask: torch.Tensor,
+                s_mid: torch.Tensor) -> torch.Tensor:
+        return self.net.segment_encoded((q_mid, q_deep), (s_deep, s_mask, s_mid), self.size)
+
+
+def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str],
+            dynamic: dict[str, dict[int, str]]) -> None:
+    import warnings
+
+    from medvos.io.atomic import atomic_path
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy exporter's notices (traced padding sizes are constants)
+        torch.onnx.export(module, args, buf, input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
+                          opset_version=OPSET, dynamo=False)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+class _OrtRunner:
+    """An ONNX graph in ONNX Runtime's CPU provider (dynamic batch and shots; thread-safe)."""
+
+    def __init__(self, path: Path, threads: int, static: dict[str, list[int]] | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(None, feeds)
+
+
+class _OpenVinoRunner:
+    """An ONNX graph compiled by OpenVINO for the CPU at static shapes (``static``: input name -> shape; other
+    inputs keep the graph's, compiled once per new shape), fp32 or bf16 arithmetic."""
+
+    def __init__(self, path: Path, threads: int, static: dict[str, list[int]] | None = None,
+                 precision: str = "f32") -> None:
+        import threading
+
+        import openvino as ov
+
+        self.core, self.path, self.static = ov.Core(), path, dict(static or {})
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": int(threads),
+                       "INFERENCE_PRECISION_HINT": precision}
+        self.compiled: dict[tuple, Any] = {}
+        self.lock = threading.Lock()
+
+    def _request(self, feeds: dict[str, np.ndarray]) -> Any:
+        shapes = tuple((k, tuple(v.shape)) for k, v in sorted(feeds.items()))
+        if shapes not in self.compiled:
+            model = self.core.read_model(str(self.path))
+            model.reshape({k: list(v) for k, v in shapes})
+            compiled = self.core.compile_model(model, "CPU", self.config)
+            self.compiled[shapes] = (compiled, compiled.create_infer_request())
+        return self.compiled[shapes]
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with self.lock:  # one infer request per compiled shape
+            compiled, request = self._request(feeds)
+            result = request.infer(feeds)
+            return [np.array(result[compiled.output(i)]) for i in range(len(compiled.outputs))]
+
+
+RUNNERS: dict[str, Any] = {"onnxruntime": _OrtRunner, "openvino": _OpenVinoRunner,
+                           "openvino-bf16": lambda path, threads, static=None: _OpenVinoRunner(path, threads, static,
+                                                                                               "bf16")}
+
+
+class OnnxNetwork(nn.Module):
+    """A few-shot network whose query encoding and segmentation run in ONNX Runtime (see the module docstring).
+
+    Args:
+        network: a :class:`~medvos.networks.image_model.FewShotSegNet` or
+            :class:`~medvos.networks.relearn_model.RelearnNet` (weights as they are now).
+        image_size: the input size the graphs are exported at (the propagator's).
+        window: frames per window (the segment graph's batch).
+        threads: ONNX Runtime intra-op threads (default: PyTorch's thread count).
+        key: the weights' :func:`fingerprint` when the caller has it.
+        backend: what runs the graphs: ``onnxruntime``, ``openvino`` (fp32) or ``openvino-bf16``.
+    """
+
+    def __init__(self, network: nn.Module, image_size: int | tuple[int, int], window: int = 8,
+                 threads: int | None = None, key: str | None = None, backend: str = "onnxruntime") -> None:
+        super().__init__()
+        self.torch_network = network
+        self.size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+        self.window = int(window)
+        key = key or fingerprint(network, self.size, self.window)
+        folder = cache_dir()
+        query_path, segment_path = folder / f"{key}.query.onnx", folder / f"{key}.segment.onnx"
+        if not (query_path.is_file() and segment_path.is_file()):
+            self._export(query_path, segment_path)
+        if backend not in RUNNERS:
+            raise ValueError(f"unknown backend {backend!r} (expected one of {tuple(RUNNERS)})")
+        self.backend = backend
+        runner, n = RUNNERS[backend], int(threads or torch.get_num_threads())
+        self.query_run = runner(query_path, n, {"query": [self.window, 3, *self.size]})
+        self.segment_run = runner(segment_path, n)
+        logger.info("%s runs the exported graphs %s (%s) of %s at %s", backend, key, folder, type(network).__name__,
+                    self.size)
+
+    def _export(self, query_path: Path, segment_path: Path) -> None:
+        net = _exportable(self.torch_network)
+        q = torch.rand(self.window, 3, *self.size)
+        with torch.no_grad():
+            q_mid, q_deep = net.encode_query(q)
+            mask = torch.zeros(1, 1, 1, *self.size)
+            mask[..., self.size[0] // 4: self.size[0] // 2, self.size[1] // 4: self.size[1] // 2] = 1
+            s_deep, s_mask, s_mid = net.encode_support(q[None, :1], mask)
+            s_mask = _grid_mask(s_mask, s_deep)
+        _export(_QueryGraph(net), (q,), query_path, ["query"], ["q_mid", "q_deep"],
+                {"query": {0: "frames"}, "q_mid": {0: "frames"}, "q_deep": {0: "frames"}})
+        _export(_SegmentGraph(net, self.size), (q_mid, q_deep, s_deep, s_mask, s_mid), segment_path,
+                ["q_mid", "q_deep", "s_deep", "s_mask", "s_mid"], ["logits"],
+                {"s_deep": {1: "shots"}, "s_mask": {1: "shots"}})
+
+    def train(self, mode: bool = True) -> OnnxNetwork:
+        if mode:
+            raise RuntimeError("an ONNX Runtime network is for inference only (train the PyTorch network)")
+        return super().train(False)
+
+    def encode_support(self, support: torch.Tensor, support_mask: torch.Tensor) -> Any:
+        with torch.inference_mode() if not torch.is_inference_mode_enabled() else contextlib.nullcontext():
+            return self.torch_network.encode_support(support, support_mask)
+
+    def encode_query(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if tuple(query.shape[-2:]) != self.size:
+            raise ValueError(f"query frames of size {tuple(query.shape[-2:])}; the graph was exported at {self.size}")
+        mids, deeps = [], []
+        for start in range(0, query.shape[0], self.window):  # whole windows (a static shape), the last padded
+            q = query[start: start + self.window]
+            pad = self.window - q.shape[0]
+            if pad:
+                q = torch.cat([q, q[-1:].expand(pad, *q.shape[1:])])
+            q_mid, q_deep = self.query_run({"query": _np(q)})
+            mids.append(q_mid[: self.window - pad])
+            deeps.append(q_deep[: self.window - pad])
+        return torch.from_numpy(np.concatenate(mids)), torch.from_numpy(np.concatenate(deeps))
+
+    def segment_encoded(self, query_enc: tuple[torch.Tensor, torch.Tensor], support: Any,
+                        out_size: tuple[int, int]) -> torch.Tensor:
+        if tuple(out_size) != self.size:
+            raise ValueError(f"output size {tuple(out_size)}; the graph was exported at {self.size}")
+        q_mid, q_deep = query_enc
+        s_deep, s_mask, s_mid = support
+        s_deep, s_mask, s_mid = _np(s_deep), _np(_grid_mask(s_mask, s_deep)), _np(s_mid)
+        n, out = q_mid.shape[0], []
+        for start in range(0, n, self.window):  # whole windows, the last padded by its last frame (as TAU pads)
+            mid, deep = q_mid[start: start + self.window], q_deep[start: start + self.window]
+            pad = self.window - mid.shape[0]
+            if pad:
+                mid = torch.cat([mid, mid[-1:].expand(pad, *mid.shape[1:])])
+                deep = torch.cat([deep, deep[-1:].expand(pad, *deep.shape[1:])])
+            (logits,) = self.segment_run({"q_mid": _np(mid), "q_deep": _np(deep), "s_deep": s_deep, "s_mask": s_mask,
+                                          "s_mid": s_mid})
+            out.append(torch.from_numpy(logits[: self.window - pad]))
+        return torch.cat(out)
+
+
+def _grid_mask(mask: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
+    """The support mask ``(1, K, 1, H, W)`` area-averaged onto the deep feature grid, as the pseudo mask does it
+    (outside the graph: adaptive pooling to a traced size does not export)."""
+    import torch.nn.functional as F
+
+    k, (h, w) = mask.shape[1], deep.shape[-2:]
+    return F.adaptive_avg_pool2d(mask.flatten(0, 1).float(), (h, w)).view(1, k, 1, h, w)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
+
+
+def for_runtime(network: nn.Module, runtime: str, image_size: int | tuple[int, int], window: int = 8) -> nn.Module:
+    """``network`` itself (``torch``) or wrapped in :class:`OnnxNetwork` (``onnxruntime``); the latter only on the
+    CPU (on a GPU PyTorch stays), and PyTorch also stays, with a warning, where the exporter cannot express the
+    network at this input size (the neck's adaptive pooling needs each pyramid level to divide the one above: 256 px
+    exports, 48 px does not)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r} (expected one of {RUNTIMES})")
+    if runtime == "torch" or isinstance(network, OnnxNetwork):
+        return network
+    device = next(network.parameters()).device
+    if device.type != "cpu":
+        logger.info("runtime %s asked for a network on %s: PyTorch runs it there", runtime, device)
+        return network
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+    key = fingerprint(network, size, int(window))
+    if (key, runtime) not in _SESSIONS:  # one set of sessions per model version (the app builds a propagator per request)
+        while len(_SESSIONS) >= 4:
+            _SESSIONS.pop(next(iter(_SESSIONS)))
+        try:
+            _SESSIONS[(key, runtime)] = OnnxNetwork(network, size, window, key=key, backend=runtime)
+        except Exception as exc:  # noqa: BLE001 - an architecture/size the exporter cannot express
+            logger.warning("runtime %s: %s cannot be exported at %s (%s: %s); PyTorch runs it", runtime,
+                           type(network).__name__, size, type(exc).__name__, str(exc).splitlines()[-1][:300])
+            return network
+    return _SESSIONS[(key, runtime)]
+
+
+_SESSIONS: dict[tuple[str, str], OnnxNetwork] = {}

@@ -1,0 +1,94 @@
+"""The exported inference path (issue 16, item 1): OpenVINO or ONNX Runtime runs the per-frame path of phase-1 and
+relearned models; masks equal PyTorch's (the reference) on synthetic cines; graphs are cached per model version."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medvos.inference.propagator import FewShotPropagator
+from medvos.networks.exported import OnnxNetwork, cache_dir, for_runtime
+from medvos.networks.image_model import FewShotSegNet
+from medvos.networks.relearn_model import RelearnNet
+
+SIZE = 48
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    inter, total = np.logical_and(a, b).sum(), a.sum() + b.sum()
+    return 1.0 if total == 0 else 2 * inter / total
+
+
+def _decisive(net: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor) -> torch.nn.Module:
+    """Shift the head's foreground bias so a random network segments about half of each frame (a real test)."""
+    net.eval()
+    x = torch.nn.functional.interpolate(frames[:2], size=(SIZE, SIZE), mode="bilinear")
+    m = torch.nn.functional.interpolate(labels[:1, None].float(), size=(SIZE, SIZE))
+    with torch.no_grad():
+        logits = net.segment(x[1:], net.encode_support(x[None, :1], m[None]), (SIZE, SIZE))
+        last = [mod for mod in net.head.modules() if isinstance(mod, torch.nn.Conv2d)][-1]
+        last.bias[1] -= (logits[:, 1] - logits[:, 0]).median()
+    return net
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+@pytest.mark.parametrize("kind", ["phase 1", "relearned"])
+def test_exported_masks_equal_pytorch_on_synthetic_cines(endo_small, echo_small, kind, backend):
+    torch.manual_seed(0)
+    base = FewShotSegNet(backbone_weights=None, channels=16, neck_levels=2, neck_depth=2)
+    net = base if kind == "phase 1" else RelearnNet(base, window=4, tau_hidden=32, tau_blocks=1)
+    for cine in (endo_small, echo_small):
+        frames = torch.from_numpy(cine.frames.astype(np.float32) / 255.0)
+        frames = frames.repeat(1, 3 // frames.shape[1], 1, 1)
+        labels = torch.from_numpy(cine.labels)
+        _decisive(net, frames, labels)
+        ref, _, _ = FewShotPropagator(net, SIZE, 4).propagate(frames, labels, [0])
+        out, _, _ = FewShotPropagator(OnnxNetwork(net, SIZE, 4, backend=backend), SIZE, 4).propagate(frames, labels,
+                                                                                                   [0])
+        assert 0.05 < (ref[1:] > 0).mean() < 0.95, "the test network must segment part of each frame"
+        assert min(_dice(a > 0, b > 0) for a, b in zip(ref, out)) >= 0.995  # 6 frames: a short last window too
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_several_shots_and_any_window_length(backend):
+    torch.manual_seed(1)
+    net = FewShotSegNet(backbone_weights=None, channels=16, neck_levels=2, neck_depth=2).eval()
+    onnx = OnnxNetwork(net, SIZE, 4, backend=backend)
+    q = torch.rand(6, 3, SIZE, SIZE)
+    mask = torch.zeros(1, 2, 1, SIZE, SIZE)
+    mask[..., 10:30, 5:20] = 1
+    with torch.inference_mode():
+        support = net.encode_support(torch.rand(1, 2, 3, SIZE, SIZE), mask)  # K = 2 shots
+        ref = net.segment_encoded(net.encode_query(q), support, (SIZE, SIZE))
+        got = onnx.segment_encoded(onnx.encode_query(q), support, (SIZE, SIZE))  # 6 frames = 4 + 2 (padded)
+    assert torch.allclose(ref, got, atol=1e-3)
+    with pytest.raises(ValueError, match="exported at"):
+        onnx.encode_query(torch.rand(1, 3, SIZE + 8, SIZE))
+    with pytest.raises(RuntimeError, match="inference only"):
+        onnx.train()
+
+
+def test_graphs_are_cached_per_model_version():
+    torch.manual_seed(2)
+    net = FewShotSegNet(backbone_weights=None, channels=16, neck_levels=2, neck_depth=2).eval()
+    first = for_runtime(net, "onnxruntime", SIZE, 4)
+    assert for_runtime(net, "onnxruntime", SIZE, 4) is first  # same weights: the same sessions
+    assert for_runtime(net, "openvino", SIZE, 4).backend == "openvino"  # the same graph files, another runtime
+    graphs = sorted(cache_dir().glob("*.onnx"))
+    stamps = [p.stat().st_mtime_ns for p in graphs]
+    OnnxNetwork(net, SIZE, 4)  # a new process would load these files, not export again
+    assert [p.stat().st_mtime_ns for p in graphs] == stamps
+    with torch.no_grad():
+        next(net.parameters()).add_(0.01)  # changed weights: another version
+    assert for_runtime(net, "onnxruntime", SIZE, 4) is not first
+    assert for_runtime(net, "torch", SIZE, 4) is net
+    with pytest.raises(ValueError, match="unknown runtime"):
+        for_runtime(net, "tensorrt", SIZE, 4)
+
+
+def test_a_network_that_cannot_be_exported_runs_in_pytorch(caplog):
+    net = FewShotSegNet(backbone_weights=None, channels=16).eval()  # 3 neck levels: 40 px gives 5 -> 3 -> 2
+    with caplog.at_level("WARNING"):
+        assert for_runtime(net, "onnxruntime", 40, 4) is net
+    assert "cannot be exported" in caplog.text
