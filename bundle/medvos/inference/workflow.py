@@ -17,6 +17,7 @@ import contextlib
 import csv
 import io
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tqdm import tqdm
 from medvos.data.transforms import intensity_range, scale_intensity
 from medvos.inference.propagator import FewShotPropagator
 from medvos.io.atomic import atomic_write_bytes
+from medvos.io.background import BackgroundWriter, prefetch
 from medvos.io.errors import CineReadError, MaskMismatchError
 from medvos.io.output_guard import check_outputs, input_files
 from medvos.io.palette import PALETTE
@@ -42,21 +44,26 @@ MIN_SIDE = 8  # px: smaller frames cannot be segmented (nor encoded as an overla
 
 
 def overlay(frames: np.ndarray, labels: np.ndarray, alpha: float = 0.4) -> np.ndarray:
-    """RGB ``(T,H,W,3)`` uint8 of ``frames (T,3,H,W)`` in [0,1] with objects filled and outlined."""
+    """RGB ``(T,H,W,3)`` uint8 of ``frames (T,3,H,W)`` in [0,1] with objects filled and outlined.
+
+    Only object pixels are blended (``(1 - alpha) * frame + alpha * colour``, then truncated to uint8)."""
     import cv2
 
-    out = np.clip(np.moveaxis(frames, 1, -1) * 255, 0, 255).astype(np.float32)
-    colours = PALETTE[np.asarray(labels) % len(PALETTE)]
-    fg = (np.asarray(labels) > 0)[..., None]
-    out = np.where(fg, (1 - alpha) * out + alpha * colours, out).astype(np.uint8)
-    for t in range(out.shape[0]):
-        for v in np.unique(labels[t]):
-            if v == 0:
-                continue
-            cnts, _ = cv2.findContours((labels[t] == v).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-            frame = np.ascontiguousarray(out[t])
-            cv2.drawContours(frame, cnts, -1, tuple(int(c) for c in PALETTE[v % len(PALETTE)]), 1)
-            out[t] = frame
+    labels = np.asarray(labels)
+    out = np.empty((*labels.shape, 3), np.uint8)
+    for t in range(labels.shape[0]):
+        frame = cv2.merge([np.clip(c * 255.0, 0, 255) for c in frames[t]]).astype(np.uint8) if frames.shape[1] == 3 \
+            else np.repeat(np.clip(frames[t, 0] * 255.0, 0, 255).astype(np.uint8)[..., None], 3, -1)
+        present = np.flatnonzero(np.bincount(labels[t].ravel(), minlength=1)[1:]) + 1
+        if present.size:
+            fg = labels[t] > 0
+            colours = PALETTE[labels[t][fg] % len(PALETTE)]
+            frame[fg] = ((1 - alpha) * frame[fg].astype(np.float32) + alpha * colours).astype(np.uint8)
+            for v in present:
+                cnts, _ = cv2.findContours((labels[t] == v).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                           cv2.CHAIN_APPROX_NONE)
+                cv2.drawContours(frame, cnts, -1, tuple(int(c) for c in PALETTE[v % len(PALETTE)]), 1)
+        out[t] = frame
     return out
 
 
@@ -92,8 +99,11 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
 
     Returns:
         ``{"labels": (T,H,W) uint8 or None, "confidence": (T,), "drift": (T,) (0 without motion), "annotated": [...],
-        "objects": [...], "files": {name: path}}``.
+        "objects": [...], "files": {name: path}, "timings": {stage: seconds}}`` (the background threads' stages are
+        their busy time, which overlaps the propagation loop).
     """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}  # seconds per stage (background threads' busy time included)
     unknown = set(outputs) - set(OUTPUTS)
     if unknown:
         raise ValueError(f"unknown outputs {sorted(unknown)} (expected a subset of {OUTPUTS})")
@@ -152,8 +162,11 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
         video_out = VideoWriter(dest(chosen["overlay"]), fps=cine.fps or 10.0) if "overlay" in chosen else None
         nifti_out = NiftiWriter(dest(chosen["nifti"]), t_total, cine.size, like=cine) if "nifti" in chosen else None
         bar = tqdm(total=t_total, desc="propagating", unit="frame", disable=not progress)
-        with video_out or contextlib.nullcontext(), nifti_out or contextlib.nullcontext():
-            for win in prop.stream(windows(), supports):
+        t_loop = time.perf_counter()
+        with video_out or contextlib.nullcontext(), nifti_out or contextlib.nullcontext(), \
+                BackgroundWriter(stats=timings) as bw:
+            windows_ahead = prefetch(windows(), stats=timings, label="decode + intensity (thread)")
+            for win in prop.stream(windows_ahead, supports):  # decoded ahead, written behind (threads)
                 start, lab, c, n = win.start, win.labels, win.confidence, len(win.labels)
                 if win.drift is not None:
                     drift[start : start + n] = win.drift
@@ -164,17 +177,20 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
                 if out is not None:
                     out[start : start + n] = lab
                 if nifti_out is not None:
-                    nifti_out.append(lab)
+                    bw.submit(nifti_out.append, lab, label="NIfTI (thread)")
                 if "png" in chosen:
-                    write_png_frames(dest("masks"), lab, names=frame_names[start : start + n])
+                    bw.submit(write_png_frames, dest("masks"), lab, names=frame_names[start : start + n],
+                              label="PNG (thread)")
                 if video_out is not None:
-                    video_out.append(overlay(np.stack([shown.pop(t) for t in range(start, start + n)]), lab))
+                    shown_now = np.stack([shown.pop(t) for t in range(start, start + n)])
+                    bw.submit(lambda v=shown_now, lb=lab: video_out.append(overlay(v, lb)), label="overlay (thread)")
                 for t in range(start, start + n):
                     counts = np.bincount(lab[t - start].ravel(), minlength=256)
                     objects |= set(np.flatnonzero(counts[1:]) + 1)
                     rows.append((t, int(t in ann), float(conf[t]), counts))
                 bar.update(n)
         bar.close()
+        timings["propagation loop"] = time.perf_counter() - t_loop
         values = sorted(int(v) for v in objects)
         if seg:
             import pydicom
@@ -183,7 +199,9 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
 
             sources = ([cine.meta["dicom"]] if cine.format == "dicom"
                        else [pydicom.dcmread(f, stop_before_pixels=True) for f in cine.meta["files"]])
+            t0 = time.perf_counter()
             write_dicom_seg(dest(chosen["dicom_seg"]), out, sources, annotated=ann)
+            timings["DICOM SEG"] = time.perf_counter() - t0
         if "csv" in chosen:
             buf = io.StringIO()
             w = csv.writer(buf)
@@ -192,10 +210,11 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
                 w.writerow([t, a, f"{c:.4f}", f"{drift[t]:.4f}"] + [int(counts[v]) for v in values])
             atomic_write_bytes(dest(chosen["csv"]), buf.getvalue().encode())
     files = {k: output_dir / n for k, n in chosen.items()}
-    logger.info("inference on %s: %d frames, annotated %s, outputs %s", cine.source, t_total, ann,
-                {k: str(v) for k, v in files.items()})
+    timings["total"] = time.perf_counter() - t_start
+    logger.info("inference on %s: %d frames in %.2f s, annotated %s, outputs %s", cine.source, t_total,
+                timings["total"], ann, {k: str(v) for k, v in files.items()})
     return {"labels": out if keep_labels else None, "confidence": conf, "drift": drift, "annotated": ann,
-            "objects": values, "files": files}
+            "objects": values, "files": files, "timings": timings}
 
 
 def _describe(source: str | Sequence[str]) -> str | list[str]:

@@ -246,11 +246,22 @@ class _DicomFileFrames:
         del ds.PixelData
         self.header = ds
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        import copy
+    def _pixel_dataset(self) -> Any:
+        """A new dataset holding only what decoding reads: the Image Pixel module (group 0028: size, samples,
+        photometric interpretation, bits, palette tables, rescale), the transfer syntax and byte order (a deep copy
+        of the whole header per window cost more than decoding small frames)."""
+        from pydicom.dataset import Dataset
 
+        fds = Dataset()
+        for elem in self.header.group_dataset(0x0028):
+            fds.add(elem)
+        fds.file_meta = self.header.file_meta
+        fds.is_little_endian, fds.is_implicit_VR = self.header.is_little_endian, self.header.is_implicit_VR
+        return fds
+
+    def read(self, start: int, stop: int) -> np.ndarray:
         n = stop - start
-        fds = copy.deepcopy(self.header)
+        fds = self._pixel_dataset()
         fds.NumberOfFrames = n
         if self.fragments is not None:
             from pydicom.encaps import encapsulate

@@ -202,23 +202,33 @@ def write_dicom_seg(path: str | Path, labels: np.ndarray, sources: Sequence[Any]
     )
     for item, (_, v, _, _) in zip(template.SegmentSequence, segments):
         item.RecommendedDisplayCIELabValue = display_cielab(v)
-    base_item = template.PerFrameFunctionalGroupsSequence[0]
+    base = template.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
+    derivation_code, purpose = base.DerivationCodeSequence, base.SourceImageSequence[0].PurposeOfReferenceCodeSequence
+    preserved = base.SourceImageSequence[0].get("SpatialLocationsPreserved")
     frames, bits = [], []
     for number, v, _, seg_frames in segments:
-        for t in seg_frames:
-            item = copy.deepcopy(base_item)
-            ref = item.DerivationImageSequence[0].SourceImageSequence[0]
+        for t in seg_frames:  # built afresh (a deep copy of highdicom's item per frame cost seconds on long cines)
             src = sources[0] if multi else sources[t]
+            ref = Dataset()
             ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = src.SOPClassUID, src.SOPInstanceUID
             if multi:
                 ref.ReferencedFrameNumber = t + 1
-            content = item.FrameContentSequence[0]
-            content.DimensionIndexValues = [number, t + 1]
+            if preserved is not None:
+                ref.SpatialLocationsPreserved = preserved
+            ref.PurposeOfReferenceCodeSequence = purpose
+            derivation = Dataset()
+            derivation.SourceImageSequence = DicomSequence([ref])
+            derivation.DerivationCodeSequence = derivation_code
+            content, position, segment = Dataset(), Dataset(), Dataset()
             content.TemporalPositionIndex = t + 1
-            position = Dataset()
+            content.DimensionIndexValues = [number, t + 1]
             position.ImagePositionPatient = [f"{c:.6g}" for c in geometry["positions"][t]]
+            segment.ReferencedSegmentNumber = number
+            item = Dataset()
+            item.DerivationImageSequence = DicomSequence([derivation])
+            item.FrameContentSequence = DicomSequence([content])
             item.PlanePositionSequence = DicomSequence([position])
-            item.SegmentIdentificationSequence[0].ReferencedSegmentNumber = number
+            item.SegmentIdentificationSequence = DicomSequence([segment])
             frames.append(item)
             bits.append((labels[t] == v).reshape(-1))
 
@@ -249,7 +259,10 @@ def write_dicom_seg(path: str | Path, labels: np.ndarray, sources: Sequence[Any]
     template.DimensionIndexSequence = DicomSequence([template.DimensionIndexSequence[0], dim])
     template.PerFrameFunctionalGroupsSequence = DicomSequence(frames)
     template.NumberOfFrames = len(frames)
-    packed = np.packbits(np.concatenate(bits).astype(np.uint8), bitorder="little").tobytes()
+    if (rows * cols) % 8 == 0:  # frames start on byte boundaries: pack each (no whole-volume bit array)
+        packed = b"".join(np.packbits(f, bitorder="little").tobytes() for f in bits)
+    else:
+        packed = np.packbits(np.concatenate(bits), bitorder="little").tobytes()
     template.PixelData = packed + (b"\0" if len(packed) % 2 else b"")
     if not multi:
         template.ReferencedSeriesSequence[0].ReferencedInstanceSequence = DicomSequence([
