@@ -5,14 +5,16 @@
 
 - **speed**: a 256x256 cine propagated window by window (|B| = 8 frames per forward pass, support encoded once,
   inference mode); frames per second end to end, single path and with the `inferring` defaults (motion fusion:
-  optical flow at the input size), and per stage (preprocessing, backbone, pseudo mask + fusion +
+  optical flow at the input size), each runtime (PyTorch, ONNX Runtime, OpenVINO fp32 and bf16), and per stage (preprocessing, backbone, pseudo mask + fusion +
   neck, TAU, head, postprocessing). ``--channels-last`` / ``--threads`` change the execution settings.
-- **memory**: peak resident memory of the ``inferring`` workflow's streaming path on a 100-frame and a 1000-frame
-  256x256 cine, each in its own process, measured from after the model is loaded (Linux ``clear_refs`` resets the
+- **memory**: peak resident memory of the ``inferring`` workflow's streaming path (its defaults) on a 100-frame and a
+  1000-frame (``--memory-lengths``) 256x256 cine, each in its own process, measured from after the model is loaded (Linux ``clear_refs`` resets the
   peak; VmHWM); their ratio. ``--memory-input frames`` (default): a PNG frame folder and a one-file mask folder in;
   PNG masks, overlay MP4 and CSV out. ``--memory-input dicom``: a JPEG-compressed multi-frame DICOM and a
   full-length 2D+t NIfTI label volume annotated on frame 0 in (what an ultrasound user and the MONAI Label app
   send); the NIfTI mask, PNG masks, overlay MP4 and CSV out.
+- **end to end** (``--cine FILE``): a real cine through the ``inferring`` command with every default output: seconds
+  after start-up, the start-up itself, and the per-stage seconds of the pipeline (first call and warm).
 - **SAM2.1-tiny** (``--sam2``): the ``sam2`` package's video predictor (random weights; speed only) on the same
   frames, as a peer anchor.
 
@@ -72,18 +74,27 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     from medvos.inference.defaults import inference_defaults, make_propagator
     from medvos.inference.propagator import FewShotPropagator, frame_confidence
 
+    from medvos.networks.exported import RUNTIMES, for_runtime
+
     torch.set_num_threads(args.threads)
     net = load_network(args)
     frames_u8, labels = test_cine(args.speed_frames, args.image_size)
     frames = torch.from_numpy(frames_u8.astype(np.float32) / 255.0)
-    prop = FewShotPropagator(net, args.image_size, args.window)
     cl = (lambda x: x.contiguous(memory_format=torch.channels_last)) if args.channels_last else (lambda x: x)
+    fps_runtime = {}
     with torch.inference_mode():
+        for runtime in RUNTIMES:  # network propagation (single path) in each runtime
+            t0 = time.perf_counter()
+            prop = FewShotPropagator(for_runtime(net, runtime, args.image_size, args.window), args.image_size,
+                                     args.window)
+            setup = time.perf_counter() - t0  # ONNX: the export (first run of a model) or the cached graphs' load
+            prop.propagate(frames[: 2 * args.window], torch.from_numpy(labels[: 2 * args.window]), [0])  # warm-up
+            t0 = time.perf_counter()
+            prop.propagate(frames, torch.from_numpy(labels), [0])
+            fps_runtime[runtime] = {"fps": frames.shape[0] / (time.perf_counter() - t0), "setup_seconds": setup}
+        e2e = frames.shape[0] / fps_runtime["torch"]["fps"]
+        prop = FewShotPropagator(net, args.image_size, args.window)
         sup = prop.supports({0: (frames[0], torch.from_numpy(labels[0]))})[0].encoding
-        prop.propagate(frames[: 2 * args.window], torch.from_numpy(labels[: 2 * args.window]), [0])  # warm-up
-        t0 = time.perf_counter()
-        prop.propagate(frames, torch.from_numpy(labels), [0])
-        e2e = time.perf_counter() - t0
         default = make_propagator(net, args.image_size, args.window)  # the inferring defaults (motion fusion ...)
         default.propagate(frames[: 2 * args.window], torch.from_numpy(labels[: 2 * args.window]), [0])
         t0 = time.perf_counter()
@@ -117,18 +128,67 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     total = sum(stages.values())
     return {"frames": n, "image_size": args.image_size, "window": args.window, "threads": args.threads,
             "channels_last": args.channels_last, "model": "relearned" if relearned else "phase 1",
-            "fps_end_to_end": n / e2e, "fps_inferring_defaults": n / e2e_default,
+            "fps_end_to_end": n / e2e, "fps_by_runtime": fps_runtime, "fps_inferring_defaults": n / e2e_default,
             "inferring_defaults": {k: v for k, v in inference_defaults().items()},
             "stages_ms_per_frame": {k: 1000 * v / n for k, v in stages.items()},
             "stages_share": {k: v / total for k, v in stages.items()}, "fps_stages_sum": n / total}
 
 
+def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
+    """A real cine through the ``inferring`` command with every default output: the command's wall time, the
+    pipeline's own seconds (from its log) and so the start-up (imports, model, graph compile), then the same
+    pipeline in this process twice (first call and warm) with its per-stage seconds."""
+    import re
+
+    from medvos.inference.defaults import make_propagator
+    from medvos.inference.workflow import run_inference
+    from medvos.io import read_cine
+    from medvos.io.writers import NiftiWriter
+
+    repo = Path(__file__).resolve().parents[1]
+    cine = read_cine(args.cine, lazy=True)
+    out: dict[str, Any] = {"cine": str(args.cine), "frames": cine.num_frames, "size": list(cine.size)}
+    with tempfile.TemporaryDirectory() as tmp:
+        annotation = args.annotation
+        if annotation is None:  # timing only: a centred box on frame 0
+            h, w = cine.size
+            box = np.zeros((1, h, w), np.uint8)
+            box[0, h // 3: 2 * h // 3, w // 3: 2 * w // 3] = 1
+            annotation = Path(tmp) / "annotation.nii.gz"
+            with NiftiWriter(annotation, cine.num_frames, (h, w)) as nw:
+                nw.append(box)
+                nw.append(np.zeros((cine.num_frames - 1, h, w), np.uint8))
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file",
+               repr([str(repo / "bundle/configs/train.yaml"), str(repo / "bundle/configs/inference.yaml")]),
+               "--video", str(args.cine), "--annotation", str(annotation), "--inference_dir", str(Path(tmp) / "out"),
+               "--output_dir", str(Path(tmp) / "eval")] + (["--runtime", args.runtime] if args.runtime else [])
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode:
+            raise SystemExit(proc.stderr[-3000:])
+        found = re.search(r"frames in ([0-9.]+) s", proc.stderr + proc.stdout)
+        pipeline = float(found.group(1)) if found else float("nan")
+        out["command"] = {"wall_seconds": wall, "pipeline_seconds": pipeline, "startup_seconds": wall - pipeline}
+        torch.set_num_threads(args.threads)
+        net = load_network(args)
+        options = {"runtime": args.runtime} if args.runtime else {}
+        for run in ("first call", "warm"):
+            prop = make_propagator(net, args.image_size, args.window, **options)
+            res = run_inference(str(args.cine), str(annotation), Path(tmp) / run.replace(" ", "_"), net,
+                                args.image_size, args.window, progress=False, keep_labels=False, propagator=prop)
+            out[run] = res["timings"]
+    return out
+
+
 def memory_child(args: argparse.Namespace) -> None:
     """Child process: the streaming inference path on the cine in ``--cine-dir``; prints its peak RSS (MB)."""
+    from medvos.inference.defaults import make_propagator
     from medvos.inference.workflow import run_inference
 
     torch.set_num_threads(args.threads)
     net = load_network(args)
+    prop = make_propagator(net, args.image_size, args.window)  # the inferring defaults (runtime, motion ...)
     base = vm_kb("VmRSS") / 1024
     reset = reset_peak_rss()  # so the peak below is the inference's, not the model loading's
     dicom = args.memory_input == "dicom"
@@ -137,7 +197,7 @@ def memory_child(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         run_inference(str(args.cine_dir / video), str(args.cine_dir / annotation), Path(tmp), net, args.image_size,
-                      args.window, outputs=outputs, keep_labels=False, progress=False)
+                      args.window, outputs=outputs, keep_labels=False, progress=False, propagator=prop)
         dt = time.perf_counter() - t0
     peak = (vm_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
     print(json.dumps({"peak_rss_mb": peak, "rss_before_inference_mb": base, "seconds": dt, "peak_reset": reset}))
@@ -240,6 +300,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--memory-input", choices=("frames", "dicom"), default="frames",
                     help="frame folder + mask folder, or JPEG DICOM + full-length NIfTI labels (see above)")
     ap.add_argument("--skip", default="", help="comma-separated: speed, memory")
+    ap.add_argument("--cine", type=Path, help="also time this real cine through `inferring` end to end")
+    ap.add_argument("--annotation", type=Path, help="its annotation (default: a centred box on frame 0)")
+    ap.add_argument("--runtime", default=None, help="runtime for --cine (default: inference.yaml's)")
     ap.add_argument("--sam2", action="store_true", help="also time SAM2.1-tiny (random weights)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
@@ -258,6 +321,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "memory" not in skip:
         res["memory"] = memory(args, [int(n) for n in args.memory_lengths.split(",")])
         print(json.dumps(res["memory"], indent=1), flush=True)
+    if args.cine:
+        res["end_to_end"] = end_to_end(args)
+        print(json.dumps(res["end_to_end"], indent=1), flush=True)
     if args.sam2:
         res["sam2.1_tiny"] = sam2_speed(args)
         print(json.dumps(res["sam2.1_tiny"], indent=1), flush=True)
@@ -274,10 +340,14 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, GPU: {m['gpu']}.", ""]
     if "speed" in res:
         sp = res["speed"]
+        by = sp.get("fps_by_runtime", {})
         lines += [f"Propagation, {sp['model']} model, {sp['image_size']}x{sp['image_size']}, window {sp['window']}: "
-                  f"**{sp['fps_end_to_end']:.1f} frames/s** end to end (network, single path); with the `inferring` "
-                  f"defaults (motion {sp['inferring_defaults']['motion']}, memory tree "
-                  f"{sp['inferring_defaults']['memory_tree']}): **{sp['fps_inferring_defaults']:.1f} frames/s**.", "",
+                  f"**{sp['fps_end_to_end']:.1f} frames/s** end to end (network, single path, PyTorch)"
+                  + "".join(f"; {r}: **{v['fps']:.1f} frames/s** (set-up {v['setup_seconds']:.1f} s)"
+                            for r, v in by.items() if r != "torch")
+                  + f"; with the `inferring` defaults (motion {sp['inferring_defaults']['motion']}, memory tree "
+                  f"{sp['inferring_defaults']['memory_tree']}, runtime {sp['inferring_defaults'].get('runtime')}): "
+                  f"**{sp['fps_inferring_defaults']:.1f} frames/s**.", "",
                   "| stage | ms per frame | share |", "|---|---|---|"]
         lines += [f"| {k} | {v:.2f} | {sp['stages_share'][k]:.0%} |" for k, v in sp["stages_ms_per_frame"].items()]
         lines.append("")
@@ -288,6 +358,15 @@ def markdown(res: dict[str, Any]) -> str:
         lines += [f"| {r['frames']} frames | {r['peak_rss_mb']:.0f} | {r['rss_before_inference_mb']:.0f} | "
                   f"{r['seconds']:.0f} |" for r in res["memory"]["runs"].values()]
         lines += ["", f"Peak-memory ratio longest/shortest: **{res['memory']['ratio']:.3f}**", ""]
+    if "end_to_end" in res:
+        e = res["end_to_end"]
+        c = e["command"]
+        lines += [f"`inferring` on {Path(e['cine']).name} ({e['frames']} frames, {e['size'][0]}x{e['size'][1]}, every "
+                  f"default output): **{c['pipeline_seconds']:.2f} s** after start-up "
+                  f"({e['frames'] / c['pipeline_seconds']:.1f} frames/s); the command {c['wall_seconds']:.1f} s in all, "
+                  f"start-up {c['startup_seconds']:.1f} s.", "", "| stage (s) | first call | warm |", "|---|---|---|"]
+        lines += [f"| {k} | {v:.2f} | {e['warm'].get(k, float('nan')):.2f} |" for k, v in e["first call"].items()]
+        lines.append("")
     if "sam2.1_tiny" in res:
         s2 = res["sam2.1_tiny"]
         lines.append(f"SAM2.1-tiny video propagation (random weights, internal size {s2['input_size']}): "

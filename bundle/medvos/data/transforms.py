@@ -53,6 +53,8 @@ class LoadCined(MapTransform):
 def intensity_range(frames: Any, max_frames: int = 64) -> tuple[float, float] | None:
     """The cine's intensity window: ``None`` for 8-bit-range data (scaled by /255), else its 0.5-99.5
     percentiles. Estimated on at most ``max_frames`` evenly spaced frames, so a streamed cine is read once."""
+    if getattr(frames, "eight_bit", False):  # the reader knows (8-bit DICOM, video): nothing to decode here
+        return None
     t = len(frames)
     idx = np.unique(np.linspace(0, t - 1, min(t, max_frames)).round().astype(int))
     if isinstance(frames, np.ndarray):

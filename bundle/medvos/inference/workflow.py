@@ -54,14 +54,15 @@ def overlay(frames: np.ndarray, labels: np.ndarray, alpha: float = 0.4) -> np.nd
     for t in range(labels.shape[0]):
         frame = cv2.merge([np.clip(c * 255.0, 0, 255) for c in frames[t]]).astype(np.uint8) if frames.shape[1] == 3 \
             else np.repeat(np.clip(frames[t, 0] * 255.0, 0, 255).astype(np.uint8)[..., None], 3, -1)
-        present = np.flatnonzero(np.bincount(labels[t].ravel(), minlength=1)[1:]) + 1
-        if present.size:
-            fg = labels[t] > 0
-            colours = PALETTE[labels[t][fg] % len(PALETTE)]
-            frame[fg] = ((1 - alpha) * frame[fg].astype(np.float32) + alpha * colours).astype(np.uint8)
-            for v in present:
-                cnts, _ = cv2.findContours((labels[t] == v).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                           cv2.CHAIN_APPROX_NONE)
+        x, y, w, h = cv2.boundingRect((labels[t] > 0).astype(np.uint8))  # work inside the objects' box only
+        if w and h:
+            crop, sel = frame[y : y + h, x : x + w], labels[t][y : y + h, x : x + w]
+            fg = sel > 0
+            crop[fg] = ((1 - alpha) * crop[fg].astype(np.float32) + alpha * PALETTE[sel[fg] % len(PALETTE)]
+                        ).astype(np.uint8)
+            for v in np.flatnonzero(np.bincount(sel.ravel())[1:]) + 1:
+                cnts, _ = cv2.findContours((sel == v).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE,
+                                           offset=(x, y))
                 cv2.drawContours(frame, cnts, -1, tuple(int(c) for c in PALETTE[v % len(PALETTE)]), 1)
         out[t] = frame
     return out
@@ -132,6 +133,12 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
         "checkpoint": ({"path": str(checkpoint), "sha256": sha256_file(checkpoint)}
                        if checkpoint is not None and Path(checkpoint).is_file() else None),
     }) if chosen else None
+    if seg:  # highdicom's first use in a process costs ~0.5 s: pay it while frames propagate
+        import threading
+
+        from medvos.io.dicom_seg import warm_up
+
+        threading.Thread(target=warm_up, name="medvos-highdicom", daemon=True).start()
     intensity = intensity_range(cine.frames)
 
     def prepare(frames: np.ndarray) -> np.ndarray:

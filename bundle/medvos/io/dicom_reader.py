@@ -278,9 +278,20 @@ class _DicomFileFrames:
         return to_tchw(_dicom_pixels(fds, self.path), self.path)
 
 
+def _eight_bit(ds: Any) -> bool:
+    """Whether decoded values are 0..255: 8 bits stored unsigned, no rescale, not inverted (palette: 8-bit tables)."""
+    pi = str(ds.get("PhotometricInterpretation", "")).upper()
+    if pi == "PALETTE COLOR":
+        return int(ds.RedPaletteColorLookupTableDescriptor[2]) in (8, 16)  # 16-bit entries are scaled to 8 bits
+    rescaled = float(ds.get("RescaleSlope", 1) or 1) != 1.0 or float(ds.get("RescaleIntercept", 0) or 0) != 0.0
+    return (int(ds.get("BitsStored", 8) or 8) <= 8 and int(ds.get("PixelRepresentation", 0) or 0) == 0
+            and not rescaled and pi != "MONOCHROME1")
+
+
 def read_dicom_file(path: Path, lazy: bool = False) -> Cine:
     src = _DicomFileFrames(path)
-    frames: Any = LazyFrames((src.num, *src.read(0, 1).shape[1:]), src.read) if lazy else src.read(0, src.num)
+    frames: Any = (LazyFrames((src.num, *src.read(0, 1).shape[1:]), src.read, eight_bit=_eight_bit(src.header))
+                   if lazy else src.read(0, src.num))
     return Cine(frames=frames, source=str(path), format="dicom", meta={"dicom": src.header},
                 **_dicom_geometry(src.header))
 

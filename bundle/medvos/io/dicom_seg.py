@@ -37,6 +37,15 @@ _GEOMETRY = ("NumberOfFrames", "FrameOfReferenceUID", "PerFrameFunctionalGroupsS
              "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod")
 
 
+def warm_up() -> None:
+    """Import highdicom and load its IOD tables (about 0.5 s the first time in a process), e.g. in a background
+    thread while frames propagate, so the SEG at the end of a run does not wait for it."""
+    import highdicom  # noqa: F401
+    from highdicom._module_utils import is_attribute_in_iod
+
+    is_attribute_in_iod("FrameOfReferenceUID", "1.2.840.10008.5.1.4.1.1.66.4")  # the Segmentation IOD's table
+
+
 def _segment_description(number: int, label: str, value: int, tracking_uid: str, manual: bool) -> Any:
     import highdicom as hd
 

@@ -49,14 +49,16 @@ class LazyFrames:
     Args:
         shape: ``(T, C, H, W)``.
         read: ``read(start, stop) -> (stop-start, C, H, W)`` float32.
+        eight_bit: the reader knows every value is 0..255 (8-bit DICOM without rescale, video files).
     """
 
     ndim = 4
     dtype = np.dtype(np.float32)
 
-    def __init__(self, shape: tuple[int, int, int, int], read: Any) -> None:
+    def __init__(self, shape: tuple[int, int, int, int], read: Any, eight_bit: bool = False) -> None:
         self.shape = tuple(int(s) for s in shape)
         self._read = read
+        self.eight_bit = eight_bit  # the source stores 8-bit unsigned values (0..255): no need to sample its range
 
     def __len__(self) -> int:
         return self.shape[0]

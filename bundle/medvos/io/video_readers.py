@@ -90,7 +90,7 @@ def read_video(path: Path, lazy: bool = False) -> Cine:
     src = _VideoFrames(path)
     if lazy:
         count = src.count()
-        frames: Any = LazyFrames((count, *src.read(0, 1).shape[1:]), src.read)
+        frames: Any = LazyFrames((count, *src.read(0, 1).shape[1:]), src.read, eight_bit=True)  # OpenCV: uint8
     else:
         frames = src.read_all()
     fps = src.fps

@@ -180,8 +180,18 @@ class OnnxNetwork(nn.Module):
         runner, n = RUNNERS[backend], int(threads or torch.get_num_threads())
         self.query_run = runner(query_path, n, {"query": [self.window, 3, *self.size]})
         self.segment_run = runner(segment_path, n)
+        self._warm_up()
         logger.info("%s runs the exported graphs %s (%s) of %s at %s", backend, key, folder, type(network).__name__,
                     self.size)
+
+    def _warm_up(self) -> None:
+        """One window through both graphs (one shot), so compiling and first allocations happen at set-up, not on a
+        user's first window."""
+        q = torch.zeros(self.window, 3, *self.size)
+        mask = torch.zeros(1, 1, 1, *self.size)
+        mask[..., : self.size[0] // 2, : self.size[1] // 2] = 1
+        with torch.inference_mode():
+            self.segment_encoded(self.encode_query(q), self.encode_support(q[None, :1], mask), self.size)
 
     def _export(self, query_path: Path, segment_path: Path) -> None:
         net = _exportable(self.torch_network)
