@@ -192,9 +192,10 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
                     shown_now = np.stack([shown.pop(t) for t in range(start, start + n)])
                     bw.submit(lambda v=shown_now, lb=lab: video_out.append(overlay(v, lb)), label="overlay (thread)")
                 for t in range(start, start + n):
-                    counts = np.bincount(lab[t - start].ravel(), minlength=256)
-                    objects |= set(np.flatnonzero(counts[1:]) + 1)
-                    rows.append((t, int(t in ann), float(conf[t]), counts))
+                    counts = np.bincount(lab[t - start].ravel())
+                    present = {int(v): int(counts[v]) for v in np.flatnonzero(counts[1:]) + 1}
+                    objects |= set(present)
+                    rows.append((t, int(t in ann), float(conf[t]), present))  # a few ints a frame
                 bar.update(n)
         bar.close()
         timings["propagation loop"] = time.perf_counter() - t_loop
@@ -214,7 +215,7 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
             w = csv.writer(buf)
             w.writerow(["frame", "annotated", "confidence", "drift"] + [f"pixels_label_{v}" for v in values])
             for t, a, c, counts in rows:
-                w.writerow([t, a, f"{c:.4f}", f"{drift[t]:.4f}"] + [int(counts[v]) for v in values])
+                w.writerow([t, a, f"{c:.4f}", f"{drift[t]:.4f}"] + [counts.get(v, 0) for v in values])
             atomic_write_bytes(dest(chosen["csv"]), buf.getvalue().encode())
     files = {k: output_dir / n for k, n in chosen.items()}
     timings["total"] = time.perf_counter() - t_start

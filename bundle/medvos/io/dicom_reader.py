@@ -190,17 +190,79 @@ def _dicom_frame_shape(ds: Any, path: PathLike) -> tuple[int, int, int]:
     return rows, cols, spp
 
 
+def _encapsulated_index(path: Path, nframes: int) -> tuple[Any, list[list[tuple[int, int]]]] | None:
+    """The header and, per frame, the file spans ``(offset, length)`` of its encapsulated fragments, found by walking
+    the item headers after the header (no pixel bytes are read), so a long compressed cine is never held in memory.
+    None when frames cannot be told apart without reading the data (several fragments per frame, no offset
+    table) or the layout is not the usual explicit little-endian one."""
+    import struct
+
+    import pydicom
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        try:
+            header = pydicom.dcmread(fh, stop_before_pixels=True)
+        except Exception as exc:
+            raise CineReadError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+        lead = fh.read(12)
+        if len(lead) < 12 or lead[:4] != b"\xe0\x7f\x10\x00" or lead[4:6] not in (b"OB", b"OW") or \
+                lead[8:12] != b"\xff\xff\xff\xff":
+            return None
+        fragments, table, first = [], None, True
+        while True:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise CineReadError(path, "encapsulated pixel data ends before its sequence delimiter (truncated file?)")
+            group, element, length = struct.unpack("<HHI", head)
+            if (group, element) == (0xFFFE, 0xE0DD):
+                break
+            if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+                return None
+            start = fh.tell()
+            if start + length > size:
+                raise CineReadError(path, f"a pixel data fragment runs {start + length - size} bytes past the end of "
+                                    "the file (truncated file?)")
+            if first:  # the first item is the Basic Offset Table (often empty)
+                table, first = fh.read(length) or None, False
+                continue
+            fragments.append((start - 8, start, length))
+            fh.seek(length, 1)
+    if len(fragments) == nframes:
+        return header, [[(data, length)] for _, data, length in fragments]
+    if table and len(table) == 4 * nframes:  # frame k starts at its offset from the first fragment's item
+        offsets = list(struct.unpack(f"<{nframes}I", table)) + [1 << 62]
+        base = fragments[0][0] if fragments else 0
+        frames = [[(d, n) for item, d, n in fragments if offsets[k] <= item - base < offsets[k + 1]]
+                  for k in range(nframes)]
+        return (header, frames) if all(frames) else None
+    return None
+
+
 class _DicomFileFrames:
     """Frames of one (multi-frame) DICOM file, decoded window by window by pydicom's own handlers.
 
     Native pixel data stays on disk: a window reads only its frames' bytes, at the element's file offset.
-    Encapsulated (JPEG, RLE, ...) pixel data is held compressed, split into frames, and a window decodes only its
-    frames. Either way no decoded whole-cine array exists unless all frames are asked for.
+    Encapsulated (JPEG, RLE, ...) pixel data stays on disk too: its item headers are walked once (frame k's fragments
+    and file offsets), and a window reads and decodes only its frames; layouts where frames cannot be told apart
+    without the data are held compressed in memory instead. No decoded whole-cine array exists unless all frames are
+    asked for, and memory does not grow with the number of frames.
     """
 
     def __init__(self, path: Path) -> None:
         from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+        self.spans: list[list[tuple[int, int]]] | None = None
+        probe = _read_dicom_dataset(path, stop_before_pixels=True)
+        ts = getattr(probe, "file_meta", {}).get("TransferSyntaxUID")
+        if ts is not None and ts.is_compressed and ts != DeflatedExplicitVRLittleEndian:
+            found = _encapsulated_index(path, int(probe.get("NumberOfFrames", 1) or 1))
+            if found is not None:  # compressed frames stay on disk: each window reads its fragments
+                self.path, self.header, self.spans = path, found[0], found[1]
+                self.rows, self.cols, self.spp = _dicom_frame_shape(self.header, path)
+                self.num = len(self.spans)
+                self.fragments = self.data = self.offset = None
+                return
         ds = _read_dicom_dataset(path, defer_size="256 KB")
         ts = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
         if ts == DeflatedExplicitVRLittleEndian:  # offsets refer to the inflated stream: read it all
@@ -263,10 +325,21 @@ class _DicomFileFrames:
         n = stop - start
         fds = self._pixel_dataset()
         fds.NumberOfFrames = n
-        if self.fragments is not None:
+        if self.spans is not None or self.fragments is not None:
             from pydicom.encaps import encapsulate
 
-            fds.PixelData = encapsulate(self.fragments[start:stop])
+            if self.spans is not None:
+                with open(self.path, "rb") as fh:
+                    frames = []
+                    for spans in self.spans[start:stop]:
+                        parts = []
+                        for offset, length in spans:
+                            fh.seek(offset)
+                            parts.append(fh.read(length))
+                        frames.append(b"".join(parts))
+            else:
+                frames = self.fragments[start:stop]
+            fds.PixelData = encapsulate(frames)
             fds["PixelData"].VR = "OB"
             fds["PixelData"].is_undefined_length = True
         elif self.data is not None:
