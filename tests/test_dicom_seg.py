@@ -154,7 +154,8 @@ def test_enhanced_multi_frame_geometry_comes_from_its_functional_groups(tmp_path
     shared, measures, orientation = Dataset(), Dataset(), Dataset()
     measures.PixelSpacing, measures.SliceThickness = [0.7, 0.7], 6.0
     orientation.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]  # coronal: frames stack along y
-    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = DicomSequence([measures]), DicomSequence([orientation])
+    shared.PixelMeasuresSequence = DicomSequence([measures])
+    shared.PlaneOrientationSequence = DicomSequence([orientation])
     ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
     frames = []
     for t in range(T):

@@ -107,6 +107,41 @@ def test_info_lists_tasks(server):
     assert info["datastore"]["total"] == 3
 
 
+def slicer_params(info: dict, section: str, name: str) -> dict:
+    """The request parameters 3D Slicer's MONAI Label plugin sends for a task: it shows every config setting (a list as
+    a drop-down, a bool as a check box, anything else as text), writes the choice back (a list: the chosen item moved
+    to the front with ``list.remove``) and sends the first item of each list (its ``getParamsFromConfig``)."""
+    config = json.loads(json.dumps(info[section][name].get("config", {})))
+    for key, value in config.items():
+        if isinstance(value, list):
+            shown = value[0] if value else ""  # the drop-down's current text
+            value.remove(shown)  # ValueError on an empty list, as in the plugin
+            value.insert(0, shown)
+        elif not isinstance(value, (bool, int, float)):
+            config[key] = str(value) if value else ""
+    return {k: v[0] if isinstance(v, list) else v for k, v in config.items()}  # IndexError on an empty list
+
+
+def test_slicer_plugin_reads_info_and_runs_the_tasks_with_its_settings(server):
+    """Issue 15 item 1: /info's settings survive the plugin's handling (an empty list crashed it), and the values it
+    sends back (the chosen drop-down item, text for the frames) are accepted."""
+    info = requests.get(server["url"] + "/info/", timeout=10).json()
+    params = {section: {name: slicer_params(info, section, name) for name in info[section]}
+              for section in ("models", "trainers", "strategies")}
+    sent = params["models"]["propagate"]
+    assert sent["fusion"] == "nearest" and sent["annotated_frames"] == ""
+    cid = "endo_cine1"
+    requests.put(f"{server['url']}/datastore/label", params={"image": cid, "tag": "final"},
+                 files={"label": ("l.nii.gz", server["cines"][cid]["first_frame"].read_bytes())}, timeout=60)
+    r = infer(server, cid, output="json", params=sent)
+    assert r.status_code == 200, r.text
+    assert r.json()["annotated_frames"] == [0]
+    r = infer(server, cid, output="json", params={**sent, "annotated_frames": "0"})  # typed into the text field
+    assert r.status_code == 200 and r.json()["annotated_frames"] == [0], r.text
+    bad = infer(server, cid, output="json", params={**sent, "annotated_frames": "first"})
+    assert bad.status_code == 400 and "frame indices" in bad.text
+
+
 def test_propagate_first_frame_label(server):
     """Upload a first-frame label, propagate: every frame segmented, frame 0 exactly as given, geometry kept.
 

@@ -26,7 +26,7 @@ from medvos.inference.propagator import FUSION_MODES
 from medvos.io.errors import CineReadError
 from medvos.label.datastore import PROPAGATED_TAG, CineDatastore, datastore_annotation, file_sha1
 from medvos.label.infer import PropagateInfer
-from medvos.label.requests import RequestError, check_name, uploaded_file
+from medvos.label.requests import RequestError, check_name, first_choice, parse_frames, uploaded_file
 from medvos.label.strategy import LeastConfidentFrame
 from medvos.label.train import RelearnTrain
 from medvos.networks.checkpoint import SHIPPED_MODEL, CheckpointError
@@ -94,12 +94,10 @@ class MedVOSApp(MONAILabelApp):
             raise RequestError(400, "give the cine as a datastore image id (upload new cines with PUT "
                                     "/datastore/image first)")
         image = ds.require_image(image_id)
-        fusion = request.get("fusion", task.config().get("fusion", "nearest"))
+        fusion = first_choice(request.get("fusion", task.fusion))
         if fusion not in FUSION_MODES:
             raise RequestError(400, f"fusion {fusion!r}: expected one of {FUSION_MODES}")
-        frames = request.get("annotated_frames") or []
-        if not isinstance(frames, list) or not all(isinstance(t, int) and t >= 0 for t in frames):
-            raise RequestError(400, "annotated_frames must be a list of frame indices")
+        frames = parse_frames(request.get("annotated_frames"))
         from_datastore = not request.get("label")
         try:
             if not from_datastore:

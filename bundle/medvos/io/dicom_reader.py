@@ -213,7 +213,8 @@ def _encapsulated_index(path: Path, nframes: int) -> tuple[Any, list[list[tuple[
         while True:
             head = fh.read(8)
             if len(head) < 8:
-                raise CineReadError(path, "encapsulated pixel data ends before its sequence delimiter (truncated file?)")
+                raise CineReadError(path, "encapsulated pixel data ends before its sequence delimiter "
+                                    "(truncated file?)")
             group, element, length = struct.unpack("<HHI", head)
             if (group, element) == (0xFFFE, 0xE0DD):
                 break

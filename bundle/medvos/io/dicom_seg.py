@@ -206,8 +206,9 @@ def write_dicom_seg(path: str | Path, labels: np.ndarray, sources: Sequence[Any]
         segment_descriptions=[_segment_description(n, names.get(v, f"object {v}"), v, tracking[v], manual)
                               for n, v, manual, _ in segments],
         series_instance_uid=hd.UID(), series_number=901, sop_instance_uid=hd.UID(), instance_number=1,
-        manufacturer="medvos", manufacturer_model_name="medvos", software_versions=__version__, device_serial_number="0",
-        omit_empty_frames=False, content_label="MEDVOS", content_description="medvos propagated segmentation",
+        manufacturer="medvos", manufacturer_model_name="medvos", software_versions=__version__,
+        device_serial_number="0", omit_empty_frames=False, content_label="MEDVOS",
+        content_description="medvos propagated segmentation",
     )
     for item, (_, v, _, _) in zip(template.SegmentSequence, segments):
         item.RecommendedDisplayCIELabValue = display_cielab(v)

@@ -17,6 +17,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from torch import nn
 
 from medvos.inference.defaults import make_propagator
+from medvos.inference.propagator import FUSION_MODES
 from medvos.inference.workflow import run_inference
 from medvos.networks.checkpoint import input_size, is_relearned, load_model, tau_window
 
@@ -38,7 +39,8 @@ class PropagateInfer(InferTask):
     Propagation is the ``inferring`` workflow's (:func:`medvos.inference.defaults.make_propagator`: appearance and
     motion fused by default); ``options`` override its settings (``memory_tree``, ``motion``, ...).
     Request keys (the app fills ``image`` and ``annotation`` with checked paths): ``fusion``, ``annotated_frames``
-    (a list, or empty for "every non-empty frame of the label"). The response JSON holds the per-frame confidence.
+    (a list or text such as ``"0, 40"``; empty for "every non-empty frame of the label"). The response JSON holds the
+    per-frame confidence.
     """
 
     def __init__(self, model_dir: str | Path, base_model: str | Path, image_size: int | None = None,
@@ -46,7 +48,11 @@ class PropagateInfer(InferTask):
                  labels: Sequence[str] | dict | None = None, options: dict[str, Any] | None = None) -> None:
         super().__init__(type=InferType.SEGMENTATION, labels=labels or {"object": 1}, dimension=3,
                          description="Propagate the annotated frame(s) of a cine to every frame (few-shot)",
-                         config={"fusion": fusion, "annotated_frames": [], "annotation_tag": "final"})
+                         # settings as 3D Slicer's plugin shows them: a list is a drop-down (first item = default),
+                         # text a text field; an empty list would crash the plugin's /info handling
+                         config={"fusion": [fusion] + [m for m in FUSION_MODES if m != fusion],
+                                 "annotated_frames": "", "annotation_tag": "final"})
+        self.fusion = fusion
         self.model_dir = Path(model_dir)
         self.base_model = Path(base_model)
         self.image_size, self.window, self.tau_hidden = image_size, window, tau_hidden

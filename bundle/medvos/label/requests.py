@@ -41,3 +41,24 @@ def uploaded_file(path: Any) -> Path:
         raise RequestError(400, "a label must be uploaded with the request (multipart field 'label') or saved in "
                                 "the datastore; file paths are not accepted")
     return p
+
+
+def parse_frames(value: Any) -> list[int]:
+    """Annotated frame indices from a request: a list of non-negative integers, or text such as ``"0, 40"`` (what 3D
+    Slicer's plugin sends for a text setting); empty means "every frame the label covers"."""
+    if value is None or value == "" or value == []:
+        return []
+    if isinstance(value, str):
+        parts = [p for p in re.split(r"[,\s;]+", value.strip().strip("[]")) if p]
+        if not all(p.isdigit() for p in parts):
+            raise RequestError(400, f"annotated_frames {value!r}: give frame indices such as '0, 40'")
+        return [int(p) for p in parts]
+    if isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value):
+        return list(value)
+    raise RequestError(400, "annotated_frames must be a list of frame indices (or text such as '0, 40')")
+
+
+def first_choice(value: Any) -> Any:
+    """A setting offered as a list of choices (3D Slicer shows a list as a drop-down and sends the chosen item;
+    other clients may send the list itself): the chosen one."""
+    return value[0] if isinstance(value, list) and value else value

@@ -88,7 +88,7 @@ class LeastConfidentFrame(Strategy):
                             "skipped": skipped}
                 annotation, frames = datastore_annotation(datastore, image_id, tag)
                 res = self.infer.propagate(datastore.get_image_uri(image_id), annotation,
-                                           self.infer.config().get("fusion", "nearest"), annotated=frames)
+                                           self.infer.fusion, annotated=frames)
             except CineReadError as exc:
                 logger.warning("least_confident_frame: skipping %s (%s)", image_id, exc.problem)
                 skipped.append({"id": image_id, "error": exc.problem})
