@@ -140,6 +140,18 @@ def test_slicer_plugin_reads_info_and_runs_the_tasks_with_its_settings(server):
     assert r.status_code == 200 and r.json()["annotated_frames"] == [0], r.text
     bad = infer(server, cid, output="json", params={**sent, "annotated_frames": "first"})
     assert bad.status_code == 400 and "frame indices" in bad.text
+    # the result as the plugin loads it (SimpleITK): on the stored volume's exact grid (issue 15 item 2)
+    import SimpleITK as sitk
+
+    result = server["root"] / "slicer_result.nii.gz"
+    result.write_bytes(infer(server, cid, params=sent).content)
+    stored, got = sitk.ReadImage(str(server["cines"][cid]["image"])), sitk.ReadImage(str(result))
+    assert got.GetSize() == stored.GetSize()[:3]  # an RGB study reads as (x, y, t, colour)
+    np.testing.assert_allclose(got.GetSpacing(), stored.GetSpacing()[:3], rtol=1e-5)
+    np.testing.assert_allclose(got.GetOrigin(), stored.GetOrigin()[:3], atol=1e-4)
+    n = stored.GetDimension()
+    np.testing.assert_allclose(np.reshape(got.GetDirection(), (3, 3)),
+                               np.reshape(stored.GetDirection(), (n, n))[:3, :3], atol=1e-6)
 
 
 def test_propagate_first_frame_label(server):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from torch import nn
@@ -19,6 +20,7 @@ from torch import nn
 from medvos.inference.defaults import make_propagator
 from medvos.inference.propagator import FUSION_MODES
 from medvos.inference.workflow import run_inference
+from medvos.label.geometry import write_labels_on_itk_grid
 from medvos.networks.checkpoint import input_size, is_relearned, load_model, tau_window
 
 logger = logging.getLogger(__name__)
@@ -108,8 +110,13 @@ class PropagateInfer(InferTask):
             res = run_inference(image, annotation, work, net, size, window, fusion,
                                 outputs=("nifti",) if output else (), threshold=self.threshold,
                                 annotated=annotated or None, progress=False, keep_labels=False, propagator=prop)
-            if output:
-                shutil.move(str(res["files"]["nifti"]), str(output))
+            if output:  # on the grid SimpleITK (3D Slicer) reads the stored image on, else medvos' own geometry
+                import nibabel as nib
+
+                vol = np.asarray(nib.load(res["files"]["nifti"]).dataobj)  # (x, y, t) or (x, y, 1, t)
+                labels = np.transpose(vol.reshape(vol.shape[0], vol.shape[1], -1), (2, 1, 0))
+                if not write_labels_on_itk_grid(labels, image, output):
+                    shutil.move(str(res["files"]["nifti"]), str(output))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         out = {"frame_confidence": [round(float(c), 4) for c in res["confidence"]],
