@@ -307,3 +307,18 @@ def test_relearn_task_then_infer_uses_relearned_model(server):
     info = requests.get(server["url"] + "/info/", timeout=10).json()
     assert info["models"]["propagate"]["checkpoint"] == "relearned.pt"
     assert info["train_stats"]["relearn"]["epochs"] == 1
+    done = info["train_stats"]["relearn"]  # what Slicer's progress and accuracy bars read (issue 15 item 5)
+    assert (done["epoch"], done["total_epochs"]) == (1, 1) and done["total_time"] > 0
+    assert isinstance(done["best_metric"], float)
+
+
+def test_relearning_progress_uses_the_names_slicer_polls(tmp_path):
+    from medvos.label.train import write_progress
+
+    models = tmp_path / "models"
+    models.mkdir()
+    assert write_progress(tmp_path / "stats.json", models, 3)["epoch"] == 0
+    (models / "phase2_resume_checkpoint_epoch=2.pt").write_bytes(b"")
+    running = write_progress(tmp_path / "stats.json", models, 3)
+    assert running == {"status": "running", "epoch": 2, "total_epochs": 3, "best_metric": 0.0}
+    assert "total_time" not in json.loads((tmp_path / "stats.json").read_text())  # Slicer: not finished yet

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,20 @@ from medvos.label.requests import RequestError, check_name
 from medvos.networks.checkpoint import checkpoint_spec, input_size, model_state
 
 logger = logging.getLogger(__name__)
+
+
+def write_progress(stats_file: Path, ckpt_dir: Path, total_epochs: int) -> dict[str, Any]:
+    """Record a running relearning's progress under the names 3D Slicer's plugin polls: ``epoch`` (epochs done, from
+    the resume checkpoints written so far), ``total_epochs``, ``best_metric`` (0: no labelled validation frames) and
+    no ``total_time`` until it ends."""
+    import re
+
+    done = [int(m.group(1)) for p in Path(ckpt_dir).glob("phase2_resume_checkpoint_epoch=*.pt")
+            if (m := re.search(r"epoch=(\d+)\.pt$", p.name))]
+    progress = {"status": "running", "epoch": max(done, default=0), "total_epochs": int(total_epochs),
+                "best_metric": 0.0}
+    atomic_write_bytes(stats_file, json.dumps(progress).encode())
+    return progress
 
 
 class RelearnTrain(TrainTask):
@@ -91,14 +106,22 @@ class RelearnTrain(TrainTask):
             run_name="monailabel-relearn-" + time.strftime("%Y%m%d-%H%M%S"))
         t0 = time.time()
         logger.info("relearn: %d cines, %d epochs", len(entries), epochs)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode:
-            raise RuntimeError(f"relearning failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+        stats_file = self.model_dir / "relearn_stats.json"
+        with tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+            while proc.poll() is None:  # progress as 3D Slicer's plugin polls it (/info train_stats)
+                write_progress(stats_file, work / "models", epochs)
+                time.sleep(1.0)
+            if proc.returncode:
+                err.seek(0)
+                raise RuntimeError(f"relearning failed (exit {proc.returncode}): {err.read()[-2000:]}")
         final = work / "models" / f"phase2_resume_checkpoint_epoch={epochs}.pt"
         with atomic_path(self.model_dir / RELEARNED_FILE) as tmp:  # weights + spec (architecture, input size)
             torch.save({"model": model_state(final), "spec": checkpoint_spec(final)}, tmp)
         stats = {"cines": [e["id"] for e in entries], "skipped": skipped, "epochs": epochs,
                  "seconds": round(time.time() - t0, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                 "checkpoint": RELEARNED_FILE}
+                 "checkpoint": RELEARNED_FILE,
+                 # the names 3D Slicer's plugin reads; relearning has no labelled validation frames, so no Dice
+                 "epoch": epochs, "total_epochs": epochs, "best_metric": 0.0, "total_time": round(time.time() - t0, 1)}
         atomic_write_bytes(self.model_dir / "relearn_stats.json", json.dumps(stats, indent=1).encode())
         return stats
