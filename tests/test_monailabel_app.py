@@ -322,3 +322,15 @@ def test_relearning_progress_uses_the_names_slicer_polls(tmp_path):
     running = write_progress(tmp_path / "stats.json", models, 3)
     assert running == {"status": "running", "epoch": 2, "total_epochs": 3, "best_metric": 0.0}
     assert "total_time" not in json.loads((tmp_path / "stats.json").read_text())  # Slicer: not finished yet
+
+
+def test_next_sample_names_the_frame_and_two_annotators_get_different_cines(server):
+    """Issue 15 item 6: Slicer names the loaded volume after PatientID, which now names the frame to annotate; a
+    cine proposed to one client is not proposed to another for 10 minutes while others are left."""
+    url = server["url"] + "/activelearning/least_confident_frame"
+    a = requests.post(url, json={"client_id": "annotator-a"}, timeout=300).json()
+    b = requests.post(url, json={"client_id": "annotator-b"}, timeout=300).json()
+    assert a["id"] != b["id"]
+    assert a["PatientID"] == f"{a['id']} - annotate frame {a['frame']}"
+    again = requests.post(url, json={"client_id": "annotator-a"}, timeout=300).json()
+    assert again["id"] == a["id"]  # one's own proposal stays one's own

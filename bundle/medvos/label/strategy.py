@@ -20,6 +20,7 @@ from medvos.label.requests import check_name
 logger = logging.getLogger(__name__)
 
 
+HOLD_SECONDS = 600  # a cine proposed to one annotator is not proposed to another for this long (unless none is left)
 DRIFT_ONSET = 0.7  # smoothed drift (1 - soft Dice of appearance and motion) from which a frame counts as drifting
 
 
@@ -78,14 +79,16 @@ class LeastConfidentFrame(Strategy):
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         tag = check_name(request.get("annotation_tag", self.annotation_tag), "label tag")
-        best: dict[str, Any] | None = None
+        client = request.get("client_id")  # 3D Slicer sends its "clientId" setting; without one no cine is held
+        candidates: list[dict[str, Any]] = []  # every cine's proposal; the most urgent one not held by another
         skipped = []
         for image_id in sorted(datastore.list_images()):
             try:
                 if not datastore.get_label_uri(image_id, tag):
                     self.check_readable(datastore.get_image_uri(image_id))
-                    return {"id": image_id, "frame": 0, "confidence": 0.0, "reason": "no annotated frame yet",
-                            "skipped": skipped}
+                    candidates.append({"id": image_id, "frame": 0, "confidence": -1.0,
+                                       "reason": "no annotated frame yet"})
+                    continue
                 annotation, frames = datastore_annotation(datastore, image_id, tag)
                 res = self.infer.propagate(datastore.get_image_uri(image_id), annotation,
                                            self.infer.fusion, annotated=frames)
@@ -98,10 +101,29 @@ class LeastConfidentFrame(Strategy):
             if pick is None:
                 continue
             t, urgency, reason = pick
-            if best is None or urgency < best["confidence"]:
-                best = {"id": image_id, "frame": t, "confidence": urgency, "reason": reason,
-                        "drift": res.get("frame_drift", [0.0] * (t + 1))[t],
-                        "annotated_frames": sorted(done), "model": res["model"]}
-        if best is None:
+            candidates.append({"id": image_id, "frame": t, "confidence": urgency, "reason": reason,
+                               "drift": res.get("frame_drift", [0.0] * (t + 1))[t],
+                               "annotated_frames": sorted(done), "model": res["model"]})
+        if not candidates:
             return {}
+        candidates.sort(key=lambda c: c["confidence"])
+        strategy = str(request.get("strategy") or "least_confident_frame")
+        free = [c for c in candidates if not client or not self._held_by_another(datastore, c["id"], str(client),
+                                                                                  strategy)]
+        best = dict((free or candidates)[0])
+        best["confidence"] = max(best["confidence"], 0.0)
+        # 3D Slicer names the loaded volume after PatientID (else the name): it tells the annotator the frame
+        info = datastore.get_image_info(best["id"]) or {}
+        if not info.get("PatientID"):
+            best["PatientID"] = f"{best['id']} - annotate frame {best['frame']}"
         return {**best, "skipped": skipped}
+
+    @staticmethod
+    def _held_by_another(datastore: Datastore, image_id: str, client: str, strategy: str) -> bool:
+        """Whether this strategy proposed the cine to another client in the last :data:`HOLD_SECONDS` (MONAI Label
+        records each proposal's time and client in the image's info), so two annotators get different cines."""
+        import time
+
+        record = ((datastore.get_image_info(image_id) or {}).get("strategy") or {}).get(strategy, {})
+        return bool(record) and record.get("client_id") not in (None, client) and \
+            time.time() - float(record.get("ts", 0)) < HOLD_SECONDS
