@@ -13,24 +13,16 @@ checked against the model card.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 
 from medvos.io.atomic import atomic_path, atomic_write_bytes
+from medvos.io.result_set import sha256_file
 from medvos.networks.checkpoint import CheckpointError, checkpoint_spec, load_model, model_state
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ship(source: Path, out: Path, metadata: Path, spec_from: Path | None = None) -> dict:
@@ -43,7 +35,7 @@ def ship(source: Path, out: Path, metadata: Path, spec_from: Path | None = None)
         torch.save({"model": model_state(source), "spec": spec}, tmp)
     load_model(out)
     meta = json.loads(metadata.read_text())
-    meta["shipped_model"] = {"file": f"models/{out.name}", "sha256": sha256(out), "bytes": out.stat().st_size,
+    meta["shipped_model"] = {"file": f"models/{out.name}", "sha256": sha256_file(out), "bytes": out.stat().st_size,
                              "spec": spec}
     atomic_write_bytes(metadata, (json.dumps(meta, indent=4) + "\n").encode())
     return meta["shipped_model"]

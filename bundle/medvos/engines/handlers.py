@@ -155,11 +155,13 @@ def prune_resume_checkpoints(save_dir: str | Path, prefix: str, keep: set[str] =
     (those a saver still tracks); the removed paths."""
     import re
 
+    from medvos.networks.checkpoint import FINGERPRINT_SUFFIX
+
     pattern = re.compile(rf"^{re.escape(prefix)}_checkpoint_epoch=(\d+)\.pt$")
     found = sorted((int(m.group(1)), p) for p in Path(save_dir).glob(f"{prefix}_checkpoint_epoch=*.pt")
                    if (m := pattern.match(p.name)))
     stale = [p for _, p in found[:-1] if p.name not in keep]
     for p in stale:
         p.unlink(missing_ok=True)
-        p.with_name(p.name + ".sha256").unlink(missing_ok=True)
+        p.with_name(p.name + FINGERPRINT_SUFFIX).unlink(missing_ok=True)
     return stale

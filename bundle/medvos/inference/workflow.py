@@ -130,7 +130,7 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
     result_set = ResultSet(output_dir, tuple(chosen.values()), {
         "input": {"video": _describe(video), "annotation": _describe(annotation), "annotated_frames": ann,
                   "format": cine.format, "frames": cine.num_frames, "size": list(cine.size)},
-        "checkpoint": ({"path": str(checkpoint), "sha256": sha256_file(checkpoint)}
+        "checkpoint": ({"path": str(checkpoint), "sha256": _checkpoint_sha256(checkpoint)}
                        if checkpoint is not None and Path(checkpoint).is_file() else None),
     }) if chosen else None
     if seg:  # highdicom's first use in a process costs ~0.5 s: pay it while frames propagate
@@ -223,6 +223,15 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
                 timings["total"], ann, {k: str(v) for k, v in files.items()})
     return {"labels": out if keep_labels else None, "confidence": conf, "drift": drift, "annotated": ann,
             "objects": values, "files": files, "timings": timings}
+
+
+def _checkpoint_sha256(path: str | Path) -> str:
+    """The checkpoint's sha256: its record (metadata.json or the ``.sha256`` sidecar, which loading the model already
+    checked the file against), else computed."""
+    from medvos.networks.checkpoint import recorded_sha256
+
+    recorded = recorded_sha256(path)
+    return recorded[0] if recorded else sha256_file(path)
 
 
 def _describe(source: str | Sequence[str]) -> str | list[str]:

@@ -69,7 +69,10 @@ def jpeg_stores_ycbcr(frame: bytes, photometric: str) -> bool:
     """Whether a colour JPEG frame's components are YCbCr: a JFIF APP0 marker says so, an Adobe APP14 marker's
     transform flag decides, else the Photometric Interpretation does (DICOM PS3.5 8.2.1: RGB means the encoder
     applied no colour transform; dcmtk decodes it so)."""
-    jfif, adobe = _jpeg_markers(frame)
+    return _stores_ycbcr(*_jpeg_markers(frame), photometric)
+
+
+def _stores_ycbcr(jfif: bool, adobe: int | None, photometric: str) -> bool:
     if jfif or adobe is not None:
         return jfif or adobe != 0
     return photometric in _STORED_YCBCR
@@ -84,9 +87,9 @@ def _jpeg_rgb(frame: bytes, photometric: str) -> np.ndarray:
     from PIL import Image
     from pydicom.pixel_data_handlers.util import convert_color_space
 
-    stored = jpeg_stores_ycbcr(frame, photometric)
-    im = Image.open(io.BytesIO(frame))
     jfif, adobe = _jpeg_markers(frame)
+    stored = _stores_ycbcr(jfif, adobe, photometric)
+    im = Image.open(io.BytesIO(frame))
     rgb_ids = [layer[0] for layer in getattr(im, "layer", [])] in ([82, 71, 66], ["R", "G", "B"])
     guess = jfif or adobe != 0 if (jfif or adobe is not None) else not rgb_ids
     if stored == guess:
@@ -190,7 +193,18 @@ def _dicom_frame_shape(ds: Any, path: PathLike) -> tuple[int, int, int]:
     return rows, cols, spp
 
 
-def _encapsulated_index(path: Path, nframes: int) -> tuple[Any, list[list[tuple[int, int]]]] | None:
+def _transfer_syntax(path: Path) -> Any:
+    """The file's Transfer Syntax UID from its meta header alone (None when it has none or is unreadable: the full
+    read then says why)."""
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        return read_file_meta_info(str(path)).get("TransferSyntaxUID")
+    except Exception:  # noqa: BLE001 - reported by the full read
+        return None
+
+
+def _encapsulated_index(path: Path) -> tuple[Any, list[list[tuple[int, int]]]] | None:
     """The header and, per frame, the file spans ``(offset, length)`` of its encapsulated fragments, found by walking
     the item headers after the header (no pixel bytes are read), so a long compressed cine is never held in memory.
     None when frames cannot be told apart without reading the data (several fragments per frame, no offset
@@ -205,6 +219,7 @@ def _encapsulated_index(path: Path, nframes: int) -> tuple[Any, list[list[tuple[
             header = pydicom.dcmread(fh, stop_before_pixels=True)
         except Exception as exc:
             raise CineReadError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+        nframes = int(header.get("NumberOfFrames", 1) or 1)
         lead = fh.read(12)
         if len(lead) < 12 or lead[:4] != b"\xe0\x7f\x10\x00" or lead[4:6] not in (b"OB", b"OW") or \
                 lead[8:12] != b"\xff\xff\xff\xff":
@@ -254,10 +269,9 @@ class _DicomFileFrames:
         from pydicom.uid import DeflatedExplicitVRLittleEndian
 
         self.spans: list[list[tuple[int, int]]] | None = None
-        probe = _read_dicom_dataset(path, stop_before_pixels=True)
-        ts = getattr(probe, "file_meta", {}).get("TransferSyntaxUID")
+        ts = _transfer_syntax(path)
         if ts is not None and ts.is_compressed and ts != DeflatedExplicitVRLittleEndian:
-            found = _encapsulated_index(path, int(probe.get("NumberOfFrames", 1) or 1))
+            found = _encapsulated_index(path)
             if found is not None:  # compressed frames stay on disk: each window reads its fragments
                 self.path, self.header, self.spans = path, found[0], found[1]
                 self.rows, self.cols, self.spp = _dicom_frame_shape(self.header, path)

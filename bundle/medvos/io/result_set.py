@@ -112,7 +112,6 @@ class ResultSet:
         self.names = names
         self.provenance = provenance
         self.staging = self.output_dir / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-        self.files: dict[str, Path] = {}
 
     def __enter__(self) -> ResultSet:
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -125,9 +124,6 @@ class ResultSet:
         if name not in self.names:
             raise ValueError(f"{name!r} is not one of this result set's outputs {self.names}")
         return self.staging / name
-
-    def final(self, name: str) -> Path:
-        return self.output_dir / name
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc is not None:
@@ -163,4 +159,3 @@ class ResultSet:
                 with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                     (self.output_dir / rel).unlink()
         atomic_write_bytes(self.output_dir / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
-        self.files = {name: self.output_dir / name for name in {rel.split("/")[0] for rel in files}}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 import threading
 from collections import OrderedDict
@@ -12,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from torch import nn
@@ -20,6 +18,8 @@ from torch import nn
 from medvos.inference.defaults import make_propagator
 from medvos.inference.propagator import FUSION_MODES
 from medvos.inference.workflow import run_inference
+from medvos.io.readers import read_cine
+from medvos.io.writers import write_nifti
 from medvos.label.geometry import write_labels_on_itk_grid
 from medvos.networks.checkpoint import input_size, is_relearned, load_model, tau_window
 
@@ -103,22 +103,14 @@ class PropagateInfer(InferTask):
             cached = self._confidence.get(key)
         if cached is not None and output is None:
             return cached
-        work = Path(tempfile.mkdtemp(prefix="medvos_infer_"))
-        try:
-            prop = make_propagator(net, size, window, fusion=fusion, threshold=self.threshold,
-                                   **self.options)  # one per request: it keeps per-video state
-            res = run_inference(image, annotation, work, net, size, window, fusion,
-                                outputs=("nifti",) if output else (), threshold=self.threshold,
-                                annotated=annotated or None, progress=False, keep_labels=False, propagator=prop)
-            if output:  # on the grid SimpleITK (3D Slicer) reads the stored image on, else medvos' own geometry
-                import nibabel as nib
-
-                vol = np.asarray(nib.load(res["files"]["nifti"]).dataobj)  # (x, y, t) or (x, y, 1, t)
-                labels = np.transpose(vol.reshape(vol.shape[0], vol.shape[1], -1), (2, 1, 0))
-                if not write_labels_on_itk_grid(labels, image, output):
-                    shutil.move(str(res["files"]["nifti"]), str(output))
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        prop = make_propagator(net, size, window, fusion=fusion, threshold=self.threshold,
+                               **self.options)  # one per request: it keeps per-video state
+        res = run_inference(image, annotation, Path(tempfile.gettempdir()), net, size, window, fusion, outputs=(),
+                            threshold=self.threshold, annotated=annotated or None, progress=False,
+                            keep_labels=output is not None, propagator=prop)  # nothing written: labels kept
+        if output:  # on the grid SimpleITK (3D Slicer) reads the stored image on, else medvos' own geometry
+            if not write_labels_on_itk_grid(res["labels"], image, output):
+                write_nifti(output, res["labels"], like=read_cine(image, lazy=True))
         out = {"frame_confidence": [round(float(c), 4) for c in res["confidence"]],
                "frame_drift": [round(float(d), 4) for d in res["drift"]],
                "annotated_frames": res["annotated"], "num_frames": int(len(res["confidence"])),

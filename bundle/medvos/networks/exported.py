@@ -102,7 +102,7 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
 class _OrtRunner:
     """An ONNX graph in ONNX Runtime's CPU provider (dynamic batch and shots; thread-safe)."""
 
-    def __init__(self, path: Path, threads: int, static: dict[str, list[int]] | None = None) -> None:
+    def __init__(self, path: Path, threads: int) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -116,16 +116,15 @@ class _OrtRunner:
 
 
 class _OpenVinoRunner:
-    """An ONNX graph compiled by OpenVINO for the CPU at static shapes (``static``: input name -> shape; other
-    inputs keep the graph's, compiled once per new shape), fp32 or bf16 arithmetic."""
+    """An ONNX graph compiled by OpenVINO for the CPU at the static shapes it is fed (compiled once per new set of
+    input shapes; callers pad to whole batches), fp32 or bf16 arithmetic."""
 
-    def __init__(self, path: Path, threads: int, static: dict[str, list[int]] | None = None,
-                 precision: str = "f32") -> None:
+    def __init__(self, path: Path, threads: int, precision: str = "f32") -> None:
         import threading
 
         import openvino as ov
 
-        self.core, self.path, self.static = ov.Core(), path, dict(static or {})
+        self.core, self.path = ov.Core(), path
         self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": int(threads),
                        "INFERENCE_PRECISION_HINT": precision}
         self.compiled: dict[tuple, Any] = {}
@@ -148,19 +147,19 @@ class _OpenVinoRunner:
 
 
 RUNNERS: dict[str, Any] = {"onnxruntime": _OrtRunner, "openvino": _OpenVinoRunner,
-                           "openvino-bf16": lambda path, threads, static=None: _OpenVinoRunner(path, threads, static,
-                                                                                               "bf16")}
+                           "openvino-bf16": lambda path, threads: _OpenVinoRunner(path, threads, "bf16")}
 
 
 class OnnxNetwork(nn.Module):
-    """A few-shot network whose query encoding and segmentation run in ONNX Runtime (see the module docstring).
+    """A few-shot network whose query encoding and segmentation run as exported graphs in OpenVINO or ONNX Runtime
+    (see the module docstring).
 
     Args:
         network: a :class:`~medvos.networks.image_model.FewShotSegNet` or
             :class:`~medvos.networks.relearn_model.RelearnNet` (weights as they are now).
         image_size: the input size the graphs are exported at (the propagator's).
         window: frames per window (the segment graph's batch).
-        threads: ONNX Runtime intra-op threads (default: PyTorch's thread count).
+        threads: the runtime's threads (default: PyTorch's thread count).
         key: the weights' :func:`fingerprint` when the caller has it.
         backend: what runs the graphs: ``onnxruntime``, ``openvino`` (fp32) or ``openvino-bf16``.
     """
@@ -181,7 +180,7 @@ class OnnxNetwork(nn.Module):
         self.backend = backend
         runner, n = RUNNERS[backend], int(threads or torch.get_num_threads())
         self.query_batch = min(self.window, QUERY_BATCH)
-        self.query_run = runner(query_path, n, {"query": [self.query_batch, 3, *self.size]})
+        self.query_run = runner(query_path, n)
         self.segment_run = runner(segment_path, n)
         self._warm_up()
         logger.info("%s runs the exported graphs %s (%s) of %s at %s", backend, key, folder, type(network).__name__,
@@ -268,10 +267,10 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def for_runtime(network: nn.Module, runtime: str, image_size: int | tuple[int, int], window: int = 8) -> nn.Module:
-    """``network`` itself (``torch``) or wrapped in :class:`OnnxNetwork` (``onnxruntime``); the latter only on the
+    """``network`` itself (``torch``) or wrapped in :class:`OnnxNetwork` (the other runtimes); the latter only on the
     CPU (on a GPU PyTorch stays), and PyTorch also stays, with a warning, where the exporter cannot express the
     network at this input size (the neck's adaptive pooling needs each pyramid level to divide the one above: 256 px
-    exports, 48 px does not)."""
+    exports, 40 px does not)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r} (expected one of {RUNTIMES})")
     if runtime == "torch" or isinstance(network, OnnxNetwork):
