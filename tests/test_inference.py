@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+
 import torch
 
+from medvos.inference.defaults import make_propagator
 from medvos.inference.propagator import FewShotPropagator, Support
 from medvos.inference.workflow import run_inference
 from medvos.io import MaskMismatchError, read_cine, read_mask
@@ -75,9 +77,32 @@ def test_multilabel_and_bad_annotations(tmp_path, tiny_net, echo_small):
     with pytest.raises(MaskMismatchError, match="empty.nii.gz: no annotated frame"):
         run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "empty.nii.gz"), tmp_path / "o2", tiny_net,
                       image_size=32, progress=False)
-    with pytest.raises(MaskMismatchError, match=r"annotated frame\(s\) \[3\] have an empty mask"):
+    with pytest.raises(MaskMismatchError, match=r"annotated frame\(s\) \[3\] are empty"):
         run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "multi.nii.gz"), tmp_path / "o3", tiny_net,
-                      image_size=32, annotated=[0, 3], progress=False)
+                      image_size=32, annotated=[3], progress=False)
+
+
+def test_annotated_frame_without_the_object_says_it_is_absent(tmp_path, tiny_net, echo_small):
+    """Frame 5 annotated empty: objects 1 and 2 are absent there and on the frames nearer to it than to frame 0
+    (appearance only, and with motion, where the forward and backward passes meet; the tiny untrained network needs
+    threshold 0 to find anything by appearance); frame 0 alone propagates into those frames."""
+    write_nifti(tmp_path / "v.nii.gz", echo_small.frames)
+    multi = np.zeros_like(echo_small.labels)
+    multi[0] = echo_small.labels[0]
+    multi[0, :6, :6] = 2
+    write_nifti(tmp_path / "multi.nii.gz", multi)
+    t = len(multi)
+    for motion in (False, True):
+        thr = 0.5 if motion else 0.0
+        prop = make_propagator(tiny_net, 32, 4, threshold=thr, motion=motion, memory_tree=False, runtime="torch")
+        kw = dict(image_size=32, window=4, outputs=(), progress=False, threshold=thr, propagator=prop)
+        absent = run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "multi.nii.gz"), tmp_path / "a", tiny_net,
+                               annotated=[0, 5], **kw)
+        assert absent["annotated"] == [0, 5] and not absent["labels"][3:t].any(), motion
+        assert absent["labels"][1:3].any() and (absent["labels"][0] == multi[0]).all()
+        alone = run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "multi.nii.gz"), tmp_path / "b", tiny_net,
+                              annotated=[0], **kw)
+        assert alone["labels"][3:t].any()
 
 
 def test_nearest_and_fused_annotations():

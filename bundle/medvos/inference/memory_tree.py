@@ -150,6 +150,7 @@ class MemoryTreePropagator(FewShotPropagator):
 
     @torch.inference_mode()
     def stream(self, windows: Iterable[tuple[int, torch.Tensor]], supports: list[Support]) -> Iterator[Window]:
+        supports = [s for s in supports if not s.absent]  # the tree tracks an object from where it is shown
         trees = [_Tree(v, [s for s in supports if s.value == v]) for v in sorted({s.value for s in supports})]
         self._memory, self._next = {}, 0
         ready: dict[int, dict[int, _Node]] = {}

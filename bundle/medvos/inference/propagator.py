@@ -68,11 +68,14 @@ class Window(NamedTuple):
 
 @dataclass
 class Support:
-    """One encoded support: object ``value`` annotated on ``frames``."""
+    """One encoded support: object ``value`` annotated on ``frames``; ``absent``: the annotator said the object is
+    not on these frames (an annotated frame without it), so its probability there, and where this is the nearest
+    annotation, is 0 (``encoding`` None)."""
 
     value: int
     frames: list[int]
     encoding: Any
+    absent: bool = False
 
 
 class FewShotPropagator:
@@ -113,7 +116,10 @@ class FewShotPropagator:
 
     @torch.inference_mode()
     def supports(self, annotated: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> list[Support]:
-        """Encode ``{frame: (image (3,H,W), labels (H,W))}`` into one support per (object, annotation)."""
+        """Encode ``{frame: (image (3,H,W), labels (H,W))}`` into one support per (object, annotation).
+
+        An annotated frame without an object says the object is absent there: an ``absent`` support (``nearest``
+        and ``fuse``; ``joint`` pools the frames that show the object and ignores it)."""
         values = sorted({int(v) for _, lab in annotated.values() for v in torch.unique(lab) if v != 0})
         if not values:
             raise MaskMismatchError("support", f"annotated frame(s) {sorted(annotated)} carry no annotated object")
@@ -125,6 +131,8 @@ class FewShotPropagator:
                 imgs = torch.stack([annotated[a][0] for a in g])
                 masks = torch.stack([(annotated[a][1] == v).float() for a in g])
                 out.append(Support(v, g, self.encode(imgs, masks)))
+            if self.fusion != "joint":
+                out += [Support(v, [a], None, absent=True) for a in sorted(annotated) if a not in frames]
         return out
 
     def _combine(self, start: int, probs: list[torch.Tensor], supports: list[Support]) -> dict[int, torch.Tensor]:
@@ -153,7 +161,8 @@ class FewShotPropagator:
             size = tuple(frames.shape[-2:])
             q = _resize(frames.to(self.device, torch.float32), self.image_size, "bilinear")
             q_enc = self.network.encode_query(q)
-            probs = [torch.softmax(self.network.segment_encoded(q_enc, s.encoding, self.image_size), 1)[:, 1]
+            probs = [torch.zeros(q.shape[0], *self.image_size) if s.absent else
+                     torch.softmax(self.network.segment_encoded(q_enc, s.encoding, self.image_size), 1)[:, 1]
                      .float().cpu() for s in supports]
             per_value = self._combine(start, probs, supports)
             values = sorted(per_value)

@@ -86,7 +86,9 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
         annotation: mask for the annotated frame(s): a full-length mask video whose non-empty frames are the
             annotations, or a partial frame folder named like the video's frames. Multi-label masks propagate
             every object (one label per pixel in the output).
-        annotated: explicit annotated frame indices (overrides the rule above).
+        annotated: explicit annotated frame indices (overrides the rule above). An annotated frame on which an
+            object is not drawn says the object is absent there (empty on that frame and, with ``nearest`` fusion,
+            on the frames nearest to it); at least one annotated frame must show an object.
         propagator: a configured propagator (for example :class:`MemoryTreePropagator`); default: a
             :class:`FewShotPropagator` over ``network``.
         overwrite: allow outputs to replace input files (the cine, the annotation, masks in the output folder);
@@ -113,9 +115,9 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
     ann = sorted(given)
     if not ann:
         raise MaskMismatchError(str(annotation), "no annotated frame: the mask is empty on every frame")
-    empty = [a for a in ann if not given[a].any()]
-    if empty:
-        raise MaskMismatchError(str(annotation), f"annotated frame(s) {empty} have an empty mask")
+    if not any(given[a].any() for a in ann):
+        raise MaskMismatchError(str(annotation), f"annotated frame(s) {ann} are empty: draw the object on at least "
+                                "one (an annotated frame without an object says it is absent there)")
     output_dir = Path(output_dir)
     seg = "dicom_seg" in outputs and cine.format in ("dicom", "dicom-series")
     if min(cine.size) < MIN_SIDE:
