@@ -35,6 +35,8 @@ def command(args: argparse.Namespace, extra: list[str]) -> list[str]:
         cmd += ["--conf", "image_size", str(args.image_size)]
     if args.tracking_uri:
         cmd += ["--conf", "tracking_uri", args.tracking_uri]
+    if args.labels:
+        cmd += ["--conf", "labels", args.labels]
     return cmd + extra
 
 
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="what runs the network (default: as in inference.yaml)")
     ap.add_argument("--max-epochs", type=int, default=3, help="relearning epochs of the 'relearn' task")
     ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--labels", default=None,
+                    help='object names and label values as JSON, e.g. \'{"lv": 1, "myocardium": 2}\' '
+                         '(default {"object": 1})')
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     args = ap.parse_args(argv)

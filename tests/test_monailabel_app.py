@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import requests
 
@@ -25,6 +26,18 @@ from conftest import REPO, free_port
 
 pytestmark = pytest.mark.slow
 SIZE, FRAMES, WINDOW, TAU_HIDDEN = 64, 12, 4, 32
+LABELS = {"lv": 1, "wall": 2}  # the server's --labels
+
+
+def make_folder_cines(studies: Path) -> dict[str, np.ndarray]:
+    """``studies/frames cine/NNNN.png`` and ``studies/series_cine/*.dcm``; their labels ``(T,H,W)`` by id."""
+    from medvos.data.synthetic import synthetic_cine
+    from medvos.io.writers import write_dicom_series, write_png_frames
+
+    a, b = synthetic_cine("echo", 101, SIZE, FRAMES), synthetic_cine("endo", 102, SIZE, FRAMES)
+    write_png_frames(studies / "frames cine", a.frames)
+    write_dicom_series(studies / "series_cine", b.frames)
+    return {"frames cine": a.labels, "series_cine": b.labels}
 
 
 def train_tiny_model(root: Path, datalist: Path) -> Path:
@@ -49,14 +62,17 @@ def server(tmp_path_factory, synthetic_root):
     models.mkdir()
     (models / "model.pt").write_bytes(ckpt.read_bytes())
     cines = make_demo_studies(root, cines=3, size=SIZE, num_frames=FRAMES)
+    folders = make_folder_cines(root / "studies")  # a PNG frame folder and a DICOM series folder
     port = free_port()
     log = open(root / "server.log", "w")
+    tmp = root / "server_tmp"  # the server's temp folder: what rejected requests would leave behind
+    tmp.mkdir()
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts/start_label_server.py"), "--studies",
                              str(root / "studies"), "--model", str(models / "model.pt"), "--models", str(models),
                              "--image-size", str(SIZE),
                              "--window", str(WINDOW), "--tau-hidden", str(TAU_HIDDEN), "--max-epochs", "1",
-                             "--port", str(port)], cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                             "--labels", json.dumps(LABELS), "--port", str(port)], cwd=root, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "TMPDIR": str(tmp)})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while True:
@@ -68,7 +84,8 @@ def server(tmp_path_factory, synthetic_root):
         assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
         assert time.time() < deadline, "server did not start in 120 s"
         time.sleep(1)
-    yield {"url": url, "cines": cines, "root": root, "models": models, "pid": proc.pid}
+    yield {"url": url, "cines": cines, "root": root, "models": models, "pid": proc.pid, "tmp": tmp,
+           "folders": folders, "log": root / "server.log"}
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=30)
@@ -104,7 +121,7 @@ def test_info_lists_tasks(server):
     info = requests.get(server["url"] + "/info/", timeout=10).json()
     assert "propagate" in info["models"] and info["models"]["propagate"]["checkpoint"] == "model.pt"
     assert "relearn" in info["trainers"] and "least_confident_frame" in info["strategies"]
-    assert info["datastore"]["total"] == 3
+    assert info["datastore"]["total"] == 3 + 2  # the NIfTI cines and the two folder cines
 
 
 def slicer_params(info: dict, section: str, name: str) -> dict:
@@ -241,13 +258,18 @@ def test_least_confident_frame(server):
     for cid in ("echo_cine0", "endo_cine1"):
         requests.put(f"{server['url']}/datastore/label", params={"image": cid, "tag": "final"},
                      files={"label": ("l.nii.gz", server["cines"][cid]["first_frame"].read_bytes())}, timeout=60)
+    for cid, truth in server["folders"].items():  # the folder cines too, so echo_cine2 is the one left
+        given = label_on_itk_grid(first_frame_only(truth), server["root"] / "studies" / f"{cid}.nii.gz",
+                                  server["root"] / f"{cid}_first.nii.gz")
+        assert requests.put(f"{server['url']}/datastore/label", params={"image": cid, "tag": "final"},
+                            files={"label": ("l.nii.gz", given.read_bytes())}, timeout=60).ok
     first = requests.post(url, json={}, timeout=300).json()
     assert first["id"] == "echo_cine2" and first["frame"] == 0  # the cine nobody annotated yet comes first
     cid = "echo_cine2"
     requests.put(f"{server['url']}/datastore/label", params={"image": cid, "tag": "final"},
                  files={"label": ("l.nii.gz", server["cines"][cid]["first_frame"].read_bytes())}, timeout=60)
     nxt = requests.post(url, json={}, timeout=300).json()
-    results = {c: infer(server, c, output="json").json() for c in server["cines"]}
+    results = {c: infer(server, c, output="json").json() for c in [*server["cines"], *server["folders"]]}
     picks = [(p[1], c, p[0]) for c, r in results.items()
              if (p := next_frame(r["frame_confidence"], r["frame_drift"], set(r["annotated_frames"])))]
     lowest = min(picks)
@@ -300,7 +322,7 @@ def test_relearn_task_then_infer_uses_relearned_model(server):
                       timeout=900)
     assert r.status_code == 200, r.text
     stats = r.json()
-    assert stats["epochs"] == 1 and sorted(stats["cines"]) == sorted(server["cines"])
+    assert stats["epochs"] == 1 and set(server["cines"]) <= set(stats["cines"])
     assert (server["models"] / "relearned.pt").is_file()
     meta = infer(server, "echo_cine0", output="json").json()
     assert meta["model"] == "relearned" and len(meta["frame_confidence"]) == FRAMES
@@ -334,3 +356,175 @@ def test_next_sample_names_the_frame_and_two_annotators_get_different_cines(serv
     assert a["PatientID"] == f"{a['id']} - annotate frame {a['frame']}"
     again = requests.post(url, json={"client_id": "annotator-a"}, timeout=300).json()
     assert again["id"] == a["id"]  # one's own proposal stays one's own
+
+
+def label_on_itk_grid(labels: np.ndarray, image: Path, out: Path) -> Path:
+    """What 3D Slicer submits: labels ``(T,H,W)`` on the grid it loaded ``image`` on."""
+    from medvos.label.geometry import write_labels_on_itk_grid
+
+    assert write_labels_on_itk_grid(labels, image, out)
+    return out
+
+
+def first_frame_only(labels: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(labels)
+    out[0] = labels[0]
+    return out
+
+
+def test_frame_folders_and_dicom_series_are_listed(server, tmp_path):
+    """Issue 15 item 7: a PNG frame folder and a DICOM series folder in the studies folder are cines of the
+    datastore (served as the NIfTI written beside them) and propagate."""
+    listed = requests.get(server["url"] + "/datastore/", params={"output": "all"}, timeout=30).json()
+    studies = server["root"] / "studies"
+    for cid, truth in server["folders"].items():
+        assert cid in listed["objects"], sorted(listed["objects"])
+        stored = studies / f"{cid}.nii.gz"
+        assert stored.is_file() and (studies / cid).is_dir()  # the folder itself is left as it was
+        got = requests.get(server["url"] + "/datastore/image", params={"image": cid}, timeout=30)
+        assert got.status_code == 200 and got.content == stored.read_bytes()
+        given = label_on_itk_grid(first_frame_only(truth), stored, tmp_path / f"{cid}.nii.gz")
+        r = infer(server, cid, given)
+        assert r.status_code == 200, r.text
+        result = np.transpose(np.asarray(volume(r.content).dataobj), (2, 1, 0))
+        assert result.shape == truth.shape and np.array_equal(result[0], truth[0]) and result[1:].any()
+
+
+def test_dicom_seg_output_object_names_and_ids_with_spaces(server, tmp_path):
+    """Issue 15 item 7: ``output=dicom_seg`` answers a DICOM SEG of a DICOM cine (segments named by --labels);
+    a Slicer volume name such as "Echo cine" is a valid id; a NIfTI cine asks for the NIfTI result instead."""
+    from medvos.data.synthetic import synthetic_cine
+    from medvos.io.dicom_seg import read_dicom_seg, segment_labels
+    from medvos.io.writers import write_dicom_cine
+
+    c = synthetic_cine("echo", 103, SIZE, FRAMES)
+    dcm = write_dicom_cine(tmp_path / "echo.dcm", c.frames)
+    up = requests.put(server["url"] + "/datastore/image", params={"image": "Echo cine"},
+                      files={"file": ("echo.dcm", dcm.read_bytes())}, timeout=60)
+    assert up.status_code == 200 and up.json()["image"] == "Echo cine", up.text
+    two = first_frame_only(c.labels)
+    two[0, :6, :6] = 2  # a second object, "wall"
+    given = label_on_itk_grid(two, dcm, tmp_path / "two.nii.gz")
+    r = infer(server, "Echo cine", given, output="json")
+    assert r.status_code == 200 and r.json()["object_names"] == {"1": "lv", "2": "wall"}, r.text
+    nifti = np.transpose(np.asarray(volume(infer(server, "Echo cine", given).content).dataobj), (2, 1, 0))
+    seg = infer(server, "Echo cine", given, output="dicom_seg")
+    assert seg.status_code == 200 and seg.headers["content-type"] == "application/dicom", seg.text
+    (tmp_path / "seg.dcm").write_bytes(seg.content)
+    assert np.array_equal(read_dicom_seg(tmp_path / "seg.dcm"), nifti)
+    ds = pydicom.dcmread(tmp_path / "seg.dcm")
+    names = {int(item.SegmentNumber): str(item.SegmentLabel).removesuffix(" (annotated)")  # MANUAL segments
+             for item in ds.SegmentSequence}
+    assert {names[k] for k in segment_labels(ds)} == {"lv", "wall"}
+    assert all(names[k] == {1: "lv", 2: "wall"}[v] for k, v in segment_labels(ds).items())
+    info = requests.get(server["url"] + "/info/", timeout=10).json()
+    assert info["models"]["propagate"]["labels"] == LABELS
+    cid = "endo_cine1"
+    r = infer(server, cid, server["cines"][cid]["first_frame"], output="dicom_seg")
+    assert r.status_code == 422 and "needs a DICOM cine" in r.text, r.text
+
+
+def test_uploads_and_params_are_checked_and_leave_no_temp_files(server, tmp_path):
+    """Issue 15 item 7: corrupt, empty, one-frame, unlisted and id-taking images, and labels that do not fit their
+    cine or have nothing drawn, answer 4xx; non-JSON params answer 400; nothing stays in the server's temp folder.
+    A label may say an object is absent on a frame by listing it in annotated_frames."""
+    url, cid = server["url"], "endo_cine1"
+    first = server["cines"][cid]["first_frame"]
+    ref = nib.load(str(first))
+    short, empty, one = tmp_path / "short.nii.gz", tmp_path / "empty.nii.gz", tmp_path / "one.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(ref.dataobj)[..., :5], ref.affine), str(short))
+    nib.save(nib.Nifti1Image(np.zeros(ref.shape, np.uint8), ref.affine), str(empty))
+    nib.save(nib.Nifti1Image(np.asarray(ref.dataobj)[..., :1], ref.affine), str(one))
+    other = server["cines"]["echo_cine0"]["image"].read_bytes()
+    already = set(server["tmp"].iterdir())  # the server's own (its logging config, torch's cache)
+
+    def put_image(name: str, content: bytes, image: str | None = None, params: str = "{}") -> requests.Response:
+        return requests.put(f"{url}/datastore/image", params={"image": image} if image else {},
+                            data={"params": params}, files={"file": (name, content)}, timeout=60)
+
+    def put_label(content: bytes, params: str = "{}") -> requests.Response:
+        return requests.put(f"{url}/datastore/label", params={"image": cid, "tag": "final"}, data={"params": params},
+                            files={"label": ("l.nii.gz", content)}, timeout=60)
+
+    cases = {
+        "corrupt image": (put_image("bad.nii.gz", b"not a NIfTI" * 50), 422, "bad"),
+        "empty image": (put_image("void.nii.gz", b""), 422, "empty"),
+        "one-frame image": (put_image("one.nii.gz", one.read_bytes()), 422, "frame"),
+        "unlisted file type": (put_image("a.png", b"\x89PNG...."), 422, "file type"),
+        "id taken by another cine": (put_image("x.nii.gz", other, image=cid), 409, "taken"),
+        "non-JSON image params": (put_image("x.nii.gz", other, image="fresh", params="{oops"), 400, "JSON"),
+        "label of the wrong length": (put_label(short.read_bytes()), 422, "frame"),
+        "label with nothing drawn": (put_label(empty.read_bytes()), 422, "no annotated frame"),
+        "corrupt label": (put_label(b"\x1f\x8b garbage" * 30), 422, "label of"),
+        "non-JSON label params": (put_label(first.read_bytes(), params="[1"), 400, "JSON"),
+        "non-JSON infer params": (requests.post(f"{url}/infer/propagate", params={"image": cid},
+                                                data={"params": "not json"}, timeout=30), 400, "JSON"),
+        "unknown output": (requests.post(f"{url}/infer/propagate", params={"image": cid, "output": "pdf"},
+                                         timeout=30), 400, "output"),
+        "wrong-shape label uploaded with infer": (infer(server, cid, short), 422, "frame"),
+    }
+    for name, (r, status, text) in cases.items():
+        assert r.status_code == status and text in r.text, (name, r.status_code, r.text)
+        assert alive(server), name
+    assert not requests.get(f"{url}/datastore/image", params={"image": "fresh"}, timeout=30).ok
+    same = put_image("x.nii.gz", server["cines"][cid]["image"].read_bytes(), image=cid)  # the same cine again
+    assert same.status_code == 200, same.text
+    # absent: frame 5 listed with nothing drawn on it
+    r = put_label(first.read_bytes(), params=json.dumps({"annotated_frames": "0, 5"}))
+    assert r.status_code == 200, r.text
+    meta = infer(server, cid, output="json").json()
+    assert meta["annotated_frames"] == [0, 5], meta
+    result = np.asarray(volume(infer(server, cid).content).dataobj)
+    assert not result[..., 5].any()
+    time.sleep(1.0)  # background removal after a response
+    left = set(server["tmp"].iterdir()) - already
+    assert not left, sorted(p.name for p in left)
+
+
+def test_server_serves_while_an_infer_runs(server, tmp_path):
+    """Issue 15 item 3: /info, the datastore and a second user's infer are answered while a long infer runs."""
+    import threading
+
+    c = nib.load(str(server["cines"]["echo_cine0"]["image"]))
+    frames = np.concatenate([np.asarray(c.dataobj)] * 40, axis=-1)  # 480 frames
+    nib.save(nib.Nifti1Image(frames, c.affine), str(tmp_path / "long.nii.gz"))
+    assert requests.put(server["url"] + "/datastore/image", params={"image": "long_cine"},
+                        files={"file": ("long.nii.gz", (tmp_path / "long.nii.gz").read_bytes())}, timeout=60).ok
+    label = np.zeros(frames.shape, np.uint8)
+    label[..., 0] = np.asarray(nib.load(str(server["cines"]["echo_cine0"]["first_frame"])).dataobj)[..., 0]
+    nib.save(nib.Nifti1Image(label, c.affine), str(tmp_path / "long_label.nii.gz"))
+    done: dict[str, float] = {}
+
+    def long_infer() -> None:
+        r = infer(server, "long_cine", tmp_path / "long_label.nii.gz", output="json")
+        assert r.status_code == 200, r.text
+        done["long"] = time.time()
+
+    worker = threading.Thread(target=long_infer)
+    worker.start()
+    time.sleep(0.5)
+    waits = []
+    for path in ("/info/", "/datastore/"):
+        t = time.time()
+        assert requests.get(server["url"] + path, timeout=30).ok
+        waits.append(time.time() - t)
+    short = infer(server, "endo_cine1", server["cines"]["endo_cine1"]["first_frame"], output="json")
+    second = time.time()
+    worker.join()
+    assert short.status_code == 200
+    assert "long" in done and done["long"] > second, "the long infer ended before the others were answered"
+    assert max(waits) < 1.0, waits  # a blocked server answers after the long infer (the assertion above fails)
+
+
+def test_strategy_reuses_the_propagation_of_an_infer(server):
+    """Issue 15 item 3: a cine propagated by an infer (first frame, annotated frames resolved) is not propagated again
+    by the strategy."""
+    for cid, paths in server["cines"].items():
+        requests.put(f"{server['url']}/datastore/label", params={"image": cid, "tag": "final"},
+                     files={"label": ("l.nii.gz", paths["first_frame"].read_bytes())}, timeout=60)
+        assert infer(server, cid, output="json").status_code == 200
+    before = server["log"].read_text().count("inference on")
+    r = requests.post(server["url"] + "/activelearning/least_confident_frame", json={}, timeout=300)
+    assert r.status_code == 200, r.text
+    new = server["log"].read_text().split("inference on")[before + 1:]
+    assert not [line for line in new if any(f"studies/{cid}.nii.gz" in line[:300] for cid in server["cines"])], new

@@ -339,3 +339,13 @@ def test_streamed_intensity_window_equals_in_memory(first_in_range):
     reads.clear()
     assert intensity_range(lazy(narrow)) is None is intensity_range(narrow)
     assert len(reads) == 64  # 64 sampled frames, each read once
+
+
+def test_lazy_dicom_reads_leave_the_header_alone(tmp_path):
+    """Reading a window of a multi-frame DICOM lazily must not change the header's NumberOfFrames (a DICOM SEG of the
+    cine references it: 'one source image for 12 label frames' before)."""
+    frames = (np.arange(12 * 16 * 16) % 251).astype(np.uint8).reshape(12, 1, 16, 16)
+    path = write_dicom_cine(tmp_path / "c.dcm", frames)
+    cine = read_cine(path, lazy=True)
+    np.testing.assert_array_equal(cine.frames[3:5][:, 0], frames[3:5, 0])
+    assert int(cine.meta["dicom"].NumberOfFrames) == 12

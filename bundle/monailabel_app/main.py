@@ -9,13 +9,18 @@ used instead of the base model once there; default ``bundle/models``), ``image_s
 without a spec: checkpoints carry their own input size), ``window`` (8), ``tau_hidden`` (256; older relearned files
 only), ``fusion`` (nearest|fuse|joint), ``threshold`` (0.5),
 ``memory_tree`` and ``motion`` (true|false; default: as in ``inference.yaml``), ``max_epochs`` (relearning, 3), ``tracking_uri`` (MLflow; default
-sqlite beside the models).
+sqlite beside the models), ``labels`` (the objects' names and label values as JSON, e.g. ``'{"lv": 1, "myocardium":
+2}'``; default ``{"object": 1}``; a value without a name is called ``object <v>``).
+
+The app serves MONAI Label's endpoints from a thread pool and checks uploads and params
+(:mod:`medvos.label.server`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,7 @@ from medvos.inference.propagator import FUSION_MODES
 from medvos.io.errors import CineReadError
 from medvos.label.datastore import PROPAGATED_TAG, CineDatastore, datastore_annotation, file_sha1
 from medvos.label.infer import PropagateInfer
-from medvos.label.requests import RequestError, check_name, first_choice, parse_frames, uploaded_file
+from medvos.label.requests import RequestError, check_name, first_choice, parse_frames, parse_labels, uploaded_file
 from medvos.label.strategy import LeastConfidentFrame
 from medvos.label.train import RelearnTrain
 from medvos.networks.checkpoint import SHIPPED_MODEL, CheckpointError
@@ -59,9 +64,15 @@ class MedVOSApp(MONAILabelApp):
             if conf["runtime"] not in RUNTIMES:
                 raise ValueError(f"--conf runtime {conf['runtime']!r}: expected one of {RUNTIMES}")
             options["runtime"] = conf["runtime"]
+        self.labels = parse_labels(conf.get("labels"))
         self.propagate = PropagateInfer(self.model_dir, self.base_model, self.image_size, self.window,
                                         self.tau_hidden, fusion, float(conf.get("threshold", 0.5)),
-                                        options=options)
+                                        labels=self.labels, options=options)
+        server_app = sys.modules.get("monailabel.app")  # the running server (absent when used as a library)
+        if server_app is not None:
+            from medvos.label.server import install
+
+            install(server_app.app)
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="medvos",
                          description="Few-shot cine segmentation: annotate a frame, propagate to every frame",
                          version="1.0")
@@ -107,7 +118,7 @@ class MedVOSApp(MONAILabelApp):
                 annotation, corrected = datastore_annotation(ds, image_id, tag)
                 frames = frames or corrected
             result_file, params = task({"image": image, "annotation": annotation, "fusion": fusion,
-                                        "annotated_frames": frames})
+                                        "annotated_frames": frames, "dicom_seg": request.get("output") == "dicom_seg"})
         except CineReadError as exc:
             which = "image" if Path(exc.path) == Path(image) else "label"
             raise RequestError(422, f"{which} of {image_id!r}: {exc.problem}") from exc
@@ -120,4 +131,7 @@ class MedVOSApp(MONAILabelApp):
         if str(request.get("save_label", "false")).lower() == "true":
             tag = check_name(request.get("label_tag", DefaultLabelTag.ORIGINAL.value), "label tag")
             label_id = ds.save_label(image_id, result_file, tag, {"model": model, "params": params})
-        return {"label": label_id, "tag": DefaultLabelTag.ORIGINAL, "file": result_file, "params": params}
+        out = {"label": label_id, "tag": DefaultLabelTag.ORIGINAL, "file": result_file, "params": params}
+        if "dicom_seg" in params:
+            out["dicom_seg"] = params["dicom_seg"]
+        return out

@@ -203,14 +203,10 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
         timings["propagation loop"] = time.perf_counter() - t_loop
         values = sorted(int(v) for v in objects)
         if seg:
-            import pydicom
+            from medvos.io.dicom_seg import dicom_sources, write_dicom_seg
 
-            from medvos.io.dicom_seg import write_dicom_seg
-
-            sources = ([cine.meta["dicom"]] if cine.format == "dicom"
-                       else [pydicom.dcmread(f, stop_before_pixels=True) for f in cine.meta["files"]])
             t0 = time.perf_counter()
-            write_dicom_seg(dest(chosen["dicom_seg"]), out, sources, annotated=ann)
+            write_dicom_seg(dest(chosen["dicom_seg"]), out, dicom_sources(cine), annotated=ann)
             timings["DICOM SEG"] = time.perf_counter() - t0
         if "csv" in chosen:
             buf = io.StringIO()

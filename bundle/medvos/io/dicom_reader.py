@@ -3,6 +3,8 @@ series of single-frame files, read whole or window by window."""
 
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Any
 
@@ -331,7 +333,7 @@ class _DicomFileFrames:
 
         fds = Dataset()
         for elem in self.header.group_dataset(0x0028):
-            fds.add(elem)
+            fds.add(copy.copy(elem))  # own elements: setting NumberOfFrames below must not change the header
         fds.file_meta = self.header.file_meta
         fds.is_little_endian, fds.is_implicit_VR = self.header.is_little_endian, self.header.is_implicit_VR
         return fds

@@ -159,6 +159,16 @@ def _lossy_compression(sources: Sequence[Any]) -> dict[str, str] | None:
     return out
 
 
+def dicom_sources(cine: Any) -> list[Any]:
+    """The datasets a SEG of ``cine`` (a DICOM cine from :func:`medvos.io.read_cine`) references: the multi-frame
+    dataset, or each file of a series in frame order (headers only)."""
+    import pydicom
+
+    if cine.format == "dicom":
+        return [cine.meta["dicom"]]
+    return [pydicom.dcmread(f, stop_before_pixels=True) for f in cine.meta["files"]]
+
+
 def write_dicom_seg(path: str | Path, labels: np.ndarray, sources: Sequence[Any],
                     label_names: dict[int, str] | None = None, annotated: Sequence[int] = ()) -> Path:
     """Write labels ``(T,H,W)`` (0 = background) as a BINARY DICOM SEG referencing the source cine.

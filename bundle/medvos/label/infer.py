@@ -18,6 +18,8 @@ from torch import nn
 from medvos.inference.defaults import make_propagator
 from medvos.inference.propagator import FUSION_MODES
 from medvos.inference.workflow import run_inference
+from medvos.io.dicom_seg import dicom_sources, write_dicom_seg
+from medvos.io.errors import CineReadError
 from medvos.io.readers import read_cine
 from medvos.io.writers import write_nifti
 from medvos.label.geometry import write_labels_on_itk_grid
@@ -41,14 +43,16 @@ class PropagateInfer(InferTask):
     Propagation is the ``inferring`` workflow's (:func:`medvos.inference.defaults.make_propagator`: appearance and
     motion fused by default); ``options`` override its settings (``memory_tree``, ``motion``, ...).
     Request keys (the app fills ``image`` and ``annotation`` with checked paths): ``fusion``, ``annotated_frames``
-    (a list or text such as ``"0, 40"``; empty for "every non-empty frame of the label"). The response JSON holds the
-    per-frame confidence.
+    (a list or text such as ``"0, 40"``; empty for "every non-empty frame of the label"; a listed frame without an
+    object says the object is absent there), ``dicom_seg`` (true: also write a DICOM SEG referencing the DICOM cine).
+    ``labels`` names the label values (``{"lv": 1, "myocardium": 2}``); a value without a name is ``object <v>``.
+    The response JSON holds the per-frame confidence and drift and the name of every propagated object.
     """
 
     def __init__(self, model_dir: str | Path, base_model: str | Path, image_size: int | None = None,
                  window: int = 8, tau_hidden: int = 256, fusion: str = "nearest", threshold: float = 0.5,
-                 labels: Sequence[str] | dict | None = None, options: dict[str, Any] | None = None) -> None:
-        super().__init__(type=InferType.SEGMENTATION, labels=labels or {"object": 1}, dimension=3,
+                 labels: dict[str, int] | None = None, options: dict[str, Any] | None = None) -> None:
+        super().__init__(type=InferType.SEGMENTATION, labels=dict(labels or {"object": 1}), dimension=3,
                          description="Propagate the annotated frame(s) of a cine to every frame (few-shot)",
                          # settings as 3D Slicer's plugin shows them: a list is a drop-down (first item = default),
                          # text a text field; an empty list would crash the plugin's /info handling
@@ -62,6 +66,11 @@ class PropagateInfer(InferTask):
         self._lock = threading.Lock()
         self._net: tuple[tuple, nn.Module] | None = None
         self._confidence: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+
+    def names(self, values: Sequence[int]) -> dict[int, str]:
+        """The name of each label value (``labels``; ``object <v>`` for a value without one)."""
+        by_value = {int(v): str(k) for k, v in self.labels.items()}
+        return {int(v): by_value.get(int(v), f"object {int(v)}") for v in values}
 
     def checkpoint(self) -> Path | None:
         for path in (self.model_dir / RELEARNED_FILE, self.base_model):
@@ -92,43 +101,64 @@ class PropagateInfer(InferTask):
             return self._net[1], ckpt, self._net[2], self._net[3]
 
     def propagate(self, image: str, annotation: str, fusion: str = "nearest",
-                  annotated: Sequence[int] | None = None, output: str | Path | None = None) -> dict[str, Any]:
-        """Run the propagation; with ``output`` the labels are written there as NIfTI (the input's geometry).
+                  annotated: Sequence[int] | None = None, output: str | Path | None = None,
+                  dicom_seg: str | Path | None = None) -> dict[str, Any]:
+        """Run the propagation; with ``output`` the labels are written there as NIfTI (on the grid SimpleITK reads the
+        image on), with ``dicom_seg`` also as a DICOM SEG referencing the cine (a DICOM cine only).
 
-        Results are cached per (image, annotation, checkpoint) file version for the strategy.
+        Results are cached per (image, annotation, checkpoint) file version and annotated frames, both as asked
+        (none: "the non-empty frames") and as resolved, so the strategy reuses an infer's propagation.
         """
         net, ckpt, size, window = self.network()
         key = (_stamp(image), _stamp(annotation), _stamp(ckpt), fusion, tuple(annotated or ()))
         with self._lock:
             cached = self._confidence.get(key)
-        if cached is not None and output is None:
+        if cached is not None and output is None and dicom_seg is None:
             return cached
+        cine = read_cine(image, lazy=True)
+        if dicom_seg is not None and cine.format not in ("dicom", "dicom-series"):
+            raise CineReadError(image, f"a DICOM SEG result needs a DICOM cine (this one is {cine.format}); ask for "
+                                       "the NIfTI result (output=image)")
         prop = make_propagator(net, size, window, fusion=fusion, threshold=self.threshold,
                                **self.options)  # one per request: it keeps per-video state
         res = run_inference(image, annotation, Path(tempfile.gettempdir()), net, size, window, fusion, outputs=(),
                             threshold=self.threshold, annotated=annotated or None, progress=False,
-                            keep_labels=output is not None, propagator=prop)  # nothing written: labels kept
+                            keep_labels=output is not None or dicom_seg is not None,
+                            propagator=prop)  # nothing written: labels kept
         if output:  # on the grid SimpleITK (3D Slicer) reads the stored image on, else medvos' own geometry
             if not write_labels_on_itk_grid(res["labels"], image, output):
-                write_nifti(output, res["labels"], like=read_cine(image, lazy=True))
+                write_nifti(output, res["labels"], like=cine)
+        if dicom_seg:
+            write_dicom_seg(dicom_seg, res["labels"], dicom_sources(cine), label_names=self.names(res["objects"]),
+                            annotated=res["annotated"])
         out = {"frame_confidence": [round(float(c), 4) for c in res["confidence"]],
                "frame_drift": [round(float(d), 4) for d in res["drift"]],
                "annotated_frames": res["annotated"], "num_frames": int(len(res["confidence"])),
-               "objects": res["objects"],
+               "objects": res["objects"], "object_names": {str(v): n for v, n in self.names(res["objects"]).items()},
                "model": "relearned" if is_relearned(ckpt) else "phase1", "checkpoint": ckpt.name}
         with self._lock:
             self._confidence[key] = out
+            self._confidence[key[:-1] + (tuple(res["annotated"]),)] = out
             while len(self._confidence) > 256:
                 self._confidence.popitem(last=False)
         return out
 
     def __call__(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        fd, result = tempfile.mkstemp(suffix=".nii.gz", prefix="medvos_label_")
-        os.close(fd)
+        """``(NIfTI result, response JSON)``; with ``request["dicom_seg"]`` the JSON's ``dicom_seg`` names the SEG
+        file (temporary, like the NIfTI: the caller removes both)."""
+        made = []
+        for suffix in (".nii.gz",) + ((".dcm",) if request.get("dicom_seg") else ()):
+            fd, path = tempfile.mkstemp(suffix=suffix, prefix="medvos_label_")
+            os.close(fd)
+            made.append(path)
         try:
             params = self.propagate(request["image"], request["annotation"], request.get("fusion", "nearest"),
-                                    request.get("annotated_frames") or None, output=result)
+                                    request.get("annotated_frames") or None, output=made[0],
+                                    dicom_seg=made[1] if len(made) > 1 else None)
         except BaseException:
-            os.unlink(result)
+            for path in made:
+                os.unlink(path)
             raise
-        return result, params
+        if len(made) > 1:
+            params = {**params, "dicom_seg": made[1]}
+        return made[0], params

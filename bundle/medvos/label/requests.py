@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Any
 
 from fastapi import HTTPException
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+# letters, digits, '_', '.', '-' and inner spaces (3D Slicer names volumes like "Echo cine")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 _.\-]{0,126}[A-Za-z0-9_.\-])?$")
 
 
 class RequestError(HTTPException):
@@ -23,9 +25,10 @@ class RequestError(HTTPException):
 
 
 def check_name(value: Any, what: str) -> str:
-    """An image id or label tag: letters, digits, ``_ . -``; no path separators, no ``..``."""
+    """An image id or label tag: letters, digits, ``_ . -`` and spaces inside; no path separators, no ``..``."""
     if not isinstance(value, str) or not SAFE_NAME.match(value) or ".." in value:
-        raise RequestError(400, f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' (no paths)")
+        raise RequestError(400, f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' and spaces inside "
+                                "(no paths)")
     return value
 
 
@@ -62,3 +65,22 @@ def first_choice(value: Any) -> Any:
     """A setting offered as a list of choices (3D Slicer shows a list as a drop-down and sends the chosen item;
     other clients may send the list itself): the chosen one."""
     return value[0] if isinstance(value, list) and value else value
+
+
+def parse_labels(text: str | None) -> dict[str, int]:
+    """The app's ``labels`` setting: JSON ``{"name": value}`` with distinct values 1-255 (default ``{"object": 1}``)."""
+    if not text:
+        return {"object": 1}
+    try:
+        labels = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--conf labels {text!r}: not JSON ({exc}); give e.g. '{{\"lv\": 1, \"myocardium\": 2}}'"
+                         ) from None
+    if not isinstance(labels, dict) or not labels or not all(
+            isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 255
+            for k, v in labels.items()):
+        raise ValueError(f"--conf labels {text!r}: expected names mapped to label values 1-255, e.g. "
+                         '\'{"lv": 1, "myocardium": 2}\'')
+    if len(set(labels.values())) != len(labels):
+        raise ValueError(f"--conf labels {text!r}: two names share a label value")
+    return {k: int(v) for k, v in labels.items()}
