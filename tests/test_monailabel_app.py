@@ -528,3 +528,18 @@ def test_strategy_reuses_the_propagation_of_an_infer(server):
     assert r.status_code == 200, r.text
     new = server["log"].read_text().split("inference on")[before + 1:]
     assert not [line for line in new if any(f"studies/{cid}.nii.gz" in line[:300] for cid in server["cines"])], new
+
+
+def test_app_speed_script_times_a_jpeg_echo_cine_through_the_server(tmp_path):
+    """``scripts/label_app_speed.py`` (issue 15 item 4's number) runs the real server with the shipped model on a
+    JPEG-compressed colour echo DICOM and returns its NIfTI result; the numbers themselves are the model card's."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import label_app_speed
+
+    from conftest import pydicom_file
+
+    cine = pydicom_file("color3d_jpeg_baseline.dcm")  # pydicom-data: 120 frames, 480x640, YBR_FULL_422 JPEG
+    res = label_app_speed.main(["--cine", str(cine), "--repeats", "1", "--out", str(tmp_path)])
+    assert res["frames"] == 120 and res["checkpoint"] == "general.pt" and res["result_bytes"] > 0
+    assert len(res["warm_infer_seconds"]) == 1 and res["first_infer_seconds"] > 0
+    assert "| color3d_jpeg_baseline.dcm (dicom) | 120 | 480x640 |" in (tmp_path / "table.md").read_text()

@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Seconds a cine takes to propagate through the MONAI Label app, as 3D Slicer asks for it (issue 15 item 4).
+
+    python scripts/label_app_speed.py --cine /data/echo.dcm [--annotation label.nii.gz] [--repeats 3] --out DIR
+
+Starts the app's real server (``scripts/start_label_server.py``, default: the shipped model) on a temporary studies
+folder holding a copy of the cine, saves the annotation as the cine's ``final`` label (what Slicer's Submit Label
+does; default: a centred box on frame 0, on the grid SimpleITK loads the cine on) and times ``POST
+/infer/propagate`` with the NIfTI result returned (what Slicer's Run waits for): the first request (it loads the
+model and compiles the exported graph: start-up) and ``--repeats`` warm ones. Writes ``results.json`` and
+``table.md`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def box_annotation(cine_path: Path, out: Path) -> Path:
+    """A centred box on frame 0 (timing only), on the grid SimpleITK reads the cine on (else medvos' NIfTI)."""
+    from medvos.io import read_cine
+    from medvos.io.writers import write_nifti
+    from medvos.label.geometry import write_labels_on_itk_grid
+
+    cine = read_cine(cine_path, lazy=True)
+    h, w = cine.size
+    labels = np.zeros((cine.num_frames, h, w), np.uint8)
+    labels[0, h // 3: 2 * h // 3, w // 3: 2 * w // 3] = 1
+    if not write_labels_on_itk_grid(labels, cine_path, out):
+        write_nifti(out, labels, like=cine)
+    return out
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import requests
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        studies, models = tmp / "studies", tmp / "models"
+        studies.mkdir()
+        models.mkdir()
+        name = args.cine.name.replace(" ", "_")
+        shutil.copy(args.cine, studies / name)
+        cid = name[: -len("".join(Path(name).suffixes))] if Path(name).suffixes else name
+        annotation = args.annotation or box_annotation(studies / name, tmp / "annotation.nii.gz")
+        port = free_port()
+        cmd = [sys.executable, str(REPO / "scripts/start_label_server.py"), "--studies", str(studies),
+               "--models", str(models), "--port", str(port)]
+        if args.checkpoint:
+            cmd += ["--model", str(args.checkpoint)]
+        url = f"http://127.0.0.1:{port}"
+        log = open(tmp / "server.log", "w")
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            while True:
+                try:
+                    if requests.get(url + "/info/", timeout=5).ok:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if proc.poll() is not None or time.perf_counter() - t0 > 300:
+                    raise SystemExit("server did not start:\n" + (tmp / "server.log").read_text()[-3000:])
+                time.sleep(0.5)
+            ready = time.perf_counter() - t0
+            t = time.perf_counter()
+            r = requests.put(f"{url}/datastore/label", params={"image": cid, "tag": "final"},
+                             files={"label": ("label.nii.gz", Path(annotation).read_bytes())}, timeout=300)
+            r.raise_for_status()
+            save = time.perf_counter() - t
+            seconds = []
+            for _ in range(1 + args.repeats):
+                t = time.perf_counter()
+                r = requests.post(f"{url}/infer/propagate", params={"image": cid, "output": "image"}, timeout=600)
+                r.raise_for_status()
+                seconds.append(time.perf_counter() - t)
+            meta = requests.post(f"{url}/infer/propagate", params={"image": cid, "output": "json"}, timeout=600).json()
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+            log.close()
+    from medvos.inference.evaluation import machine_info
+    from medvos.io import read_cine
+
+    cine = read_cine(args.cine, lazy=True)
+    return {"cine": str(args.cine), "frames": cine.num_frames, "size": list(cine.size), "format": cine.format,
+            "server_ready_seconds": ready, "save_label_seconds": save, "first_infer_seconds": seconds[0],
+            "warm_infer_seconds": seconds[1:], "warm_median_seconds": statistics.median(seconds[1:]),
+            "result_bytes": len(r.content), "checkpoint": meta.get("checkpoint"), "machine": machine_info()}
+
+
+def table(res: dict[str, Any]) -> str:
+    warm = ", ".join(f"{s:.2f}" for s in res["warm_infer_seconds"])
+    return "\n".join([
+        f"| cine | frames | size | server ready | first infer (start-up) | warm infers | **median** |",
+        "|---|---|---|---|---|---|---|",
+        f"| {Path(res['cine']).name} ({res['format']}) | {res['frames']} | {res['size'][0]}x{res['size'][1]} | "
+        f"{res['server_ready_seconds']:.1f} s | {res['first_infer_seconds']:.2f} s | {warm} s | "
+        f"**{res['warm_median_seconds']:.2f} s** |", ""])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cine", type=Path, required=True, help="the cine (any format the app lists)")
+    ap.add_argument("--annotation", type=Path, help="its label on the cine's ITK grid (default: a box on frame 0)")
+    ap.add_argument("--checkpoint", type=Path, help="base model (default: the shipped general model)")
+    ap.add_argument("--repeats", type=int, default=3, help="warm infer requests timed after the first")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    if not args.cine.is_file():
+        raise SystemExit(f"{args.cine}: file not found")
+    res = measure(args)
+    print(table(res))
+    if args.out:
+        from medvos.io.atomic import atomic_write_bytes
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(args.out / "results.json", json.dumps(res, indent=2).encode())
+        atomic_write_bytes(args.out / "table.md", table(res).encode())
+    return res
+
+
+if __name__ == "__main__":
+    main()
