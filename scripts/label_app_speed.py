@@ -14,6 +14,7 @@ model and compiles the exported graph: start-up) and ``--repeats`` warm ones. Wr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,35 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(studies: Path, models: Path, log_file: Path, checkpoint: Path | None = None,
+                   extra: list[str] | None = None) -> Iterator[tuple[str, float]]:
+    """The app's real server on a free local port: ``(url, seconds until /info answered)``; stopped on exit."""
+    import requests
+
+    port = free_port()
+    cmd = [sys.executable, str(REPO / "scripts/start_label_server.py"), "--studies", str(studies),
+           "--models", str(models), "--port", str(port)] + (["--model", str(checkpoint)] if checkpoint else [])
+    url = f"http://127.0.0.1:{port}"
+    with open(log_file, "w") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd + list(extra or []), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            while True:
+                try:
+                    if requests.get(url + "/info/", timeout=5).ok:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if proc.poll() is not None or time.perf_counter() - t0 > 300:
+                    raise SystemExit("server did not start:\n" + log_file.read_text()[-3000:])
+                time.sleep(0.5)
+            yield url, time.perf_counter() - t0
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
 
 
 def box_annotation(cine_path: Path, out: Path) -> Path:
@@ -66,26 +97,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         shutil.copy(args.cine, studies / name)
         cid = name[: -len("".join(Path(name).suffixes))] if Path(name).suffixes else name
         annotation = args.annotation or box_annotation(studies / name, tmp / "annotation.nii.gz")
-        port = free_port()
-        cmd = [sys.executable, str(REPO / "scripts/start_label_server.py"), "--studies", str(studies),
-               "--models", str(models), "--port", str(port)]
-        if args.checkpoint:
-            cmd += ["--model", str(args.checkpoint)]
-        url = f"http://127.0.0.1:{port}"
-        log = open(tmp / "server.log", "w")
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            while True:
-                try:
-                    if requests.get(url + "/info/", timeout=5).ok:
-                        break
-                except requests.ConnectionError:
-                    pass
-                if proc.poll() is not None or time.perf_counter() - t0 > 300:
-                    raise SystemExit("server did not start:\n" + (tmp / "server.log").read_text()[-3000:])
-                time.sleep(0.5)
-            ready = time.perf_counter() - t0
+        with running_server(studies, models, tmp / "server.log", args.checkpoint) as (url, ready):
             t = time.perf_counter()
             r = requests.put(f"{url}/datastore/label", params={"image": cid, "tag": "final"},
                              files={"label": ("label.nii.gz", Path(annotation).read_bytes())}, timeout=300)
@@ -98,10 +110,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 r.raise_for_status()
                 seconds.append(time.perf_counter() - t)
             meta = requests.post(f"{url}/infer/propagate", params={"image": cid, "output": "json"}, timeout=600).json()
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
-            log.close()
     from medvos.inference.evaluation import machine_info
     from medvos.io import read_cine
 
