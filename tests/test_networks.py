@@ -100,3 +100,31 @@ def test_resnet50_with_user_weights(tmp_path):
     torch.save(resnet50(weights=None).state_dict(), tmp_path / "r50.pt")
     mid, deep = build_backbone("resnet50", tmp_path / "r50.pt")(torch.rand(1, 3, 64, 64))
     assert mid.shape == (1, 512, 8, 8) and deep.shape == (1, 1024, 4, 4)
+
+
+def test_tau_attention_uses_monai_blocks_and_old_relearned_files_load(tmp_path):
+    """TAU's squeeze-excitation is MONAI's ChannelSELayer and its stochastic depth MONAI's DropPath (issue 17): the
+    same function as the hand-written blocks of earlier versions, whose relearned files still load."""
+    from monai.networks.blocks import ChannelSELayer
+    from monai.networks.layers import DropPath
+
+    from medvos.networks.checkpoint import load_model
+    from medvos.networks.relearn_model import RelearnNet
+    from medvos.networks.tau import TAUBlock, TemporalAttention
+
+    torch.manual_seed(0)
+    for dim in (32, 48, 256):
+        attn = TemporalAttention(dim).eval()
+        assert isinstance(attn.se, ChannelSELayer) and attn.se.fc[0].out_features == max(dim // 16, 4)
+        x = torch.randn(2, dim, 6, 6)
+        old_se = torch.nn.Sequential(*[attn.se.fc[i] for i in range(4)])  # the old nn.Sequential, same weights
+        old = attn.pw(attn.dw_dilated(attn.dw(x))) * old_se(x.mean(dim=(2, 3)))[:, :, None, None] * x
+        torch.testing.assert_close(attn(x), old)
+    assert isinstance(TAUBlock(32).drop_path, DropPath)
+    net = RelearnNet(FewShotSegNet(backbone_weights=None), 4, 32).eval()
+    old_keys = {k.replace(".se.fc.", ".se."): v for k, v in net.state_dict().items()}  # an earlier version's file
+    assert any(".attn.attn.se.0.weight" in k for k in old_keys)
+    torch.save(old_keys, tmp_path / "old_relearned.pt")
+    loaded = load_model(tmp_path / "old_relearned.pt", FewShotSegNet(backbone_weights=None), 4, 32)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)

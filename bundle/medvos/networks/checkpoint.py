@@ -9,6 +9,7 @@ the network from the file alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -122,13 +123,22 @@ def load_state(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+_OLD_SE = re.compile(r"^(.*\.attn\.attn\.se\.)([02]\.(?:weight|bias))$")
+
+
+def renamed(key: str) -> str:
+    """A weight's name in this version: TAU's squeeze-excitation is MONAI's ``ChannelSELayer`` since 0.6.0
+    (``...se.0.weight`` -> ``...se.fc.0.weight``), so relearned files of earlier versions still load."""
+    return _OLD_SE.sub(r"\1fc.\2", key)
+
+
 def model_state(path: str | Path) -> dict[str, Any]:
     """The network weights of a checkpoint: a plain state dict, or its ``"model"`` entry (resume checkpoints).
     Raises :class:`CheckpointError` if a weight is not finite."""
     state = load_state(path)
     if "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {renamed(k.removeprefix("module.")): v for k, v in state.items()}
     bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{path}: non-finite weights (NaN or inf) in {len(bad)} tensor(s), e.g. {bad[:3]}; "

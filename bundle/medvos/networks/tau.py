@@ -8,29 +8,17 @@ attention (squeeze-excitation over the stacked channels, inter-frame).
 from __future__ import annotations
 
 import torch
+from monai.networks.blocks import ChannelSELayer
+from monai.networks.layers import DropPath
 from torch import nn
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop the residual branch per sample with probability ``p`` (training only)."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
 
 
 class TemporalAttention(nn.Module):
     """``H' = SA(H) * DA(H) * H``.
 
     SA: depthwise 5x5 -> depthwise 7x7 with dilation 3 -> 1x1 (statical, large receptive field).
-    DA: global average pool -> Linear -> ReLU -> Linear -> Sigmoid (dynamical, per channel).
+    DA: MONAI's squeeze-excitation (global average pool -> Linear -> ReLU -> Linear -> Sigmoid, per channel) to
+    ``max(dim // reduction, 4)`` hidden units; ``DA(H) * H`` is its output.
     """
 
     def __init__(self, dim: int, reduction: int = 16) -> None:
@@ -39,12 +27,10 @@ class TemporalAttention(nn.Module):
         self.dw_dilated = nn.Conv2d(dim, dim, 7, padding=9, dilation=3, groups=dim)
         self.pw = nn.Conv2d(dim, dim, 1)
         hidden = max(dim // reduction, 4)
-        self.se = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim), nn.Sigmoid())
+        self.se = ChannelSELayer(2, dim, r=max(dim // hidden, 1))  # MONAI: dim // r hidden units
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sa = self.pw(self.dw_dilated(self.dw(x)))
-        da = self.se(x.mean(dim=(2, 3)))[:, :, None, None]
-        return sa * da * x
+        return self.pw(self.dw_dilated(self.dw(x))) * self.se(x)
 
 
 class TAUAttention(nn.Module):
@@ -87,7 +73,7 @@ class TAUBlock(nn.Module):
         self.attn = TAUAttention(dim)
         self.norm2 = nn.BatchNorm2d(dim)
         self.mlp = DWMlp(dim, mlp_ratio, drop)
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DropPath(drop_path)  # MONAI's stochastic depth
         self.ls1 = nn.Parameter(layer_scale * torch.ones(dim))
         self.ls2 = nn.Parameter(layer_scale * torch.ones(dim))
 
