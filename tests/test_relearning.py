@@ -109,7 +109,7 @@ def test_relearn_model_starts_as_image_model_and_head_stays_frozen():
     neck_before = student.neck.nodes["0_1"].block[0].weight.clone()
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-2)
     trainer = SupervisedTrainer(device="cpu", max_epochs=1, train_data_loader=[{}], network=student, optimizer=opt,
-                                loss_function=RelearnLoss(), iteration_update=RelearnStep(image, RelearnLoss()))
+                                loss_function=RelearnLoss(), iteration_update=RelearnStep(image))
     out = trainer._process_function(trainer, {"clip": clip, "support": sup[0], "support_mask": mask[0]})
     assert {"loss", "loss_t", "loss_f", "loss_p"} <= set(out)
     for k, v in student.head.state_dict().items():
@@ -126,10 +126,10 @@ def test_relearning_step_with_every_option():
     torch.manual_seed(1)
     image = FewShotSegNet(backbone_weights=None, channels=16).eval()
     student = RelearnNet(image, window=4, tau_hidden=16, tau_blocks=1)
-    loss = RelearnLoss(divergence_weight=0.1, tcr_weight=1.0)
+    loss = RelearnLoss(divergence_weight=0.1, tcr_weight=1.0, tps_weight=0.5)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-3)
     trainer = SupervisedTrainer(device="cpu", max_epochs=1, train_data_loader=[{}], network=student, optimizer=opt,
-                                loss_function=loss, iteration_update=RelearnStep(image, loss, tps_weight=0.5))
+                                loss_function=loss, iteration_update=RelearnStep(image))
     mask = torch.zeros(1, 1, 48, 48)
     mask[..., 10:30, 10:30] = 1
     out = trainer._process_function(trainer, {"clip": torch.rand(4, 3, 48, 48), "support": torch.rand(1, 3, 48, 48),
@@ -137,4 +137,21 @@ def test_relearning_step_with_every_option():
     assert {"loss_div", "loss_tcr", "loss_tps"} <= set(out) and all(torch.isfinite(torch.tensor(v)) for v in out.values())
     x = torch.rand(3, 3, 8, 8)
     y = strong_augment(x)
-    assert y.shape == x.shape and 0 <= float(y.min()) and float(y.max()) <= 1
+    assert y.shape == x.shape and 0 <= float(y.min()) and float(y.max()) <= 1 and not torch.equal(y, x)
+    from medvos.engines.relearning import strong_view_transform
+
+    seeded = [strong_augment(x, strong_view_transform().set_random_state(5)) for _ in range(2)]
+    assert torch.equal(*seeded)  # MONAI transforms with their own random state: reproducible
+
+
+def test_frozen_modules_are_a_setting():
+    """relearn.yaml's ``frozen_modules`` decides what phase 2 does not train (default: head and deep stage F)."""
+    image = FewShotSegNet(backbone_weights=None, channels=16)
+    default = RelearnNet(image, window=2, tau_hidden=8, tau_blocks=1)
+    assert not any(p.requires_grad for p in default.head.parameters())
+    assert not any(p.requires_grad for p in default.backbone.f_stages.parameters())
+    assert all(p.requires_grad for p in default.neck.parameters()) and all(p.requires_grad for p in default.tau.parameters())
+    head_only = RelearnNet(image, window=2, tau_hidden=8, tau_blocks=1, frozen=["head"])
+    assert all(p.requires_grad for p in head_only.backbone.f_stages.parameters())
+    with pytest.raises(ValueError, match="'nope' is not a part"):
+        RelearnNet(image, window=2, tau_hidden=8, tau_blocks=1, frozen=["nope"])

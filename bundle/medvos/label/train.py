@@ -16,7 +16,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
 from medvos.data.datalist import write_datalist
-from medvos.engines.workflows import bundle_command
+from medvos.bundle_command import bundle_command
 from medvos.io.atomic import atomic_path, atomic_write_bytes
 from medvos.io.errors import CineReadError
 from medvos.io.readers import read_annotations, read_cine
@@ -58,8 +58,13 @@ class RelearnTrain(TrainTask):
         self.tracking_uri = tracking_uri or f"sqlite:///{(self.model_dir / 'mlruns.db').resolve()}"
 
     def config(self) -> dict[str, Any]:
-        return {"max_epochs": self.max_epochs, "learning_rate": 1e-4, "lambda_t": 0.1, "lambda_f": 1.0,
-                "lambda_p": 1.0, "annotation_tag": "final"}
+        import yaml
+
+        from medvos.bundle_command import CONFIGS
+
+        relearn = yaml.safe_load((CONFIGS / "relearn.yaml").read_text())  # the `relearning` workflow's defaults
+        return {"max_epochs": self.max_epochs, "annotation_tag": "final",
+                **{k: relearn[k] for k in ("learning_rate", "lambda_t", "lambda_f", "lambda_p")}}
 
     def stats(self) -> dict[str, Any]:
         path = self.model_dir / "relearn_stats.json"

@@ -74,27 +74,36 @@ def tps_pseudo_labels(y_prev_weak: torch.Tensor, flows: torch.Tensor) -> torch.T
 
 
 class RelearnLoss(nn.Module):
-    """``L = l1*L_t + l2*L_f + l3*L_p (+ alpha*L_div + w_tcr*L_tcr)``; every weight is a config key.
+    """``L = lambda_t*L_t + lambda_f*L_f + lambda_p*L_p (+ divergence_weight*L_div + tcr_weight*L_tcr +
+    tps_weight*L_tps)``; every weight is the config key of the same name (``relearn.yaml``).
 
     Call with the student's TAU features ``f``, neck features ``z_s``, softmax ``y_s``, the teacher's neck
-    features ``z_t`` and softmax ``y_t``, and (for TCR) backward flows. Returns ``(total, {name: value})``.
-    TPS needs an extra student pass and lives in :class:`medvos.engines.relearning.RelearnStep`.
+    features ``z_t`` and softmax ``y_t``, (for TCR) backward flows, and (for TPS) the student's logits on the
+    strongly augmented frames 1.. and their pseudo labels (flow-warped weak predictions of the previous frames; the
+    step prepares both when ``tps_weight`` is set). Returns ``(total, {name: value})``.
     """
 
-    def __init__(self, l1: float = 1.0, l2: float = 1.0, l3: float = 1.0, divergence_weight: float = 0.0,
-                 divergence_tau: float = 0.1, tcr_weight: float = 0.0) -> None:
+    def __init__(self, lambda_t: float = 1.0, lambda_f: float = 1.0, lambda_p: float = 1.0,
+                 divergence_weight: float = 0.0, divergence_tau: float = 0.1, tcr_weight: float = 0.0,
+                 tps_weight: float = 0.0) -> None:
         super().__init__()
-        self.l1, self.l2, self.l3 = l1, l2, l3
+        self.lambda_t, self.lambda_f, self.lambda_p = lambda_t, lambda_f, lambda_p
         self.divergence_weight, self.divergence_tau, self.tcr_weight = divergence_weight, divergence_tau, tcr_weight
+        self.tps_weight = tps_weight
+
+    @property
+    def needs_flows(self) -> bool:
+        return bool(self.tcr_weight or self.tps_weight)
 
     def forward(self, f: torch.Tensor, z_s: torch.Tensor, y_s: torch.Tensor, z_t: torch.Tensor, y_t: torch.Tensor,
-                flows: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                flows: torch.Tensor | None = None, tps_logits: torch.Tensor | None = None,
+                tps_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         parts = {
             "loss_t": temporal_consistency_loss(f),
             "loss_f": feature_loss(z_s, z_t),
             "loss_p": prediction_loss(y_s, y_t),
         }
-        total = self.l1 * parts["loss_t"] + self.l2 * parts["loss_f"] + self.l3 * parts["loss_p"]
+        total = self.lambda_t * parts["loss_t"] + self.lambda_f * parts["loss_f"] + self.lambda_p * parts["loss_p"]
         if self.divergence_weight:
             parts["loss_div"] = differential_divergence_loss(f, z_t, self.divergence_tau)
             total = total + self.divergence_weight * parts["loss_div"]
@@ -103,4 +112,9 @@ class RelearnLoss(nn.Module):
                 raise ValueError("TCR needs optical flows between consecutive frames")
             parts["loss_tcr"] = tcr_loss(y_s, flows)
             total = total + self.tcr_weight * parts["loss_tcr"]
+        if self.tps_weight:
+            if tps_logits is None or tps_labels is None:
+                raise ValueError("TPS needs the student's logits on the strong view and the pseudo labels")
+            parts["loss_tps"] = F.cross_entropy(tps_logits, tps_labels)
+            total = total + self.tps_weight * parts["loss_tps"]
         return total, {k: float(v.detach()) for k, v in parts.items()}

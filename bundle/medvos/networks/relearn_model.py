@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from medvos.networks.image_model import FewShotPath, FewShotSegNet, SupportEncoding, unpack_episode
 from medvos.networks.tau import TAUTranslator
+
+FROZEN = ("head", "backbone.f_stages")  # what phase 2 does not train (relearn.yaml `frozen_modules`)
 
 
 class RelearnNet(FewShotPath):
@@ -21,10 +24,11 @@ class RelearnNet(FewShotPath):
         image_model: the trained phase-1 model; it is deep-copied (the original can serve as frozen teacher).
         window: |B|, frames per TAU window.
         tau_hidden / tau_blocks / drop_path: TAU translator size.
+        frozen: dotted names of the parts not trained (default the head and the pseudo mask's deep stage F).
     """
 
     def __init__(self, image_model: FewShotSegNet, window: int = 8, tau_hidden: int = 256, tau_blocks: int = 2,
-                 drop_path: float = 0.1) -> None:
+                 drop_path: float = 0.1, frozen: Sequence[str] = FROZEN) -> None:
         super().__init__()
         base = copy.deepcopy(image_model)
         self.backbone, self.pseudo_mask, self.fusion = base.backbone, base.pseudo_mask, base.fusion
@@ -36,8 +40,14 @@ class RelearnNet(FewShotPath):
         # Paper: everything trains except the head (and, here, the frozen deep stage F of the pseudo mask).
         for p in self.backbone.parameters():
             p.requires_grad_(True)
-        for p in list(self.head.parameters()) + list(self.backbone.f_stages.parameters()):
-            p.requires_grad_(False)
+        self.frozen = tuple(frozen)
+        for name in self.frozen:
+            try:
+                part = self.get_submodule(name)
+            except AttributeError as exc:
+                raise ValueError(f"frozen module {name!r} is not a part of the relearning model") from exc
+            for p in part.parameters():
+                p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> RelearnNet:
         """Training mode for the TAU only as far as normalisation goes: the copied image-model parts keep their
