@@ -33,8 +33,8 @@ from tqdm import tqdm
 from medvos.data.datalist import load_datalist
 from medvos.data.videos import VideoDataset, is_image_entry
 from medvos.engines.handlers import plot_dice_per_frame
-from medvos.inference.evaluation import evaluate_methods, machine_info, markdown_table
-from medvos.inference.methods import Method, copy_method, flow_method, model_method
+from medvos.benchmarking.evaluation import evaluate_methods, machine_info, markdown_table
+from medvos.benchmarking.methods import Method, copy_method, flow_method, model_method
 from medvos.io.atomic import atomic_write_bytes
 from medvos.inference.defaults import inference_defaults
 from medvos.networks.checkpoint import SHIPPED_MODEL, is_relearned

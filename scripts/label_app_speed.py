@@ -110,7 +110,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 r.raise_for_status()
                 seconds.append(time.perf_counter() - t)
             meta = requests.post(f"{url}/infer/propagate", params={"image": cid, "output": "json"}, timeout=600).json()
-    from medvos.inference.evaluation import machine_info
+    from medvos.benchmarking.evaluation import machine_info
     from medvos.io import read_cine
 
     cine = read_cine(args.cine, lazy=True)

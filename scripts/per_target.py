@@ -25,7 +25,7 @@ import torch
 from medvos.data.datalist import load_datalist, write_datalist
 from medvos.data.videos import VideoDataset, is_image_entry
 from medvos.engines.video_evaluator import VideoEvaluator
-from medvos.engines.workflows import bundle_command
+from medvos.bundle_command import bundle_command
 from medvos.io.atomic import atomic_write_bytes
 from medvos.networks.checkpoint import input_size, load_model
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from medvos.data.datalist import load_datalist
 from medvos.data.videos import VideoDataset
-from medvos.engines.workflows import bundle_command
-from medvos.inference.evaluation import evaluate_methods
-from medvos.inference.methods import model_method
+from medvos.bundle_command import bundle_command
+from medvos.benchmarking.evaluation import evaluate_methods
+from medvos.benchmarking.methods import model_method
 from medvos.io.atomic import atomic_write_bytes
 
 REPO = Path(__file__).resolve().parents[1]

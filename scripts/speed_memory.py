@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from medvos.data.synthetic import endo_cine
-from medvos.inference.evaluation import machine_info
+from medvos.benchmarking.evaluation import machine_info
 from medvos.io.atomic import atomic_write_bytes
 from medvos.io.writers import write_png_frames
 
@@ -224,7 +224,8 @@ def reset_peak_rss() -> bool:
 def write_test_cine(folder: Path, frames: int, size: int, kind: str = "frames") -> None:
     """``frames``: a frame folder + first-frame mask folder, written frame by frame. ``dicom``: a JPEG-compressed
     multi-frame DICOM + a full-length NIfTI label volume with only frame 0 annotated (streamed out)."""
-    from medvos.io.writers import NiftiWriter, write_dicom_cine
+    from medvos.io.writers import NiftiWriter
+    from medvos.data.synthetic_dicom import write_dicom_cine
 
     clip, labels = test_cine(40, size)
     order = ping_pong(frames)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from medvos.data.datalist import load_datalist
 from medvos.data.videos import VideoDataset, is_image_entry
-from medvos.engines.metrics import frame_scores
+from medvos.metrics import frame_scores
 from medvos.flow import DenseFlow, forward_backward_error, grey_frame, warp
 from medvos.inference.motion import CueFusion
 from medvos.inference.propagator import FewShotPropagator, _resize

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from medvos.io import CineReadError, MaskMismatchError, atomic_path, read_cine, read_mask
-from medvos.io.writers import write_dicom_cine, write_nifti, write_png_frames
+from medvos.io.writers import write_nifti, write_png_frames
+from medvos.data.synthetic_dicom import write_dicom_cine
 
 
 def test_truncated_dicom(tmp_path, echo_small):

@@ -12,7 +12,7 @@ import pytest
 from conftest import pydicom_file, tool
 
 from medvos.io.dicom_seg import read_dicom_seg, segment_labels, write_dicom_seg
-from medvos.io.writers import write_dicom_cine
+from medvos.data.synthetic_dicom import write_dicom_cine
 
 T, H, W = 5, 32, 40
 

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medvos.io import CineReadError, read_cine
-from medvos.io.writers import write_dicom_cine, write_nifti, write_png_frames
+from medvos.io.writers import write_nifti, write_png_frames
+from medvos.data.synthetic_dicom import write_dicom_cine
 
 SUFFIXES = [".dcm", ".nii", ".nii.gz", ".mhd", ".png", ".jpg", ".mp4", ".avi", "", ".bin"]
 

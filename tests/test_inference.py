@@ -13,7 +13,8 @@ from medvos.inference.propagator import FewShotPropagator, Support
 from medvos.inference.workflow import run_inference
 from medvos.io import MaskMismatchError, read_cine, read_mask
 from medvos.io.dicom_seg import read_dicom_seg
-from medvos.io.writers import write_dicom_cine, write_dicom_series, write_nifti, write_png_frames, write_video
+from medvos.io.writers import write_nifti, write_png_frames, write_video
+from medvos.data.synthetic_dicom import write_dicom_cine, write_dicom_series
 
 
 def _write(fmt: str, root, cine):

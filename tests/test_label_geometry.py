@@ -8,7 +8,8 @@ import pytest
 import SimpleITK as sitk
 
 from medvos.label.geometry import itk_grid, write_labels_on_itk_grid
-from medvos.io.writers import write_dicom_cine, write_nifti
+from medvos.io.writers import write_nifti
+from medvos.data.synthetic_dicom import write_dicom_cine
 
 
 def _labels(t: int, h: int, w: int) -> np.ndarray:

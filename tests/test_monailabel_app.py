@@ -32,7 +32,8 @@ LABELS = {"lv": 1, "wall": 2}  # the server's --labels
 def make_folder_cines(studies: Path) -> dict[str, np.ndarray]:
     """``studies/frames cine/NNNN.png`` and ``studies/series_cine/*.dcm``; their labels ``(T,H,W)`` by id."""
     from medvos.data.synthetic import synthetic_cine
-    from medvos.io.writers import write_dicom_series, write_png_frames
+    from medvos.io.writers import write_png_frames
+    from medvos.data.synthetic_dicom import write_dicom_series
 
     a, b = synthetic_cine("echo", 101, SIZE, FRAMES), synthetic_cine("endo", 102, SIZE, FRAMES)
     write_png_frames(studies / "frames cine", a.frames)
@@ -395,7 +396,7 @@ def test_dicom_seg_output_object_names_and_ids_with_spaces(server, tmp_path):
     a Slicer volume name such as "Echo cine" is a valid id; a NIfTI cine asks for the NIfTI result instead."""
     from medvos.data.synthetic import synthetic_cine
     from medvos.io.dicom_seg import read_dicom_seg, segment_labels
-    from medvos.io.writers import write_dicom_cine
+    from medvos.data.synthetic_dicom import write_dicom_cine
 
     c = synthetic_cine("echo", 103, SIZE, FRAMES)
     dcm = write_dicom_cine(tmp_path / "echo.dcm", c.frames)

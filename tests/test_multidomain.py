@@ -109,7 +109,7 @@ def test_general_datalist_real(tmp_path):
 
 def test_frame_scores_count_objects_only():
     """Dice averages the objects, never the background (an empty prediction of a present object scores 0)."""
-    from medvos.engines.metrics import frame_scores
+    from medvos.metrics import frame_scores
 
     gt = np.zeros((3, 10, 10), np.uint8)
     gt[:, :5, :5] = 1

@@ -64,7 +64,7 @@ def _inferring(root, entry, ckpt, *extra):
 
 def test_validation_benchmark_inferring_app_agree(case):
     from medvos.data.videos import VideoDataset
-    from medvos.inference.methods import model_method
+    from medvos.benchmarking.methods import model_method
     from medvos.label.infer import PropagateInfer
 
     root, entry = case

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import rgb_frames, shared
 from medvos.io import CineReadError, read_cine, read_mask
-from medvos.io.writers import write_dicom_cine, write_dicom_series, write_nifti, write_png_frames, write_video
+from medvos.io.writers import write_nifti, write_png_frames, write_video
+from medvos.data.synthetic_dicom import write_dicom_cine, write_dicom_series
 
 
 def test_dicom_multiframe_grey_and_rgb(tmp_path, echo_small):

@@ -93,7 +93,7 @@ def test_shipped_model_out_of_the_box_on_a_real_carotid_recording(tmp_path, reco
     import numpy as np
     from PIL import Image
 
-    from medvos.engines.metrics import frame_scores
+    from medvos.metrics import frame_scores
 
     rec = shared("carotid_us_dev") / recording
     masks = sorted((rec / "masks").iterdir())

@@ -42,7 +42,7 @@ def test_memory_with_dicom_and_full_length_nifti_annotation(tmp_path):
 
 def test_read_memory_script_eager_and_lazy_agree(tmp_path):
     """scripts/read_memory.py reads one cine both ways (it exits non-zero if their pixels differ)."""
-    from medvos.io.writers import write_dicom_cine
+    from medvos.data.synthetic_dicom import write_dicom_cine
 
     rng = np.random.default_rng(0)
     write_dicom_cine(tmp_path / "c.dcm", rng.integers(0, 255, (20, 3, 32, 48), dtype=np.uint8), compression="jpeg")

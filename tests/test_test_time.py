@@ -18,7 +18,7 @@ def cine(endo_nifti):
 
 
 def test_relearn_on_cine_adapts_a_copy(cine):
-    from medvos.inference.test_time import relearn_on_cine
+    from medvos.engines.test_time import relearn_on_cine
     from medvos.inference.workflow import run_inference
     from medvos.networks.image_model import FewShotSegNet
     from medvos.networks.relearn_model import RelearnNet

@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from medvos.io.atomic import atomic_write_bytes
-from medvos.io.writers import write_dicom_cine, write_nifti, write_png
+from medvos.io.writers import write_nifti, write_png
+from medvos.data.synthetic_dicom import write_dicom_cine
 
 FAMILIES = ("echo", "endo")
 

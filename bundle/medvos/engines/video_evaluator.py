@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from monai.engines import SupervisedEvaluator
 
-from medvos.engines.metrics import frame_scores
+from medvos.metrics import frame_scores
 from medvos.inference.propagator import FewShotPropagator
 
 

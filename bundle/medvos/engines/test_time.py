@@ -83,8 +83,9 @@ def relearn_on_cine(network: nn.Module, video: Any, annotation: Any, image_size:
     student = RelearnNet(teacher, clip_length, tau_hidden, tau_blocks).to(device)
     optimizer = torch.optim.AdamW(param_groups(student, learning_rate, backbone_lr_mult), lr=learning_rate,
                                   weight_decay=1e-4)
-    step_fn = RelearnStep(teacher, RelearnLoss(lambda_t, lambda_f, lambda_p), tps_weight)
-    engine = SimpleNamespace(state=SimpleNamespace(device=device), network=student, optimizer=optimizer)
+    step_fn = RelearnStep(teacher)
+    engine = SimpleNamespace(state=SimpleNamespace(device=device), network=student, optimizer=optimizer,
+                             loss_function=RelearnLoss(lambda_t, lambda_f, lambda_p, tps_weight=tps_weight))
     rng = np.random.default_rng(seed)
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)

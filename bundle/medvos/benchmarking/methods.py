@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medvos.inference.baselines import FlowPropagator, copy_mask
+from medvos.benchmarking.baselines import FlowPropagator, copy_mask
 from medvos.inference.defaults import make_propagator
 from medvos.networks.checkpoint import input_size, load_model, tau_window
 
@@ -48,7 +48,7 @@ def model_method(checkpoint: str | Path, image_size: int | None = None, window: 
     def run(frames: np.ndarray, labels: np.ndarray, support: Sequence[int], entry: dict[str, Any]) -> np.ndarray:
         model = net
         if relearn_steps:
-            from medvos.inference.test_time import relearn_on_cine
+            from medvos.engines.test_time import relearn_on_cine
 
             model = relearn_on_cine(net, entry["image"], entry["label"], size, list(support), steps=relearn_steps,
                                     clip_length=window, tau_hidden=tau_hidden, progress=False)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from medvos.engines.metrics import frame_scores
+from medvos.metrics import frame_scores
 
 # method(frames (T,3,H,W) float [0,1], labels (T,H,W) uint8, support_frames, entry) -> predicted labels (T,H,W)
 Method = Callable[[np.ndarray, np.ndarray, Sequence[int], dict[str, Any]], np.ndarray]

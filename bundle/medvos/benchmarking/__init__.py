@@ -1,0 +1,1 @@
+"""Benchmarking: propagation methods (models, optical flow, copy), their evaluation on labelled videos, machine info."""
