@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medvos.inference.workflow import overlay
+from medvos.inference.sinks import overlay
 from medvos.io.atomic import atomic_path
 from medvos.io.readers import read_cine, read_mask
 from medvos.label.demo import make_demo_studies

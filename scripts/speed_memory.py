@@ -140,7 +140,7 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
     pipeline in this process twice (first call and warm) with its per-stage seconds."""
     import re
 
-    from medvos.inference.defaults import make_propagator
+    from medvos.inference.predictor import VideoPredictor
     from medvos.inference.workflow import run_inference
     from medvos.io import read_cine
     from medvos.io.writers import NiftiWriter
@@ -174,21 +174,21 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
         net = load_network(args)
         options = {"runtime": args.runtime} if args.runtime else {}
         for run in ("first call", "warm"):
-            prop = make_propagator(net, args.image_size, args.window, **options)
+            pred = VideoPredictor.with_defaults(net, args.image_size, args.window, **options)
             res = run_inference(str(args.cine), str(annotation), Path(tmp) / run.replace(" ", "_"), net,
-                                args.image_size, args.window, progress=False, keep_labels=False, propagator=prop)
+                                args.image_size, args.window, progress=False, keep_labels=False, predictor=pred)
             out[run] = res["timings"]
     return out
 
 
 def memory_child(args: argparse.Namespace) -> None:
     """Child process: the streaming inference path on the cine in ``--cine-dir``; prints its peak RSS (MB)."""
-    from medvos.inference.defaults import make_propagator
+    from medvos.inference.predictor import VideoPredictor
     from medvos.inference.workflow import run_inference
 
     torch.set_num_threads(args.threads)
     net = load_network(args)
-    prop = make_propagator(net, args.image_size, args.window)  # the inferring defaults (runtime, motion ...)
+    pred = VideoPredictor.with_defaults(net, args.image_size, args.window)  # the inferring defaults
     base = vm_kb("VmRSS") / 1024
     reset = reset_peak_rss()  # so the peak below is the inference's, not the model loading's
     dicom = args.memory_input == "dicom"
@@ -197,7 +197,7 @@ def memory_child(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         run_inference(str(args.cine_dir / video), str(args.cine_dir / annotation), Path(tmp), net, args.image_size,
-                      args.window, outputs=outputs, keep_labels=False, progress=False, propagator=prop)
+                      args.window, outputs=outputs, keep_labels=False, progress=False, predictor=pred)
         dt = time.perf_counter() - t0
     peak = (vm_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
     print(json.dumps({"peak_rss_mb": peak, "rss_before_inference_mb": base, "seconds": dt, "peak_reset": reset}))

@@ -12,7 +12,7 @@ import torch
 
 from conftest import REPO
 from medvos.inference.batch import BatchIncomplete, cases_from_folder, run_batch, shard
-from medvos.inference.defaults import make_propagator
+from medvos.inference.predictor import VideoPredictor
 from medvos.io.result_set import read_manifest
 from medvos.io.writers import write_nifti
 
@@ -29,7 +29,7 @@ def archive(tmp_path, echo_small, endo_small):
 
 def _run(archive, net, **kw):
     cases = cases_from_folder(archive / "cines", archive / "ann")
-    return run_batch(cases, archive / "out", net, 32, 4, lambda: make_propagator(net, 32, 4, runtime="torch"),
+    return run_batch(cases, archive / "out", net, 32, 4, VideoPredictor.with_defaults(net, 32, 4, runtime="torch"),
                      outputs=("nifti", "csv"), progress=False, **kw)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import torch
 
-from medvos.inference.defaults import make_propagator
+from medvos.inference.predictor import VideoPredictor
 from medvos.inference.propagator import FewShotPropagator, Support
 from medvos.inference.workflow import run_inference
 from medvos.io import MaskMismatchError, read_cine, read_mask
@@ -95,8 +95,9 @@ def test_annotated_frame_without_the_object_says_it_is_absent(tmp_path, tiny_net
     t = len(multi)
     for motion in (False, True):
         thr = 0.5 if motion else 0.0
-        prop = make_propagator(tiny_net, 32, 4, threshold=thr, motion=motion, memory_tree=False, runtime="torch")
-        kw = dict(image_size=32, window=4, outputs=(), progress=False, threshold=thr, propagator=prop)
+        pred = VideoPredictor.with_defaults(tiny_net, 32, 4, threshold=thr, motion=motion, memory_tree=False,
+                                            runtime="torch")
+        kw = dict(image_size=32, window=4, outputs=(), progress=False, threshold=thr, predictor=pred)
         absent = run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "multi.nii.gz"), tmp_path / "a", tiny_net,
                                annotated=[0, 5], **kw)
         assert absent["annotated"] == [0, 5] and not absent["labels"][3:t].any(), motion
@@ -154,3 +155,34 @@ def test_inference_on_real_jpeg_ultrasound_dicom_and_cvc_frames(tmp_path, tiny_n
                         image_size=32, window=8, outputs=("png",), keep_labels=False, progress=False)
     assert res["labels"] is None and len(res["confidence"]) == len(frames)
     assert len(list((tmp_path / "cvc" / "masks").glob("*.png"))) == len(frames)
+
+
+def test_predictor_owns_each_videos_state(tmp_path, tiny_net, echo_small):
+    """One predictor, two videos interleaved (issue 17 item 2): each video's annotations and strategy memory live in
+    its own state, so the windows equal those of each video alone; annotated frames keep their labels."""
+    write_nifti(tmp_path / "a.nii.gz", echo_small.frames)
+    write_nifti(tmp_path / "b.nii.gz", echo_small.frames[::-1].copy())
+    pred = VideoPredictor.with_defaults(tiny_net, 32, 4, threshold=0.5, memory_tree=True, motion=True,
+                                        runtime="torch")
+
+    def alone(path, labels):  # noqa: ANN001, ANN202
+        state = pred.init_state(str(path))
+        pred.add_annotation(state, 0, labels)
+        return [w.labels.copy() for w in pred.propagate(state)]
+
+    ref_a = alone(tmp_path / "a.nii.gz", echo_small.labels[0])
+    ref_b = alone(tmp_path / "b.nii.gz", echo_small.labels[-1])
+    sa, sb = pred.init_state(str(tmp_path / "a.nii.gz")), pred.init_state(str(tmp_path / "b.nii.gz"))
+    pred.add_annotation(sa, 0, echo_small.labels[0])
+    pred.add_annotation(sb, 0, echo_small.labels[-1])
+    got_a, got_b = [], []
+    for wa, wb in zip(pred.propagate(sa), pred.propagate(sb)):
+        got_a.append(wa.labels.copy())
+        got_b.append(wb.labels.copy())
+        if wa.start == 0:
+            assert wa.annotated[0] and not wa.annotated[1:].any() and wb.confidence[0] == 1.0
+    for got, ref in ((got_a, ref_a), (got_b, ref_b)):
+        assert len(got) == len(ref) and all(np.array_equal(g, r) for g, r in zip(got, ref))
+    np.testing.assert_array_equal(got_a[0][0], echo_small.labels[0])
+    with pytest.raises(MaskMismatchError, match="frame 99 is not in the video"):
+        pred.add_annotation(sa, 99, echo_small.labels[0])

@@ -226,7 +226,7 @@ def test_corrected_frame_is_kept_and_used_as_second_annotation(server):
 def test_uploaded_label_matches_in_process_propagation(server):
     import torch
 
-    from medvos.inference.defaults import make_propagator
+    from medvos.inference.predictor import VideoPredictor
     from medvos.inference.workflow import run_inference
     from medvos.networks.checkpoint import load_model
     from medvos.networks.image_model import FewShotSegNet
@@ -239,7 +239,7 @@ def test_uploaded_label_matches_in_process_propagation(server):
     with torch.inference_mode():
         ref = run_inference(str(paths["image"]), str(paths["first_frame"]), server["root"] / "ref", net.eval(),
                             SIZE, WINDOW, outputs=(), progress=False,
-                            propagator=make_propagator(net, SIZE, WINDOW))  # the app's default
+                            predictor=VideoPredictor.with_defaults(net, SIZE, WINDOW))  # the app's default
     assert np.array_equal(np.transpose(ref["labels"], (2, 1, 0)), np.asarray(volume(r.content).dataobj))
 
 

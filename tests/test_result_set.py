@@ -62,7 +62,7 @@ def test_bad_pixels_in_a_late_frame_leave_no_output(tmp_path, tiny_net, echo_sma
 
 def test_a_failure_mid_run_leaves_no_output(tmp_path, tiny_net, echo_small, monkeypatch):
     """A writer failing on frame 4 of 6 (after masks 0-3 and the NIfTI's first windows were written)."""
-    import medvos.inference.workflow as wf
+    import medvos.inference.sinks as wf
 
     real, shown = wf.overlay, []
 

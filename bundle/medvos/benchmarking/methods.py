@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from medvos.benchmarking.baselines import FlowPropagator, copy_mask
-from medvos.inference.defaults import make_propagator
+from medvos.inference.defaults import inference_defaults
+from medvos.inference.predictor import VideoPredictor
 from medvos.networks.checkpoint import input_size, load_model, tau_window
 
 Method = Callable[[np.ndarray, np.ndarray, Sequence[int], dict[str, Any]], np.ndarray]
@@ -52,10 +53,10 @@ def model_method(checkpoint: str | Path, image_size: int | None = None, window: 
 
             model = relearn_on_cine(net, entry["image"], entry["label"], size, list(support), steps=relearn_steps,
                                     clip_length=window, tau_hidden=tau_hidden, progress=False)
-        prop = make_propagator(model, size, window, **options)
-        res = run_inference(entry["image"], entry["label"], Path("."), model, size, window, prop.fusion,
-                            outputs=(), threshold=prop.threshold, annotated=list(support), progress=False,
-                            keep_labels=True, propagator=prop)
+        opts = {**inference_defaults(), **options}
+        res = run_inference(entry["image"], entry["label"], Path("."), model, size, window, opts["fusion"],
+                            outputs=(), threshold=opts["threshold"], annotated=list(support), progress=False,
+                            keep_labels=True, predictor=VideoPredictor.with_defaults(model, size, window, **options))
         return res["labels"]
 
     return run

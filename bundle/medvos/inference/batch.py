@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 from torch import nn
 from tqdm import tqdm
 
+from medvos.inference.predictor import VideoPredictor
 from medvos.io.atomic import atomic_write_bytes
 from medvos.io.errors import CineReadError
 from medvos.io.formats import IMAGE_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, VIDEO_SUFFIXES, file_suffix
@@ -127,14 +128,14 @@ def shard(cases: Sequence[Case], rank: int, world: int) -> list[Case]:
 
 
 def run_batch(cases: Sequence[Case], batch_dir: str | Path, network: nn.Module, image_size: int, window: int,
-              make_propagator: Callable[[], Any], outputs: Sequence[str] = ("nifti", "png", "csv"),
+              predictor: VideoPredictor, outputs: Sequence[str] = ("nifti", "png", "csv"),
               overlay_format: str = "mp4", resume: bool = True, checkpoint: str | Path | None = None,
               progress: bool = True) -> dict[str, Any] | None:
     """Segment every case (this rank's share under ``torchrun``) into ``<batch_dir>/<id>/``; returns the summary on
     rank 0 (None on the others).
 
     Args:
-        make_propagator: a new propagator per case (it holds one video's state).
+        predictor: segments each case (each video's state is its own).
         resume: skip cases whose result set is already whole.
     """
     import torch.distributed as dist
@@ -164,7 +165,7 @@ def run_batch(cases: Sequence[Case], batch_dir: str | Path, network: nn.Module, 
         try:
             res = run_inference(case.video, case.annotation, folder, network, image_size, window,
                                 outputs=outputs, overlay_format=overlay_format, annotated=case.annotated,
-                                progress=False, keep_labels=False, propagator=make_propagator(),
+                                progress=False, keep_labels=False, predictor=predictor,
                                 checkpoint=checkpoint)
         except (CineReadError, OSError, ValueError) as exc:  # one bad case never stops an archive run
             logger.warning("case %s failed: %s", case.id, exc)

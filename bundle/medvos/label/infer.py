@@ -15,7 +15,7 @@ import torch
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from torch import nn
 
-from medvos.inference.defaults import make_propagator
+from medvos.inference.predictor import VideoPredictor
 from medvos.inference.propagator import FUSION_MODES
 from medvos.inference.workflow import run_inference
 from medvos.io.dicom_seg import dicom_sources, write_dicom_seg
@@ -65,6 +65,7 @@ class PropagateInfer(InferTask):
         self.threshold, self.options = threshold, dict(options or {})
         self._lock = threading.Lock()
         self._net: tuple[tuple, nn.Module] | None = None
+        self._predictor: tuple[tuple, VideoPredictor] | None = None
         self._confidence: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
 
     def names(self, values: Sequence[int]) -> dict[int, str]:
@@ -100,6 +101,16 @@ class PropagateInfer(InferTask):
                 logger.info("propagate: loaded %s (input %d px)", ckpt, size)
             return self._net[1], ckpt, self._net[2], self._net[3]
 
+    def predictor(self, net: nn.Module, size: int, window: int, fusion: str) -> VideoPredictor:
+        """The `inferring` predictor with the app's options (one per network version and fusion; each video's state
+        lives in its own :class:`VideoState`)."""
+        key = (id(net), size, window, fusion)
+        with self._lock:
+            if self._predictor is None or self._predictor[0] != key:
+                self._predictor = (key, VideoPredictor.with_defaults(net, size, window, fusion=fusion,
+                                                                      threshold=self.threshold, **self.options))
+            return self._predictor[1]
+
     def propagate(self, image: str, annotation: str, fusion: str = "nearest",
                   annotated: Sequence[int] | None = None, output: str | Path | None = None,
                   dicom_seg: str | Path | None = None) -> dict[str, Any]:
@@ -119,12 +130,11 @@ class PropagateInfer(InferTask):
         if dicom_seg is not None and cine.format not in ("dicom", "dicom-series"):
             raise CineReadError(image, f"a DICOM SEG result needs a DICOM cine (this one is {cine.format}); ask for "
                                        "the NIfTI result (output=image)")
-        prop = make_propagator(net, size, window, fusion=fusion, threshold=self.threshold,
-                               **self.options)  # one per request: it keeps per-video state
+        predictor = self.predictor(net, size, window, fusion)
         res = run_inference(image, annotation, Path(tempfile.gettempdir()), net, size, window, fusion, outputs=(),
                             threshold=self.threshold, annotated=annotated or None, progress=False,
                             keep_labels=output is not None or dicom_seg is not None,
-                            propagator=prop)  # nothing written: labels kept
+                            predictor=predictor)  # nothing written: labels kept
         if output:  # on the grid SimpleITK (3D Slicer) reads the stored image on, else medvos' own geometry
             if not write_labels_on_itk_grid(res["labels"], image, output):
                 write_nifti(output, res["labels"], like=cine)

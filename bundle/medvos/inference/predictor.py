@@ -1,0 +1,141 @@
+"""A predictor that owns a video's state, SAM2-style: ``init_state(cine)``, ``add_annotation(state, frame, labels)``,
+``propagate(state)`` yielding windows of every frame (forward and backward from the annotations, as the propagation
+strategy does it).
+
+Everything that belongs to one video lives in its :class:`VideoState`: the lazily decoded cine, its intensity range,
+the annotations and the propagation strategy (single path, memory tree, motion fusion) built for it, with that
+strategy's memory. One predictor serves any number of videos, one after another or interleaved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from medvos.data.transforms import intensity_range, scale_intensity
+from medvos.io.background import prefetch
+from medvos.io.cine import Cine
+from medvos.io.errors import MaskMismatchError
+from medvos.io.readers import read_annotations, read_cine
+
+
+@dataclass
+class VideoState:
+    """One video being segmented: the cine (decoded lazily), its intensity range, the annotations ``{frame: (H,W)
+    uint8 labels}`` and the propagation strategy built for it (with its memory)."""
+
+    cine: Cine
+    intensity: tuple[float, float]
+    annotations: dict[int, np.ndarray] = field(default_factory=dict)
+    strategy: Any = None
+
+    @property
+    def annotated(self) -> list[int]:
+        return sorted(self.annotations)
+
+
+@dataclass
+class Propagated:
+    """Consecutive frames from ``start`` at the cine's own size: ``labels (n,H,W)`` uint8 (annotated frames keep their
+    given labels), ``confidence (n,)`` (1 on annotated frames), ``drift (n,)`` (0 without motion and on annotated
+    frames), ``annotated (n,)`` bool and, when asked for, the network-ready ``frames (n,3,H,W)`` in [0,1]."""
+
+    start: int
+    labels: np.ndarray
+    confidence: np.ndarray
+    drift: np.ndarray
+    annotated: np.ndarray
+    frames: np.ndarray | None = None
+
+
+class VideoPredictor:
+    """Segments videos from annotated frames.
+
+    Args:
+        make_strategy: builds the propagation strategy for one video (a :class:`FewShotPropagator`,
+            :class:`MemoryTreePropagator` or :class:`MotionAwarePropagator`); called once per :meth:`init_state`.
+        window: frames decoded and propagated per step (the network's |B|).
+    """
+
+    def __init__(self, make_strategy: Callable[[], Any], window: int = 8) -> None:
+        self.make_strategy = make_strategy
+        self.window = int(window)
+
+    @classmethod
+    def with_defaults(cls, network: torch.nn.Module, image_size: int, window: int, **options: Any) -> VideoPredictor:
+        """The `inferring` predictor: ``inference.yaml``'s propagation defaults, ``options`` overriding them
+        (:func:`medvos.inference.defaults.make_propagator`)."""
+        from medvos.inference.defaults import make_propagator
+
+        return cls(lambda: make_propagator(network, image_size, window, **options), window)
+
+    # ------------------------------------------------------------------------------------------------ state
+    def init_state(self, video: Any, min_frames: int = 2) -> VideoState:
+        """A video's state: the cine any :func:`medvos.io.read_cine` input names (or a :class:`Cine`), read lazily."""
+        cine = video if isinstance(video, Cine) else read_cine(video, min_frames=min_frames, lazy=True)
+        return VideoState(cine, intensity_range(cine.frames), strategy=self.make_strategy())
+
+    def add_annotation(self, state: VideoState, frame: int, labels: np.ndarray) -> None:
+        """Annotate ``frame`` with ``labels (H,W)`` (0 = background; an object not drawn is absent there)."""
+        t, size = state.cine.num_frames, state.cine.size
+        labels = np.asarray(labels)
+        if not 0 <= int(frame) < t:
+            raise MaskMismatchError("annotation", f"frame {frame} is not in the video ({t} frames)")
+        if labels.shape != tuple(size):
+            raise MaskMismatchError("annotation", f"labels of {labels.shape} for frames of {tuple(size)}")
+        state.annotations[int(frame)] = labels.astype(np.uint8, copy=False)
+
+    def add_annotations(self, state: VideoState, annotation: Any, frames: Sequence[int] | None = None) -> list[int]:
+        """The annotated frames of a mask file or folder (:func:`medvos.io.readers.read_annotations`): ``frames``
+        when given, else its non-empty (or, for a partial folder, covered) frames. Returns them."""
+        given = read_annotations(annotation, state.cine, frames or None)
+        if not given:
+            raise MaskMismatchError(str(annotation), "no annotated frame: the mask is empty on every frame")
+        if not any(lab.any() for lab in given.values()):
+            raise MaskMismatchError(str(annotation), f"annotated frame(s) {sorted(given)} are empty: draw the "
+                                    "object on at least one (an annotated frame without an object says it is "
+                                    "absent there)")
+        for t, lab in given.items():
+            self.add_annotation(state, t, lab)
+        return sorted(given)
+
+    # -------------------------------------------------------------------------------------------- propagate
+    def prepare(self, state: VideoState, frames: np.ndarray) -> np.ndarray:
+        """Frames ``(n,C,H,W)`` of the cine as the network takes them: intensities scaled to [0,1], grey as RGB."""
+        x = scale_intensity(frames, state.intensity)
+        return np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
+
+    def propagate(self, state: VideoState, keep_frames: bool = False, stats: dict[str, float] | None = None
+                  ) -> Iterator[Propagated]:
+        """Every frame of the video, window by window in frame order (decoded ahead in a thread); annotated frames
+        keep their labels. ``keep_frames``: also the network-ready frames (for an overlay)."""
+        if not state.annotations:
+            raise MaskMismatchError("annotation", "no annotated frame: add an annotation first")
+        cine, ann = state.cine, state.annotated
+        strategy = state.strategy
+        supports = strategy.supports({a: (torch.from_numpy(self.prepare(state, cine.frames[a : a + 1]))[0],
+                                          torch.from_numpy(state.annotations[a])) for a in ann})
+        shown: dict[int, np.ndarray] = {}  # prepared frames awaiting their window (a strategy may output late)
+
+        def windows() -> Iterator[tuple[int, torch.Tensor]]:
+            for start in range(0, cine.num_frames, self.window):
+                x = self.prepare(state, cine.frames[start : start + self.window])
+                if keep_frames:
+                    shown.update({start + i: f for i, f in enumerate(x)})
+                yield start, torch.from_numpy(x)
+
+        ahead = prefetch(windows(), stats=stats, label="decode + intensity (thread)")
+        for win in strategy.stream(ahead, supports):
+            start, lab, conf, n = win.start, win.labels, win.confidence, len(win.labels)
+            drift = np.zeros(n, np.float32) if win.drift is None else np.asarray(win.drift, np.float32).copy()
+            marked = np.zeros(n, bool)
+            for t in range(start, start + n):  # annotated frames keep the given labels: the one place this is done
+                if t in state.annotations:
+                    lab[t - start], conf[t - start], drift[t - start], marked[t - start] = \
+                        state.annotations[t], 1.0, 0.0, True
+            frames = np.stack([shown.pop(t) for t in range(start, start + n)]) if keep_frames else None
+            yield Propagated(start, lab, conf, drift, marked, frames)
