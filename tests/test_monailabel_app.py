@@ -544,3 +544,28 @@ def test_app_speed_script_times_a_jpeg_echo_cine_through_the_server(tmp_path):
     assert res["frames"] == 120 and res["checkpoint"] == "general.pt" and res["result_bytes"] > 0
     assert len(res["warm_infer_seconds"]) == 1 and res["first_infer_seconds"] > 0
     assert "| color3d_jpeg_baseline.dcm (dicom) | 120 | 480x640 |" in (tmp_path / "table.md").read_text()
+
+
+def test_training_progress_polled_as_slicer_does(server):
+    """Issue 15 item 5 through the server: Train without run_sync, then /info polled as the plugin's progress bar
+    polls it (train_stats: epoch of total_epochs while running, total_time at the end), the server answering
+    throughout."""
+    for cid in server["cines"]:
+        requests.put(f"{server['url']}/datastore/label", params={"image": cid, "tag": "final"},
+                     files={"label": ("l.nii.gz", server["cines"][cid]["first_frame"].read_bytes())}, timeout=60)
+    before = requests.get(server["url"] + "/info/", timeout=10).json().get("train_stats", {}).get("relearn", {})
+    r = requests.post(f"{server['url']}/train/relearn", json={"max_epochs": 2}, timeout=60)
+    assert r.status_code == 200, r.text
+    seen, deadline = [], time.time() + 600
+    while time.time() < deadline:
+        t = time.time()
+        stats = requests.get(server["url"] + "/info/", timeout=10).json().get("train_stats", {}).get("relearn", {})
+        assert time.time() - t < 2.0  # polling never waits behind the training
+        if stats and stats != before:
+            seen.append(stats)
+            if stats.get("total_time") is not None:
+                break
+        time.sleep(0.5)
+    assert seen and seen[-1]["total_time"] > 0 and (seen[-1]["epoch"], seen[-1]["total_epochs"]) == (2, 2), seen
+    assert all(s["total_epochs"] == 2 and 0 <= s["epoch"] <= 2 for s in seen)
+    assert [s["epoch"] for s in seen] == sorted(s["epoch"] for s in seen)  # never goes back
