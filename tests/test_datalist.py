@@ -7,7 +7,7 @@ import pytest
 from conftest import shared
 from medvos.data import prepare
 from medvos.data.datalist import load_datalist, write_datalist
-from medvos.io import CineReadError, read_cine, read_mask
+from medvos.io import CineReadError, DatalistError, read_cine, read_mask
 from medvos.io.writers import write_nifti, write_png_frames
 
 
@@ -54,5 +54,17 @@ def test_camus_layout(tmp_path, echo_small):
 
 
 def test_missing_layout_is_clear(tmp_path):
-    with pytest.raises(CineReadError, match="expected one of the folders"):
+    with pytest.raises(DatalistError, match="expected one of the folders"):
         prepare.cvc_clinicdb(tmp_path)
+
+
+def test_datalist_problems_raise_datalist_errors(tmp_path):
+    """A missing, non-JSON or split-less datalist is a DatalistError (a CineReadError too) naming the file."""
+    from medvos.data.datalist import load_datalist
+
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "nosplit.json").write_text('{"training": []}')
+    for name, text in (("missing.json", "not found"), ("bad.json", "not valid JSON"), ("nosplit.json", "no 'test'")):
+        with pytest.raises(DatalistError, match=text) as err:
+            load_datalist(str(tmp_path / name), "test")
+        assert isinstance(err.value, CineReadError) and name in str(err.value)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from medvos.io.atomic import atomic_write_bytes
-from medvos.io.errors import CineReadError
+from medvos.io.errors import DatalistError
 
 SPLITS = ("training", "validation", "test")
 
@@ -29,18 +29,18 @@ def load_datalist(path: str | Path, split: str, base_dir: str | Path | None = No
     """Entries of ``split`` with ``image``/``label`` paths made absolute (relative to ``base_dir`` or the file)."""
     path = Path(path)
     if not path.is_file():
-        raise CineReadError(path, "datalist file not found")
+        raise DatalistError(path, "datalist file not found")
     try:
         content = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise CineReadError(path, f"datalist is not valid JSON ({exc})") from exc
+        raise DatalistError(path, f"datalist is not valid JSON ({exc})") from exc
     if split not in content:
-        raise CineReadError(path, f"datalist has no '{split}' list (has {sorted(k for k in content if k in SPLITS)})")
+        raise DatalistError(path, f"datalist has no '{split}' list (has {sorted(k for k in content if k in SPLITS)})")
     base = Path(base_dir) if base_dir else path.parent
     out = []
     for i, entry in enumerate(content[split]):
         if "image" not in entry:
-            raise CineReadError(path, f"entry {i} of '{split}' has no 'image'")
+            raise DatalistError(path, f"entry {i} of '{split}' has no 'image'")
         e = dict(entry)
         e.setdefault("id", f"{split}_{i}")
         for key in ("image", "label"):

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from medvos.data.synthetic import make_synthetic_dataset
-from medvos.io.errors import CineReadError
+from medvos.io.errors import DatalistError
 
 logger = logging.getLogger(__name__)
 
@@ -21,12 +21,12 @@ def resolve_datalist(datalist: str | None, dataset_dir: str | None, synthetic_di
     if datalist:
         p = Path(datalist)
         if not p.is_file():
-            raise CineReadError(p, "datalist file not found")
+            raise DatalistError(p, "datalist file not found")
         return str(p)
     if dataset_dir:
         p = Path(dataset_dir) / "datalist.json"
         if not p.is_file():
-            raise CineReadError(p, "dataset_dir has no datalist.json: create it with scripts/prepare_dataset.py or "
+            raise DatalistError(p, "dataset_dir has no datalist.json: create it with scripts/prepare_dataset.py or "
                                 "pass --datalist")
         return str(p)
     logger.info("no dataset configured: using the synthetic default set in %s", synthetic_dir)

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from medvos.io.errors import CineReadError
+from medvos.io.errors import DatalistError
 from medvos.io.formats import IMAGE_SUFFIXES, list_frame_files, natural_key
 from medvos.io.readers import labels_from_pixels
 
@@ -46,7 +46,7 @@ def _find_dir(root: Path, names: tuple[str, ...]) -> Path:
     for n in names:
         if (root / n).is_dir():
             return root / n
-    raise CineReadError(root, f"expected one of the folders {names}")
+    raise DatalistError(root, f"expected one of the folders {names}")
 
 
 def _frame_file(folder: Path, n: int) -> Path:
@@ -54,7 +54,7 @@ def _frame_file(folder: Path, n: int) -> Path:
         p = folder / f"{n}{ext}"
         if p.is_file():
             return p
-    raise CineReadError(folder / f"{n}.png", "frame listed in the sequence table is missing")
+    raise DatalistError(folder / f"{n}.png", "frame listed in the sequence table is missing")
 
 
 def cvc_clinicdb(root: str | Path, sequences_csv: str | Path | None = None) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def cvc_clinicdb(root: str | Path, sequences_csv: str | Path | None = None) -> d
     masks = _find_dir(root, ("masks", "Ground Truth", "GroundTruth", "PNG/Ground Truth", "TIF/Ground Truth"))
     table = Path(sequences_csv) if sequences_csv else root / "sequences.csv"
     if not table.is_file():
-        raise CineReadError(table, "sequence table not found (columns: sequence_id, first_frame, last_frame)")
+        raise DatalistError(table, "sequence table not found (columns: sequence_id, first_frame, last_frame)")
     out: dict[str, list] = {"training": [], "validation": [], "test": []}
     with open(table, newline="") as fh:
         for row in csv.DictReader(fh):
@@ -85,12 +85,12 @@ def kvasir_seg(root: str | Path, validation_fraction: float = 0.0, seed: int = 0
     root = Path(root)
     images, masks = root / "images", root / "masks"
     if not images.is_dir() or not masks.is_dir():
-        raise CineReadError(root, "expected 'images/' and 'masks/' folders (Kvasir-SEG layout)")
+        raise DatalistError(root, "expected 'images/' and 'masks/' folders (Kvasir-SEG layout)")
     entries = []
     for img in list_frame_files(images):
         mask = next((m for m in (masks / img.name, masks / f"{img.stem}.png") if m.is_file()), None)
         if mask is None:
-            raise CineReadError(img, "has no mask with the same name in masks/")
+            raise DatalistError(img, "has no mask with the same name in masks/")
         entries.append({"id": f"kvasir_{img.stem}", "image": _rel(img, root), "label": _rel(mask, root),
                         "group": "kvasir"})
     random.Random(seed).shuffle(entries)
@@ -112,7 +112,7 @@ def generic_videos(root: str | Path, test_fraction: float = 0.3, seed: int = 0) 
     root = Path(root)
     videos = sorted((d for d in root.iterdir() if d.is_dir() and _frames_dir(d)), key=lambda d: natural_key(d.name))
     if not videos:
-        raise CineReadError(root, "no '<video>/frames/' (or '<video>/images/') folders found")
+        raise DatalistError(root, "no '<video>/frames/' (or '<video>/images/') folders found")
     entries = []
     for v in videos:
         e: dict[str, Any] = {"id": v.name, "image": _rel(_frames_dir(v), root)}
@@ -148,7 +148,7 @@ def image_set(root: str | Path, name: str, labels: dict[int, str] | None = None,
     root = Path(root)
     images, masks = root / "images", root / "masks"
     if not images.is_dir() or not masks.is_dir():
-        raise CineReadError(root, "expected 'images/' and 'masks/' folders (image-set layout)")
+        raise DatalistError(root, "expected 'images/' and 'masks/' folders (image-set layout)")
     labels = {int(k): str(v) for k, v in (labels or {1: name}).items()}
     regex = re.compile(patient) if patient else None
     by_stem = {m.stem: m for m in masks.iterdir() if m.suffix.lower() in IMAGE_SUFFIXES}
@@ -156,10 +156,10 @@ def image_set(root: str | Path, name: str, labels: dict[int, str] | None = None,
     for img in list_frame_files(images):
         mask = by_stem.get(img.stem)
         if mask is None:
-            raise CineReadError(img, "has no mask with the same stem in masks/")
+            raise DatalistError(img, "has no mask with the same stem in masks/")
         m = regex.match(img.stem) if regex else None
         if regex and not m:
-            raise CineReadError(img, f"file name does not match the patient pattern {patient!r}")
+            raise DatalistError(img, f"file name does not match the patient pattern {patient!r}")
         pid = m.group(1) if m else img.stem
         pixels = np.asarray(Image.open(mask), dtype=np.float32)
         pixels = pixels[None, None] if pixels.ndim == 2 else np.moveaxis(pixels, -1, 0)[None]
@@ -170,7 +170,7 @@ def image_set(root: str | Path, name: str, labels: dict[int, str] | None = None,
                             "image": _rel(img, root), "label": _rel(mask, root), "label_value": value,
                             "group": f"{name}/{labels[value]}", "patient": f"{name}/{pid}"})
     if not entries:
-        raise CineReadError(root, f"no image with a labelled structure {sorted(labels)}")
+        raise DatalistError(root, f"no image with a labelled structure {sorted(labels)}")
     patients = sorted({e["patient"] for e in entries}, key=natural_key)
     n_val = int(round(len(patients) * validation_fraction))
     if holdout == "last":
@@ -204,7 +204,7 @@ def camus(root: str | Path, test_fraction: float = 0.2, seed: int = 0) -> dict[s
             e.update({"label": _rel(gt, root), "labeled_frames": [0]})
         entries.append(e)
     if not entries:
-        raise CineReadError(root, "no CAMUS sequences (patientXXXX_2CH_half_sequence.nii.gz / _sequence.mhd)")
+        raise DatalistError(root, "no CAMUS sequences (patientXXXX_2CH_half_sequence.nii.gz / _sequence.mhd)")
     patients = sorted({e["patient"] for e in entries}, key=natural_key)
     random.Random(seed).shuffle(patients)
     test_p = set(patients[: max(1, int(round(len(patients) * test_fraction)))]) if len(patients) > 1 else set()

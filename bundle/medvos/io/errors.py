@@ -14,6 +14,11 @@ class CineReadError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class DatalistError(CineReadError):
+    """A datalist or dataset folder is missing, unreadable or lacks what is asked of it (a split, an entry's image,
+    an expected folder). A :class:`CineReadError` too, so every bad-input handler reports it the same way."""
+
+
 class MaskMismatchError(CineReadError):
     """A mask does not fit its video (frame count, size) or carries no usable annotation."""
 
