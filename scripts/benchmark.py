@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--methods", default="", help="comma-separated subset of method names")
     ap.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's own input size")
     ap.add_argument("--window", type=int, default=None, help="default: the checkpoint's own TAU window (or 8)")
-    ap.add_argument("--tau-hidden", type=int, default=256)
+    ap.add_argument("--tau-hidden", type=int, default=None, help="older relearned files without a spec only")
     ap.add_argument("--flow", default="dis", choices=["dis", "farneback"])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--child", help=argparse.SUPPRESS)

@@ -52,7 +52,7 @@ def load_network(args: argparse.Namespace) -> torch.nn.Module:
     if args.checkpoint:  # rebuilt from the file alone (its spec); older files: --window/--tau-hidden
         net = load_model(args.checkpoint, None, args.window, args.tau_hidden)
     else:
-        net = RelearnNet(FewShotSegNet(backbone_weights=None), args.window, args.tau_hidden)
+        net = RelearnNet(FewShotSegNet(backbone_weights=None), args.window)  # the TAU's default size
     net = net.eval()
     return net.to(memory_format=torch.channels_last) if args.channels_last else net
 
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--window", type=int, default=8)
-    ap.add_argument("--tau-hidden", type=int, default=256)
+    ap.add_argument("--tau-hidden", type=int, default=None, help="older relearned files without a spec only")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--speed-frames", type=int, default=96)

@@ -20,6 +20,7 @@ from medvos.benchmarking.baselines import FlowPropagator, copy_mask
 from medvos.inference.defaults import inference_defaults
 from medvos.inference.predictor import VideoPredictor
 from medvos.networks.checkpoint import input_size, load_model, tau_window
+from medvos.networks.relearn_model import TAU_HIDDEN
 
 Method = Callable[[np.ndarray, np.ndarray, Sequence[int], dict[str, Any]], np.ndarray]
 
@@ -34,7 +35,7 @@ def flow_method(kind: str = "dis") -> Method:
 
 
 def model_method(checkpoint: str | Path, image_size: int | None = None, window: int | None = None,
-                 tau_hidden: int = 256, relearn_steps: int = 0, **options: Any) -> Method:
+                 tau_hidden: int | None = None, relearn_steps: int = 0, **options: Any) -> Method:
     """A checkpoint as a method, through the `inferring` path; ``options`` override the inference defaults
     (``memory_tree``, ``pathways``, ``fusion``, ``threshold``). ``image_size`` / ``window`` default to the
     checkpoint's own (older files without a spec: 256 / 8). ``relearn_steps`` > 0: test-time relearning on each
@@ -52,7 +53,7 @@ def model_method(checkpoint: str | Path, image_size: int | None = None, window: 
             from medvos.engines.test_time import relearn_on_cine
 
             model = relearn_on_cine(net, entry["image"], entry["label"], size, list(support), steps=relearn_steps,
-                                    clip_length=window, tau_hidden=tau_hidden, progress=False)
+                                    clip_length=window, tau_hidden=tau_hidden or TAU_HIDDEN, progress=False)
         opts = {**inference_defaults(), **options}
         res = run_inference(entry["image"], entry["label"], Path("."), model, size, window, opts["fusion"],
                             outputs=(), threshold=opts["threshold"], annotated=list(support), progress=False,

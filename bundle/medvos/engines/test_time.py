@@ -30,6 +30,7 @@ from medvos.io.errors import MaskMismatchError
 from medvos.io.readers import read_annotations, read_cine
 from medvos.losses.relearning import RelearnLoss
 from medvos.networks.image_model import param_groups
+from medvos.networks.relearn_model import TAU_BLOCKS, TAU_HIDDEN, TAU_WINDOW
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ def cine_at_size(video: Any, size: int, chunk: int = 16) -> tuple[np.ndarray, An
 
 def relearn_on_cine(network: nn.Module, video: Any, annotation: Any, image_size: int,
                     annotated: Sequence[int] | None = None, steps: int = 30, seconds: float | None = None,
-                    clip_length: int = 8, tau_hidden: int = 256, tau_blocks: int = 2, lambda_t: float = 0.1,
+                    clip_length: int = TAU_WINDOW, tau_hidden: int = TAU_HIDDEN, tau_blocks: int = TAU_BLOCKS,
+                    lambda_t: float = 0.1,
                     lambda_f: float = 1.0, lambda_p: float = 1.0, tps_weight: float = 0.1,
                     learning_rate: float = 1e-4, backbone_lr_mult: float = 0.1, seed: int = 0,
                     progress: bool = True) -> nn.Module:

@@ -24,6 +24,7 @@ from medvos.io.readers import read_cine
 from medvos.io.writers import write_nifti
 from medvos.label.geometry import write_labels_on_itk_grid
 from medvos.networks.checkpoint import input_size, is_relearned, load_model, tau_window
+from medvos.networks.relearn_model import TAU_WINDOW
 
 logger = logging.getLogger(__name__)
 RELEARNED_FILE = "relearned.pt"
@@ -50,7 +51,7 @@ class PropagateInfer(InferTask):
     """
 
     def __init__(self, model_dir: str | Path, base_model: str | Path, image_size: int | None = None,
-                 window: int = 8, tau_hidden: int = 256, fusion: str = "nearest", threshold: float = 0.5,
+                 window: int = TAU_WINDOW, tau_hidden: int | None = None, fusion: str = "nearest", threshold: float = 0.5,
                  labels: dict[str, int] | None = None, options: dict[str, Any] | None = None) -> None:
         super().__init__(type=InferType.SEGMENTATION, labels=dict(labels or {"object": 1}), dimension=3,
                          description="Propagate the annotated frame(s) of a cine to every frame (few-shot)",

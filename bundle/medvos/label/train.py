@@ -15,8 +15,8 @@ import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
+from medvos.bundle_command import CONFIGS, bundle_command
 from medvos.data.datalist import write_datalist
-from medvos.bundle_command import bundle_command
 from medvos.io.atomic import atomic_path, atomic_write_bytes
 from medvos.io.errors import CineReadError
 from medvos.io.readers import read_annotations, read_cine
@@ -24,6 +24,7 @@ from medvos.label.datastore import datastore_annotation
 from medvos.label.infer import RELEARNED_FILE
 from medvos.label.requests import RequestError, check_name
 from medvos.networks.checkpoint import checkpoint_spec, input_size, model_state
+from medvos.networks.relearn_model import TAU_WINDOW
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ class RelearnTrain(TrainTask):
     the "propagate" task reloads it on its next request. Progress and losses go to MLflow (``tracking_uri``)."""
 
     def __init__(self, model_dir: str | Path, base_model: str | Path, image_size: int | None = None,
-                 window: int = 8, tau_hidden: int = 256, max_epochs: int = 3, tracking_uri: str | None = None) -> None:
+                 window: int = TAU_WINDOW, tau_hidden: int | None = None, max_epochs: int = 3,
+                 tracking_uri: str | None = None) -> None:
         super().__init__("Phase-2 relearning on the datastore's cines (their labelled frames as support)")
         self.model_dir = Path(model_dir)
         self.base_model = Path(base_model)
@@ -59,8 +61,6 @@ class RelearnTrain(TrainTask):
 
     def config(self) -> dict[str, Any]:
         import yaml
-
-        from medvos.bundle_command import CONFIGS
 
         relearn = yaml.safe_load((CONFIGS / "relearn.yaml").read_text())  # the `relearning` workflow's defaults
         return {"max_epochs": self.max_epochs, "annotation_tag": "final",
@@ -105,7 +105,8 @@ class RelearnTrain(TrainTask):
             "relearning", ["train.yaml", "relearn.yaml"], datalist=datalist, phase1_checkpoint=phase1,
             ckpt_dir=work / "models", output_dir=work / "eval",
             image_size=self.image_size or input_size(phase1, 128)[0],
-            clip_length=self.window, tau_hidden=self.tau_hidden, max_epochs=epochs, val_interval=epochs + 1,
+            clip_length=self.window, **({"tau_hidden": self.tau_hidden} if self.tau_hidden else {}),
+            max_epochs=epochs, val_interval=epochs + 1,
             learning_rate=cfg["learning_rate"], lambda_t=cfg["lambda_t"], lambda_f=cfg["lambda_f"],
             lambda_p=cfg["lambda_p"], tracking_uri=self.tracking_uri,
             run_name="monailabel-relearn-" + time.strftime("%Y%m%d-%H%M%S"))

@@ -190,13 +190,14 @@ def is_relearned(path: str | Path) -> bool:
     return any(k.startswith("tau.") for k in model_state(path))
 
 
-def load_model(path: str | Path, image_model: nn.Module | None = None, window: int = 8, tau_hidden: int = 256,
-               tau_blocks: int = 2) -> nn.Module:
+def load_model(path: str | Path, image_model: nn.Module | None = None, window: int | None = None,
+               tau_hidden: int | None = None, tau_blocks: int | None = None) -> nn.Module:
     """A phase-1 or phase-2 checkpoint into the right network.
 
     A checkpoint with a spec is rebuilt from the file alone (the other arguments are ignored); an older plain state
     dict is loaded into ``image_model`` (default: a default :class:`FewShotSegNet`) and, if it holds TAU weights,
-    a :class:`RelearnNet` around it with ``window``, ``tau_hidden``, ``tau_blocks``.
+    a :class:`RelearnNet` around it with ``window``, ``tau_hidden``, ``tau_blocks`` (default: the TAU's own,
+    :data:`medvos.networks.relearn_model.TAU_WINDOW` and so on).
     """
     from medvos.networks.image_model import FewShotSegNet
 
@@ -214,7 +215,8 @@ def load_model(path: str | Path, image_model: nn.Module | None = None, window: i
         return load_weights(image_model, path)
     image_model = image_model if image_model is not None else FewShotSegNet(backbone_weights=None)
     if is_relearned(path):
-        from medvos.networks.relearn_model import RelearnNet
+        from medvos.networks.relearn_model import TAU_BLOCKS, TAU_HIDDEN, TAU_WINDOW, RelearnNet
 
-        return load_weights(RelearnNet(image_model, window, tau_hidden, tau_blocks), path)
+        return load_weights(RelearnNet(image_model, window or TAU_WINDOW, tau_hidden or TAU_HIDDEN,
+                                       tau_blocks or TAU_BLOCKS), path)
     return load_weights(image_model, path)

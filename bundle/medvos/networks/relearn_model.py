@@ -11,6 +11,7 @@ from torch import nn
 from medvos.networks.image_model import FewShotPath, FewShotSegNet, SupportEncoding, unpack_episode
 from medvos.networks.tau import TAUTranslator
 
+TAU_WINDOW, TAU_HIDDEN, TAU_BLOCKS = 8, 256, 2  # |B| and the TAU size by default (train.yaml: clip_length, tau_*)
 FROZEN = ("head", "backbone.f_stages")  # what phase 2 does not train (relearn.yaml `frozen_modules`)
 
 
@@ -27,8 +28,8 @@ class RelearnNet(FewShotPath):
         frozen: dotted names of the parts not trained (default the head and the pseudo mask's deep stage F).
     """
 
-    def __init__(self, image_model: FewShotSegNet, window: int = 8, tau_hidden: int = 256, tau_blocks: int = 2,
-                 drop_path: float = 0.1, frozen: Sequence[str] = FROZEN) -> None:
+    def __init__(self, image_model: FewShotSegNet, window: int = TAU_WINDOW, tau_hidden: int = TAU_HIDDEN,
+                 tau_blocks: int = TAU_BLOCKS, drop_path: float = 0.1, frozen: Sequence[str] = FROZEN) -> None:
         super().__init__()
         base = copy.deepcopy(image_model)
         self.backbone, self.pseudo_mask, self.fusion = base.backbone, base.pseudo_mask, base.fusion
