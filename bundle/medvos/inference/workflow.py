@@ -123,7 +123,7 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
                 for win in predictor.propagate(state, keep_frames=frames_needed, stats=timings):
                     n = len(win.labels)
                     conf[win.start : win.start + n], drift[win.start : win.start + n] = win.confidence, win.drift
-                    objects |= {int(v) for v in np.unique(win.labels) if v}
+                    objects |= {int(v) for v in np.flatnonzero(np.bincount(win.labels.ravel())[1:]) + 1}
                     for s in sinks + ([kept] if kept else []):
                         s.append(win)
                     bar.update(n)
