@@ -58,3 +58,10 @@ def test_no_module_imports_a_layer_above_its_own():
                 upward.append(f"{path.relative_to(REPO)} ({own}, layer {LAYERS[own]}) imports {target} "
                               f"(layer {LAYERS[part(target)]})")
     assert not upward, "\n".join(upward)
+
+
+def test_the_bundle_command_finds_the_configs():
+    from medvos.bundle_command import CONFIGS, bundle_command
+
+    assert (CONFIGS / "train.yaml").is_file() and (CONFIGS / "relearn.yaml").is_file()
+    assert str(CONFIGS / "metadata.json") in bundle_command("training", ["train.yaml"])
