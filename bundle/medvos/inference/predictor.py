@@ -68,10 +68,14 @@ class VideoPredictor:
     @classmethod
     def with_defaults(cls, network: torch.nn.Module, image_size: int, window: int, **options: Any) -> VideoPredictor:
         """The `inferring` predictor: ``inference.yaml``'s propagation defaults, ``options`` overriding them
-        (:func:`medvos.inference.defaults.make_propagator`)."""
-        from medvos.inference.defaults import make_propagator
+        (:func:`medvos.inference.defaults.make_propagator`). The network's runtime (the exported graph, compiled)
+        is prepared here, once, not per video."""
+        from medvos.inference.defaults import inference_defaults, make_propagator
+        from medvos.networks.exported import for_runtime
 
-        return cls(lambda: make_propagator(network, image_size, window, **options), window)
+        runtime = str({**inference_defaults(), **options}["runtime"])
+        ready = for_runtime(network, runtime, image_size, window)
+        return cls(lambda: make_propagator(ready, image_size, window, **options), window)
 
     # ------------------------------------------------------------------------------------------------ state
     def init_state(self, video: Any, min_frames: int = 2) -> VideoState:
