@@ -186,3 +186,35 @@ def test_predictor_owns_each_videos_state(tmp_path, tiny_net, echo_small):
     np.testing.assert_array_equal(got_a[0][0], echo_small.labels[0])
     with pytest.raises(MaskMismatchError, match="frame 99 is not in the video"):
         pred.add_annotation(sa, 99, echo_small.labels[0])
+
+
+def test_outputs_are_sinks_and_a_new_one_plugs_in(tmp_path, tiny_net, echo_small):
+    """Issue 17 item 2: every output is a sink named in `sinks` (inference.yaml); a sink of one's own is fed every
+    window in frame order and its file joins the result set (and its manifest)."""
+    from medvos.inference.sinks import SINKS, Sink
+    from medvos.io.result_set import verify
+
+    class FrameLog(Sink):
+        file_name = "frames.txt"
+
+        def __init__(self, *args, **kwargs):  # noqa: ANN002, ANN003
+            super().__init__(*args, **kwargs)
+            self.seen: list[int] = []
+
+        def append(self, win):  # noqa: ANN001
+            self.seen += range(win.start, win.start + len(win.labels))
+
+        def close(self):
+            self.path.write_text(",".join(map(str, self.seen)))
+
+    write_nifti(tmp_path / "v.nii.gz", echo_small.frames)
+    write_nifti(tmp_path / "m.nii.gz", echo_small.labels)
+    out = tmp_path / "out"
+    run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "m.nii.gz"), out, tiny_net, image_size=32, window=4,
+                  outputs=("csv", "frames"), sinks={**SINKS, "frames": FrameLog}, annotated=[0], progress=False)
+    assert (out / "frames.txt").read_text() == ",".join(str(t) for t in range(len(echo_small.frames)))
+    assert (out / "confidence.csv").is_file() and not (out / "mask.nii.gz").exists()
+    verify(out)
+    with pytest.raises(ValueError, match="unknown outputs"):
+        run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "m.nii.gz"), tmp_path / "o2", tiny_net,
+                      image_size=32, outputs=("frames",), progress=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,20 @@ def overlay(frames: np.ndarray, labels: np.ndarray, alpha: float = 0.4) -> np.nd
 
 class Sink:
     """Receives every propagated window in frame order, then ``close()`` (after the last one, once the background
-    writer has finished every submitted write)."""
+    writer has finished every submitted write).
+
+    Every sink is built as ``Sink(path, cine, bw, annotated, stats)``: where it writes (inside the staged result set),
+    the cine, the :class:`BackgroundWriter` heavy encoding goes to, the annotated frames and the timings to add to;
+    ``file_name`` is its name in the result set. ``inference.yaml`` lists the sinks by output name."""
 
     needs_frames = False  # whether ``append`` reads the network-ready frames
+    file_name = ""
+    dicom_only = False  # written for a DICOM input only (skipped otherwise)
+
+    def __init__(self, path: Path, cine: Cine, bw: BackgroundWriter, annotated: Sequence[int] = (),
+                 stats: dict[str, float] | None = None) -> None:
+        self.path, self.cine, self.bw, self.annotated = path, cine, bw, list(annotated)
+        self.stats = stats if stats is not None else {}
 
     def append(self, win: Propagated) -> None:
         raise NotImplementedError
@@ -66,9 +77,11 @@ class Sink:
 
 
 class NiftiSink(Sink):
-    def __init__(self, path: Path, cine: Cine, bw: BackgroundWriter) -> None:
-        self.writer = NiftiWriter(path, cine.num_frames, cine.size, like=cine).__enter__()
-        self.bw = bw
+    file_name = "mask.nii.gz"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writer = NiftiWriter(self.path, self.cine.num_frames, self.cine.size, like=self.cine).__enter__()
 
     def append(self, win: Propagated) -> None:
         self.bw.submit(self.writer.append, win.labels, label="NIfTI (thread)")
@@ -81,21 +94,27 @@ class NiftiSink(Sink):
 
 
 class PngSink(Sink):
-    def __init__(self, folder: Path, frame_names: Sequence[str], bw: BackgroundWriter) -> None:
-        self.folder, self.names, self.bw = folder, list(frame_names), bw
+    file_name = "masks"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.names = self.cine.meta.get("frame_names") or [f"{t:04d}" for t in range(self.cine.num_frames)]
 
     def append(self, win: Propagated) -> None:
         n = len(win.labels)
-        self.bw.submit(write_png_frames, self.folder, win.labels, names=self.names[win.start : win.start + n],
+        self.bw.submit(write_png_frames, self.path, win.labels, names=self.names[win.start : win.start + n],
                        label="PNG (thread)")
 
 
 class OverlaySink(Sink):
-    needs_frames = True
+    """The overlay video; its format follows the path's suffix (``overlay.mp4`` or ``overlay.gif``)."""
 
-    def __init__(self, path: Path, fps: float, bw: BackgroundWriter) -> None:
-        self.writer = VideoWriter(path, fps=fps).__enter__()
-        self.bw = bw
+    needs_frames = True
+    file_name = "overlay.mp4"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writer = VideoWriter(self.path, fps=self.cine.fps or 10.0).__enter__()
 
     def append(self, win: Propagated) -> None:
         frames, labels = win.frames, win.labels
@@ -112,8 +131,11 @@ class CsvSink(Sink):
     """Per frame: annotated, confidence, drift and pixels per object (a few ints a frame, written at the end, when
     every object is known)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.rows = path, []
+    file_name = "confidence.csv"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rows: list[tuple] = []
 
     def append(self, win: Propagated) -> None:
         for k, lab in enumerate(win.labels):
@@ -135,17 +157,19 @@ class CsvSink(Sink):
 class LabelsSink(Sink):
     """The whole label volume ``(T,H,W)`` uint8 in memory (1 byte per pixel): the caller's, or a DICOM SEG's."""
 
-    def __init__(self, cine: Cine) -> None:
-        self.labels = np.zeros((cine.num_frames, *cine.size), np.uint8)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.labels = np.zeros((self.cine.num_frames, *self.cine.size), np.uint8)
 
     def append(self, win: Propagated) -> None:
         self.labels[win.start : win.start + len(win.labels)] = win.labels
 
 
 class DicomSegSink(LabelsSink):
-    def __init__(self, path: Path, cine: Cine, annotated: Sequence[int], stats: dict[str, float]) -> None:
-        super().__init__(cine)
-        self.path, self.cine, self.annotated, self.stats = path, cine, list(annotated), stats
+    """A DICOM SEG referencing the source DICOM cine (only for a DICOM input: the workflow skips it otherwise)."""
+
+    file_name = "mask_seg.dcm"
+    dicom_only = True
 
     def close(self) -> None:
         from medvos.io.dicom_seg import dicom_sources, write_dicom_seg
@@ -155,25 +179,8 @@ class DicomSegSink(LabelsSink):
         self.stats["DICOM SEG"] = time.perf_counter() - t0
 
 
-FILE_NAMES = {"nifti": "mask.nii.gz", "png": "masks", "dicom_seg": "mask_seg.dcm", "csv": "confidence.csv"}
-
-
-def file_name(output: str, overlay_format: str = "mp4") -> str:
-    return f"overlay.{overlay_format}" if output == "overlay" else FILE_NAMES[output]
-
-
-def make_sink(output: str, path: Path, cine: Cine, bw: BackgroundWriter, annotated: Sequence[int],
-              stats: dict[str, float]) -> Sink:
-    """The sink writing ``output`` (one of :data:`medvos.inference.workflow.OUTPUTS`) to ``path``."""
-    makers: dict[str, Callable[[], Sink]] = {
-        "nifti": lambda: NiftiSink(path, cine, bw),
-        "png": lambda: PngSink(path, cine.meta.get("frame_names") or [f"{t:04d}" for t in range(cine.num_frames)],
-                               bw),
-        "overlay": lambda: OverlaySink(path, cine.fps or 10.0, bw),
-        "csv": lambda: CsvSink(path),
-        "dicom_seg": lambda: DicomSegSink(path, cine, annotated, stats),
-    }
-    return makers[output]()
+SINKS: dict[str, type[Sink]] = {"nifti": NiftiSink, "overlay": OverlaySink, "csv": CsvSink, "dicom_seg": DicomSegSink,
+                                "png": PngSink}  # inference.yaml's `sinks` by default
 
 
 def abort(sinks: Sequence[Any], exc: BaseException) -> None:

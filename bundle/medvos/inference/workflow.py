@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,14 @@ from tqdm import tqdm
 
 from medvos.inference.predictor import VideoPredictor
 from medvos.inference.propagator import FewShotPropagator
-from medvos.inference.sinks import LabelsSink, Sink, abort, file_name, make_sink
+from medvos.inference.sinks import SINKS, LabelsSink, Sink, abort
 from medvos.io.background import BackgroundWriter
 from medvos.io.errors import CineReadError
 from medvos.io.output_guard import check_outputs, input_files
 from medvos.io.result_set import MANIFEST, ResultSet, sha256_file
 
 logger = logging.getLogger(__name__)
-OUTPUTS = ("nifti", "png", "dicom_seg", "overlay", "csv")
+OUTPUTS = tuple(SINKS)  # the built-in outputs (sinks)
 MIN_SIDE = 8  # px: smaller frames cannot be segmented (nor encoded as an overlay video)
 
 
@@ -42,6 +42,7 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
                   outputs: Sequence[str] = OUTPUTS, overlay_format: str = "mp4", threshold: float = 0.5,
                   annotated: Sequence[int] | None = None, progress: bool = True, keep_labels: bool = True,
                   predictor: VideoPredictor | None = None, overwrite: bool = False,
+                  sinks: Mapping[str, Callable[..., Sink]] | None = None,
                   checkpoint: str | Path | None = None) -> dict[str, Any]:
     """Propagate the annotation of one or more frames of ``video`` to every frame and write the outputs.
 
@@ -62,6 +63,8 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
             defaults); default: single-path appearance, a :class:`FewShotPropagator` over ``network``.
         overwrite: allow outputs to replace input files (the cine, the annotation, masks in the output folder);
             otherwise such a run is refused before anything is written (:class:`OutputConflictError`).
+        sinks: the available outputs, ``{name: Sink class or factory}`` (default :data:`medvos.inference.sinks.SINKS`;
+            ``inference.yaml``'s ``sinks``); ``outputs`` chooses among them.
         checkpoint: the model file, recorded (path and sha256) in the result set's ``manifest.json``.
 
     The outputs form one result set (:class:`medvos.io.result_set.ResultSet`): written into a staging folder and
@@ -76,9 +79,10 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}  # seconds per stage (background threads' busy time included)
-    unknown = set(outputs) - set(OUTPUTS)
+    sinks_by_name = dict(SINKS if sinks is None else sinks)
+    unknown = set(outputs) - set(sinks_by_name)
     if unknown:
-        raise ValueError(f"unknown outputs {sorted(unknown)} (expected a subset of {OUTPUTS})")
+        raise ValueError(f"unknown outputs {sorted(unknown)} (expected a subset of {tuple(sinks_by_name)})")
     predictor = predictor or VideoPredictor(lambda: FewShotPropagator(network, image_size, window, threshold, fusion),
                                             window)
     state = predictor.init_state(video)
@@ -88,8 +92,9 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
     if min(cine.size) < MIN_SIDE:
         raise CineReadError(cine.source, f"frames of {cine.size[0]}x{cine.size[1]} px are too small to segment "
                             f"(at least {MIN_SIDE}x{MIN_SIDE})")
-    chosen = {k: file_name(k, overlay_format) for k in ("nifti", "overlay", "csv", "dicom_seg", "png") if k in outputs
-              and (k != "dicom_seg" or cine.format in ("dicom", "dicom-series"))}
+    dicom = cine.format in ("dicom", "dicom-series")
+    chosen = {k: (f"overlay.{overlay_format}" if k == "overlay" else getattr(sink, "file_name", "") or k)
+              for k, sink in sinks_by_name.items() if k in outputs and (dicom or not getattr(sink, "dicom_only", False))}
     check_outputs([output_dir / n for k, n in chosen.items() if k != "png"] + [output_dir / MANIFEST] * bool(chosen),
                   [output_dir / "masks"] if "png" in chosen else [],
                   input_files(cine.meta.get("files") or cine.source, annotation), overwrite)
@@ -99,7 +104,7 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
         "checkpoint": ({"path": str(checkpoint), "sha256": _checkpoint_sha256(checkpoint)}
                        if checkpoint is not None and Path(checkpoint).is_file() else None),
     }) if chosen else None
-    if "dicom_seg" in chosen:  # highdicom's first use in a process costs ~0.5 s: pay it while frames propagate
+    if any(getattr(sinks_by_name[k], "dicom_only", False) for k in chosen):  # highdicom's first use in a process costs ~0.5 s: pay it while frames propagate
         import threading
 
         from medvos.io.dicom_seg import warm_up
@@ -113,12 +118,13 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
     with result_set or contextlib.nullcontext():
         dest = result_set.path if result_set is not None else output_dir.joinpath
         sinks: list[Sink] = []
-        kept = LabelsSink(cine) if keep_labels else None
+        kept: LabelsSink | None = None
         bar = tqdm(total=t_total, desc="propagating", unit="frame", disable=not progress)
         t_loop = time.perf_counter()
         try:
             with BackgroundWriter(stats=timings) as bw:  # decoded ahead, written behind (threads)
-                sinks = [make_sink(k, dest(n), cine, bw, ann, timings) for k, n in chosen.items()]
+                sinks = [sinks_by_name[k](dest(n), cine, bw, ann, timings) for k, n in chosen.items()]
+                kept = LabelsSink(output_dir, cine, bw) if keep_labels else None
                 frames_needed = any(s.needs_frames for s in sinks)
                 for win in predictor.propagate(state, keep_frames=frames_needed, stats=timings):
                     n = len(win.labels)
