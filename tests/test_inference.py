@@ -214,7 +214,7 @@ def test_outputs_are_sinks_and_a_new_one_plugs_in(tmp_path, tiny_net, echo_small
                   outputs=("csv", "frames"), sinks={**SINKS, "frames": FrameLog}, annotated=[0], progress=False)
     assert (out / "frames.txt").read_text() == ",".join(str(t) for t in range(len(echo_small.frames)))
     assert (out / "confidence.csv").is_file() and not (out / "mask.nii.gz").exists()
-    verify(out)
+    assert verify(out) == []
     with pytest.raises(ValueError, match="unknown outputs"):
         run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "m.nii.gz"), tmp_path / "o2", tiny_net,
                       image_size=32, outputs=("frames",), progress=False)
