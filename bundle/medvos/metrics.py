@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +31,15 @@ def frame_scores(pred: np.ndarray, gt: np.ndarray, exclude: Sequence[int] = ()) 
     dice = compute_dice(p, g, include_background=True, ignore_empty=False)[:, idx].mean(1)
     iou = compute_iou(p, g, include_background=True, ignore_empty=False)[:, idx].mean(1)
     return {"frame": np.asarray(keep), "dice": dice.numpy(), "iou": iou.numpy()}
+
+
+def video_scores(pred: np.ndarray, gt: np.ndarray, support: Sequence[int] = ()) -> dict[str, Any]:
+    """How one video is scored, by validation and by the benchmarks alike: :func:`frame_scores` over the non-support
+    frames and their means ``{"frame", "frame_dice", "frame_iou", "dice", "iou"}`` (NaN when no frame is left)."""
+    s = frame_scores(pred, gt, support)
+    mean = (lambda v: float(v.mean()) if len(v) else float("nan"))  # noqa: E731
+    return {"frame": s["frame"], "frame_dice": s["dice"], "frame_iou": s["iou"], "dice": mean(s["dice"]),
+            "iou": mean(s["iou"])}
 
 
 class VideoMean(Metric):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from medvos.metrics import frame_scores
+from medvos.metrics import video_scores
 
 # method(frames (T,3,H,W) float [0,1], labels (T,H,W) uint8, support_frames, entry) -> predicted labels (T,H,W)
 Method = Callable[[np.ndarray, np.ndarray, Sequence[int], dict[str, Any]], np.ndarray]
@@ -37,12 +37,11 @@ def evaluate_methods(dataset: Sequence[dict[str, Any]], methods: dict[str, Metho
             t0 = time.perf_counter()
             pred = method(frames, labels, support, d.get("entry") or {})
             dt = time.perf_counter() - t0
-            s = frame_scores(pred, labels, support)
+            s = video_scores(pred, labels, support)
             seconds[name] += dt
             counts[name] += frames.shape[0] - len(support)
-            row[name] = {"dice": float(s["dice"].mean()), "iou": float(s["iou"].mean()),
-                         "frame": s["frame"].tolist(), "frame_dice": s["dice"].tolist(),
-                         "fps": (frames.shape[0] - len(support)) / max(dt, 1e-9)}
+            row[name] = {"dice": s["dice"], "iou": s["iou"], "frame": s["frame"].tolist(),
+                         "frame_dice": s["frame_dice"].tolist(), "fps": (frames.shape[0] - len(support)) / max(dt, 1e-9)}
         videos.append(row)
         bar.set_postfix({m: f"{np.mean([v[m]['dice'] for v in videos]):.3f}" for m in methods})
     overall = {m: {"dice": float(np.mean([v[m]["dice"] for v in videos])),

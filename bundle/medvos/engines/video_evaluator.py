@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from monai.engines import SupervisedEvaluator
 
-from medvos.metrics import frame_scores
 from medvos.inference.propagator import FewShotPropagator
+from medvos.metrics import video_scores
 
 
 class VideoEvaluator(SupervisedEvaluator):
@@ -49,10 +49,7 @@ class VideoEvaluator(SupervisedEvaluator):
             logits = net.segment(q, net.encode_support(s, m), tuple(q.shape[-2:]))
             preds.append((torch.softmax(logits, 1)[:, 1] > self.propagator.threshold).to(torch.uint8).cpu())
         pred = torch.cat(preds).numpy()
-        gt = batchdata["label"].numpy()
-        scores = frame_scores(pred, gt)
-        return {"id": str(batchdata["id"]), "support": [], "frame": scores["frame"], "frame_dice": scores["dice"],
-                "frame_iou": scores["iou"], "dice": float(scores["dice"].mean()), "iou": float(scores["iou"].mean()),
+        return {"id": str(batchdata["id"]), "support": [], **video_scores(pred, batchdata["label"].numpy()),
                 "pred": pred, "confidence": [1.0] * len(pred)}
 
     def _iteration(self, engine: SupervisedEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:
@@ -64,16 +61,6 @@ class VideoEvaluator(SupervisedEvaluator):
         support = list(labeled[: self.shots])
         self.propagator.network.eval()
         pred, _, conf = self.propagator.propagate(frames, labels, support)
-        scores = frame_scores(pred, labels.numpy(), support)
-        engine.state.output = {
-            "id": str(batchdata.get("id", engine.state.iteration)),
-            "support": support,
-            "frame": scores["frame"],
-            "frame_dice": scores["dice"],
-            "frame_iou": scores["iou"],
-            "dice": float(scores["dice"].mean()) if len(scores["dice"]) else float("nan"),
-            "iou": float(scores["iou"].mean()) if len(scores["iou"]) else float("nan"),
-            "pred": pred,
-            "confidence": conf,
-        }
+        engine.state.output = {"id": str(batchdata.get("id", engine.state.iteration)), "support": support,
+                               **video_scores(pred, labels.numpy(), support), "pred": pred, "confidence": conf}
         return engine.state.output
