@@ -43,8 +43,10 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(studies: Path, models: Path, log_file: Path, checkpoint: Path | None = None,
-                   extra: list[str] | None = None) -> Iterator[tuple[str, float]]:
-    """The app's real server on a free local port: ``(url, seconds until /info answered)``; stopped on exit."""
+                   extra: list[str] | None = None, env: dict[str, str] | None = None,
+                   timeout: float = 300.0) -> Iterator[tuple[str, float]]:
+    """The app's real server (``scripts/start_label_server.py``) on a free local port, its output in ``log_file``:
+    ``(url, seconds until /info answered)``; stopped on exit (the tests' server too)."""
     import requests
 
     port = free_port()
@@ -53,7 +55,8 @@ def running_server(studies: Path, models: Path, log_file: Path, checkpoint: Path
     url = f"http://127.0.0.1:{port}"
     with open(log_file, "w") as log:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd + list(extra or []), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd + list(extra or []), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=log_file.parent, env={**os.environ, **(env or {})})
         try:
             while True:
                 try:
@@ -61,13 +64,17 @@ def running_server(studies: Path, models: Path, log_file: Path, checkpoint: Path
                         break
                 except requests.ConnectionError:
                     pass
-                if proc.poll() is not None or time.perf_counter() - t0 > 300:
-                    raise SystemExit("server did not start:\n" + log_file.read_text()[-3000:])
+                if proc.poll() is not None or time.perf_counter() - t0 > timeout:
+                    raise RuntimeError("server did not start:\n" + log_file.read_text()[-3000:])
                 time.sleep(0.5)
             yield url, time.perf_counter() - t0
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
 
 
 def box_annotation(cine_path: Path, out: Path) -> Path:

@@ -10,7 +10,6 @@ import concurrent.futures
 import gzip
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,10 @@ import pydicom
 import pytest
 import requests
 
-from conftest import REPO, free_port
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+from label_app_speed import running_server  # noqa: E402 - the scripts' own server start
 
 pytestmark = pytest.mark.slow
 SIZE, FRAMES, WINDOW, TAU_HIDDEN = 64, 12, 4, 32
@@ -32,8 +34,8 @@ LABELS = {"lv": 1, "wall": 2}  # the server's --labels
 def make_folder_cines(studies: Path) -> dict[str, np.ndarray]:
     """``studies/frames cine/NNNN.png`` and ``studies/series_cine/*.dcm``; their labels ``(T,H,W)`` by id."""
     from medvos.data.synthetic import synthetic_cine
-    from medvos.io.writers import write_png_frames
     from medvos.data.synthetic_dicom import write_dicom_series
+    from medvos.io.writers import write_png_frames
 
     a, b = synthetic_cine("echo", 101, SIZE, FRAMES), synthetic_cine("endo", 102, SIZE, FRAMES)
     write_png_frames(studies / "frames cine", a.frames)
@@ -64,35 +66,14 @@ def server(tmp_path_factory, synthetic_root):
     (models / "model.pt").write_bytes(ckpt.read_bytes())
     cines = make_demo_studies(root, cines=3, size=SIZE, num_frames=FRAMES)
     folders = make_folder_cines(root / "studies")  # a PNG frame folder and a DICOM series folder
-    port = free_port()
-    log = open(root / "server.log", "w")
     tmp = root / "server_tmp"  # the server's temp folder: what rejected requests would leave behind
     tmp.mkdir()
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts/start_label_server.py"), "--studies",
-                             str(root / "studies"), "--model", str(models / "model.pt"), "--models", str(models),
-                             "--image-size", str(SIZE),
-                             "--window", str(WINDOW), "--tau-hidden", str(TAU_HIDDEN), "--max-epochs", "1",
-                             "--labels", json.dumps(LABELS), "--port", str(port)], cwd=root, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "TMPDIR": str(tmp)})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if requests.get(url + "/info/", timeout=5).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-        assert time.time() < deadline, "server did not start in 120 s"
-        time.sleep(1)
-    yield {"url": url, "cines": cines, "root": root, "models": models, "pid": proc.pid, "tmp": tmp,
-           "folders": folders, "log": root / "server.log"}
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    options = ["--image-size", str(SIZE), "--window", str(WINDOW), "--tau-hidden", str(TAU_HIDDEN),
+               "--max-epochs", "1", "--labels", json.dumps(LABELS)]
+    with running_server(root / "studies", models, root / "server.log", models / "model.pt", options,
+                        env={"TMPDIR": str(tmp)}, timeout=120) as (url, _):
+        yield {"url": url, "cines": cines, "root": root, "models": models, "tmp": tmp, "folders": folders,
+               "log": root / "server.log"}
 
 
 def volume(content: bytes) -> nib.Nifti1Image:
@@ -534,7 +515,6 @@ def test_strategy_reuses_the_propagation_of_an_infer(server):
 def test_app_speed_script_times_a_jpeg_echo_cine_through_the_server(tmp_path):
     """``scripts/label_app_speed.py`` (issue 15 item 4's number) runs the real server with the shipped model on a
     JPEG-compressed colour echo DICOM and returns its NIfTI result; the numbers themselves are the model card's."""
-    sys.path.insert(0, str(REPO / "scripts"))
     import label_app_speed
 
     from conftest import pydicom_file
