@@ -77,6 +77,7 @@ def test_checkpoint_saves_are_atomic(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         engine.run([0], max_epochs=1)
     assert not list(tmp_path.glob("*.pt"))  # no half-written checkpoint under the final name
+    assert not list(tmp_path.glob(".*tmp*"))  # nor its temporary file
     monkeypatch.setattr(torch, "save", real_save)
     engine = Engine(lambda e, b: None)
     AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_interval=1, n_saved=1).attach(engine)

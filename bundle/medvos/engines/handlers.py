@@ -90,9 +90,9 @@ class VideoResultsWriter:
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
-    """MONAI's ``CheckpointSaver`` writing every file to a temporary name then renaming it (ignite's atomic mode,
-    which MONAI turns off), so a kill during a save never leaves a corrupt checkpoint, with its sha256 recorded
-    beside it (:class:`FingerprintingSaver`).
+    """MONAI's ``CheckpointSaver`` writing every file to a temporary name then renaming it (MONAI's own saver writes
+    in place), so a kill during a save never leaves a corrupt checkpoint, with its sha256 recorded beside it
+    (:class:`FingerprintingSaver`).
 
     Args (besides MONAI's):
         restore_best_from: a best-model file saved with ``key_metric_save_state=True``; its record of the best
@@ -107,7 +107,6 @@ class AtomicCheckpointSaver(CheckpointSaver):
         for name in ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint"):
             checkpoint = getattr(self, name, None)
             if checkpoint is not None:
-                checkpoint.save_handler._atomic = True
                 checkpoint.save_handler = FingerprintingSaver(checkpoint.save_handler)
         if restore_best_from:
             from medvos.networks.checkpoint import load_state
@@ -123,24 +122,32 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
 
 class FingerprintingSaver(DiskSaver):
-    """Wraps MONAI's disk saver (which picks the final file name) and records each saved file's sha256 beside it
-    (``<file>.sha256``, checked on every load by :func:`medvos.networks.checkpoint.load_state`), removing the record
-    with the file. A ``DiskSaver`` itself, so ignite treats it as one."""
+    """Takes the place of MONAI's disk saver (whose settings it keeps: folder, fixed file name, saving rank,
+    ``torch.save`` arguments): writes each checkpoint to a temporary name and renames it
+    (:func:`medvos.io.atomic.atomic_path`), then records its sha256 beside it (``<file>.sha256``, checked on every
+    load by :func:`medvos.networks.checkpoint.load_state`), removing the record with the file. A ``DiskSaver``
+    itself, so ignite treats it as one."""
 
     def __init__(self, inner: DiskSaver) -> None:  # noqa: D107 - the inner saver holds the settings
         self.inner = inner
-        self.dirname, self._atomic, self.save_on_rank, self.kwargs = (inner.dirname, inner._atomic,
-                                                                      inner.save_on_rank, inner.kwargs)
+        self.dirname, self.save_on_rank, self.kwargs = inner.dirname, inner.save_on_rank, inner.kwargs
 
     def _path(self, filename: str) -> Path:
         return Path(self.dirname) / (getattr(self.inner, "filename", None) or filename)
 
     def __call__(self, checkpoint: Any, filename: str, metadata: Any = None) -> None:
+        import ignite.distributed as idist
+        import torch
+
+        from medvos.io.atomic import atomic_path
         from medvos.networks.checkpoint import write_fingerprint
 
-        self.inner(checkpoint, filename, metadata)
-        if self._path(filename).is_file():  # the saving rank
-            write_fingerprint(self._path(filename))
+        if idist.get_rank() != self.save_on_rank:
+            return
+        path = self._path(filename)
+        with atomic_path(path) as tmp:  # a kill mid-save leaves the previous file, never a torn one
+            torch.save(checkpoint, tmp, **self.kwargs)
+        write_fingerprint(path)
 
     def remove(self, filename: str) -> None:
         from medvos.networks.checkpoint import FINGERPRINT_SUFFIX
