@@ -1,4 +1,5 @@
-"""MONAI ``ImageReader`` adapter so ``LoadImage(reader="CineReader")`` / ``LoadImaged`` read any cine.
+"""MONAI ``ImageReader`` adapter so ``LoadImage(reader=CineReader())`` / ``LoadImaged`` read any cine (an instance
+is passed: MONAI's reader table is left as it is).
 
 The MONAI array is channel-first with time as the last spatial axis, ``(C, H, W, T)``, so MONAI's spatial
 transforms apply frame-wise (for example ``Resized(spatial_size=(256, 256, -1))``).
@@ -12,7 +13,6 @@ from typing import Any
 
 import numpy as np
 from monai.data.image_reader import ImageReader
-from monai.transforms.io import array as _monai_io
 from monai.utils import MetaKeys, SpaceKeys
 
 from medvos.io.cine import Cine
@@ -56,11 +56,3 @@ class CineReader(ImageReader):
             "format": img.format,
         }
         return arr, meta
-
-
-def register() -> None:
-    """Make ``LoadImage(reader="CineReader")`` resolve to :class:`CineReader`."""
-    _monai_io.SUPPORTED_READERS.setdefault("cinereader", CineReader)
-
-
-register()
