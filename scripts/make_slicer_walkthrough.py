@@ -71,6 +71,29 @@ def show(ax: Any, frame: np.ndarray, label: np.ndarray | None = None, title: str
     ax.axis("off")
 
 
+def frames_over_curves(panels: list[tuple[np.ndarray, np.ndarray, str, str]], curves: list[tuple[list, str]],
+                       title: str, out: Path, crop: tuple[slice, slice] | None, height: float,
+                       mark: int | None = None) -> None:
+    """One row of frames with their contours (``(frame, labels, title, colour)``) over per-frame curves."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(12, height))
+    grid = fig.add_gridspec(2, len(panels), height_ratios=[2.2, 1])
+    for i, (frame, labels, name, colour) in enumerate(panels):
+        show(fig.add_subplot(grid[0, i]), frame, labels, name, colour, crop)
+    ax = fig.add_subplot(grid[1, :])
+    for values, name in curves:
+        ax.plot(values, label=name)
+    if mark is not None:
+        ax.axvline(mark, color="grey", lw=0.8)
+    ax.set_xlabel("frame")
+    ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def settings_text(info: dict[str, Any]) -> str:
     task = info["models"]["propagate"]
     lines = [f"model: propagate ({task.get('checkpoint')})", f"labels: {task.get('labels')}", "settings (as Slicer shows them):"]
@@ -170,21 +193,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             record["run"] = {"seconds": seconds, **{k: meta[k] for k in ("annotated_frames", "object_names",
                                                                           "frame_confidence", "frame_drift")}}
             shown = sorted({0, t_frames // 4, t_frames // 2, 3 * t_frames // 4, t_frames - 1})
-            fig = plt.figure(figsize=(12, 5.2))
-            grid = fig.add_gridspec(2, len(shown), height_ratios=[2.2, 1])
-            for i, t in enumerate(shown):
-                show(fig.add_subplot(grid[0, i]), volume[t], result[t],
-                     f"frame {t}" + (" (annotated)" if t == 0 else ""), "lime" if t else "yellow", crop)
-            ax = fig.add_subplot(grid[1, :])
-            ax.plot(meta["frame_confidence"], label="confidence")
-            ax.plot(meta["frame_drift"], label="drift (appearance vs motion)")
-            ax.set_xlabel("frame")
-            ax.legend(fontsize=7)
-            fig.suptitle(f"2-3. frame 0 annotated (yellow), Run: every frame propagated in {seconds:.1f} s (lime)",
-                         fontsize=9)
-            fig.tight_layout()
-            fig.savefig(args.out / "2_annotate_and_run.png", dpi=110)
-            plt.close(fig)
+            frames_over_curves(
+                [(volume[t], result[t], f"frame {t}" + (" (annotated)" if t == 0 else ""), "lime" if t else "yellow")
+                 for t in shown],
+                [(meta["frame_confidence"], "confidence"), (meta["frame_drift"], "drift (appearance vs motion)")],
+                f"2-3. frame 0 annotated (yellow), Run: every frame propagated in {seconds:.1f} s (lime)",
+                args.out / "2_annotate_and_run.png", crop, height=5.2)
 
             # 4. next sample
             sample2 = requests.post(url + "/activelearning/least_confident_frame", json={"client_id": "slicer"},
@@ -201,24 +215,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             record["corrected"] = {"frame": k, "seconds": seconds2, "annotated_frames": meta2["annotated_frames"],
                                    "frame_drift": meta2["frame_drift"]}
             near = sorted({max(0, k - 10), k, min(t_frames - 1, k + 10)})
-            fig = plt.figure(figsize=(12, 5.6))
-            grid = fig.add_gridspec(2, 1 + len(near), height_ratios=[2.2, 1])
-            show(fig.add_subplot(grid[0, 0]), volume[k], result[k], f"4. Next Sample: frame {k}\n(before correction)",
-                 "lime", crop)
-            for i, t in enumerate(near):
-                show(fig.add_subplot(grid[0, 1 + i]), volume[t], result2[t],
-                     f"frame {t} after" + (" (corrected)" if t == k else ""), "yellow" if t == k else "cyan", crop)
-            ax = fig.add_subplot(grid[1, :])
-            ax.plot(meta["frame_drift"], label="drift, frame 0 annotated")
-            ax.plot(meta2["frame_drift"], label=f"drift, frames 0 and {k} annotated")
-            ax.axvline(k, color="grey", lw=0.8)
-            ax.set_xlabel("frame")
-            ax.legend(fontsize=7)
-            fig.suptitle(f"4-5. {sample2['reason']}: frame {k} corrected and submitted, Run again ({seconds2:.1f} s)",
-                         fontsize=9)
-            fig.tight_layout()
-            fig.savefig(args.out / "3_next_sample_and_correct.png", dpi=110)
-            plt.close(fig)
+            frames_over_curves(
+                [(volume[k], result[k], f"4. Next Sample: frame {k}\n(before correction)", "lime")]
+                + [(volume[t], result2[t], f"frame {t} after" + (" (corrected)" if t == k else ""),
+                    "yellow" if t == k else "cyan") for t in near],
+                [(meta["frame_drift"], "drift, frame 0 annotated"),
+                 (meta2["frame_drift"], f"drift, frames 0 and {k} annotated")],
+                f"4-5. {sample2['reason']}: frame {k} corrected and submitted, Run again ({seconds2:.1f} s)",
+                args.out / "3_next_sample_and_correct.png", crop, height=5.6, mark=k)
 
             # 6. train: started, then polled as Slicer's progress bar polls /info
             r = requests.post(url + "/train/relearn", json={"max_epochs": args.max_epochs}, timeout=60)

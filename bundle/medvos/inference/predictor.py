@@ -42,13 +42,15 @@ class VideoState:
 class Propagated:
     """Consecutive frames from ``start`` at the cine's own size: ``labels (n,H,W)`` uint8 (annotated frames keep their
     given labels), ``confidence (n,)`` (1 on annotated frames), ``drift (n,)`` (0 without motion and on annotated
-    frames), ``annotated (n,)`` bool and, when asked for, the network-ready ``frames (n,3,H,W)`` in [0,1]."""
+    frames), ``annotated (n,)`` bool, ``pixels``: per frame ``{object value: pixel count}`` of the objects present,
+    and, when asked for, the network-ready ``frames (n,3,H,W)`` in [0,1]."""
 
     start: int
     labels: np.ndarray
     confidence: np.ndarray
     drift: np.ndarray
     annotated: np.ndarray
+    pixels: list[dict[int, int]]
     frames: np.ndarray | None = None
 
 
@@ -142,4 +144,10 @@ class VideoPredictor:
                     lab[t - start], conf[t - start], drift[t - start], marked[t - start] = \
                         state.annotations[t], 1.0, 0.0, True
             frames = np.stack([shown.pop(t) for t in range(start, start + n)]) if keep_frames else None
-            yield Propagated(start, lab, conf, drift, marked, frames)
+            yield Propagated(start, lab, conf, drift, marked, [_pixels(f) for f in lab], frames)
+
+
+def _pixels(labels: np.ndarray) -> dict[int, int]:
+    """``{value: pixel count}`` of the objects on one frame (one linear pass)."""
+    counts = np.bincount(labels.ravel())
+    return {int(v): int(counts[v]) for v in np.flatnonzero(counts[1:]) + 1}

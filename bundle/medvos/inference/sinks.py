@@ -138,9 +138,7 @@ class CsvSink(Sink):
         self.rows: list[tuple] = []
 
     def append(self, win: Propagated) -> None:
-        for k, lab in enumerate(win.labels):
-            counts = np.bincount(lab.ravel())
-            present = {int(v): int(counts[v]) for v in np.flatnonzero(counts[1:]) + 1}
+        for k, present in enumerate(win.pixels):
             self.rows.append((win.start + k, int(win.annotated[k]), float(win.confidence[k]), float(win.drift[k]),
                               present))
 

@@ -28,6 +28,7 @@ from medvos.inference.predictor import VideoPredictor
 from medvos.inference.propagator import FewShotPropagator
 from medvos.inference.sinks import SINKS, LabelsSink, Sink, abort
 from medvos.io.background import BackgroundWriter
+from medvos.io.cine import Cine
 from medvos.io.errors import CineReadError
 from medvos.io.output_guard import check_outputs, input_files
 from medvos.io.result_set import MANIFEST, ResultSet, sha256_file
@@ -37,7 +38,7 @@ OUTPUTS = tuple(SINKS)  # the built-in outputs (sinks)
 MIN_SIDE = 8  # px: smaller frames cannot be segmented (nor encoded as an overlay video)
 
 
-def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], output_dir: str | Path,
+def run_inference(video: str | Sequence[str] | Cine, annotation: str | Sequence[str], output_dir: str | Path,
                   network: nn.Module, image_size: int = 256, window: int = 8, fusion: str = "nearest",
                   outputs: Sequence[str] = OUTPUTS, overlay_format: str = "mp4", threshold: float = 0.5,
                   annotated: Sequence[int] | None = None, progress: bool = True, keep_labels: bool = True,
@@ -52,7 +53,7 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
     pixel; nothing else grows with the video's length.
 
     Args:
-        video: any cine :func:`medvos.io.read_cine` reads.
+        video: any cine :func:`medvos.io.read_cine` reads, or a :class:`Cine` already read (lazily).
         annotation: mask for the annotated frame(s): a full-length mask video whose non-empty frames are the
             annotations, or a partial frame folder named like the video's frames. Multi-label masks propagate
             every object (one label per pixel in the output).
@@ -99,7 +100,7 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
                   [output_dir / "masks"] if "png" in chosen else [],
                   input_files(cine.meta.get("files") or cine.source, annotation), overwrite)
     result_set = ResultSet(output_dir, tuple(chosen.values()), {
-        "input": {"video": _describe(video), "annotation": _describe(annotation), "annotated_frames": ann,
+        "input": {"video": _describe(cine.source if isinstance(video, Cine) else video), "annotation": _describe(annotation), "annotated_frames": ann,
                   "format": cine.format, "frames": cine.num_frames, "size": list(cine.size)},
         "checkpoint": ({"path": str(checkpoint), "sha256": _checkpoint_sha256(checkpoint)}
                        if checkpoint is not None and Path(checkpoint).is_file() else None),
@@ -129,7 +130,7 @@ def run_inference(video: str | Sequence[str], annotation: str | Sequence[str], o
                 for win in predictor.propagate(state, keep_frames=frames_needed, stats=timings):
                     n = len(win.labels)
                     conf[win.start : win.start + n], drift[win.start : win.start + n] = win.confidence, win.drift
-                    objects |= {int(v) for v in np.flatnonzero(np.bincount(win.labels.ravel())[1:]) + 1}
+                    objects.update(*win.pixels)
                     for s in sinks + ([kept] if kept else []):
                         s.append(win)
                     bar.update(n)

@@ -132,7 +132,7 @@ class PropagateInfer(InferTask):
             raise CineReadError(image, f"a DICOM SEG result needs a DICOM cine (this one is {cine.format}); ask for "
                                        "the NIfTI result (output=image)")
         predictor = self.predictor(net, size, window, fusion)
-        res = run_inference(image, annotation, Path(tempfile.gettempdir()), net, size, window, fusion, outputs=(),
+        res = run_inference(cine, annotation, Path(tempfile.gettempdir()), net, size, window, fusion, outputs=(),
                             threshold=self.threshold, annotated=annotated or None, progress=False,
                             keep_labels=output is not None or dicom_seg is not None,
                             predictor=predictor)  # nothing written: labels kept

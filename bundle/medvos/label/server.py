@@ -62,9 +62,10 @@ def spool(upload: UploadFile, cleanup: list[str]) -> str:
 
 
 def _remove(paths: list[str]) -> None:
+    from monailabel.utils.others.generic import remove_file
+
     for p in paths:
-        if p and os.path.isfile(p):
-            os.unlink(p)
+        remove_file(p)
 
 
 def off_event_loop(endpoint: Callable[..., Any]) -> Callable[..., Any]:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,16 @@ def write_progress(stats_file: Path, ckpt_dir: Path, total_epochs: int) -> dict[
     return progress
 
 
+@lru_cache(maxsize=1)
+def relearn_defaults() -> dict[str, Any]:
+    """The `relearning` workflow's learning rate and loss weights, as ``relearn.yaml`` sets them (read once: every
+    ``/info`` and infer request asks for the task's settings)."""
+    import yaml
+
+    relearn = yaml.safe_load((CONFIGS / "relearn.yaml").read_text())
+    return {k: relearn[k] for k in ("learning_rate", "lambda_t", "lambda_f", "lambda_p")}
+
+
 class RelearnTrain(TrainTask):
     """Runs the bundle's ``relearning`` workflow from ``base_model`` (the app's phase-1 model) on every cine with a
     label under ``annotation_tag`` (its non-empty frames are the support), then writes ``relearned.pt`` (weights and
@@ -60,11 +71,7 @@ class RelearnTrain(TrainTask):
         self.tracking_uri = tracking_uri or f"sqlite:///{(self.model_dir / 'mlruns.db').resolve()}"
 
     def config(self) -> dict[str, Any]:
-        import yaml
-
-        relearn = yaml.safe_load((CONFIGS / "relearn.yaml").read_text())  # the `relearning` workflow's defaults
-        return {"max_epochs": self.max_epochs, "annotation_tag": "final",
-                **{k: relearn[k] for k in ("learning_rate", "lambda_t", "lambda_f", "lambda_p")}}
+        return {"max_epochs": self.max_epochs, "annotation_tag": "final", **relearn_defaults()}
 
     def stats(self) -> dict[str, Any]:
         path = self.model_dir / "relearn_stats.json"
