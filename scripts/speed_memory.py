@@ -52,7 +52,7 @@ def load_network(args: argparse.Namespace) -> torch.nn.Module:
     if args.checkpoint:  # rebuilt from the file alone (its spec); older files: --window/--tau-hidden
         net = load_model(args.checkpoint, None, args.window, args.tau_hidden)
     else:
-        net = RelearnNet(FewShotSegNet(backbone_weights=None), args.window)  # the TAU's default size
+        net = RelearnNet.from_sizes(FewShotSegNet.from_sizes(backbone_weights=None), args.window)  # default TAU size
     net = net.eval()
     return net.to(memory_format=torch.channels_last) if args.channels_last else net
 

@@ -59,7 +59,7 @@ def tiny_net():
     from medvos.networks.image_model import FewShotSegNet
 
     torch.manual_seed(0)
-    return FewShotSegNet(backbone_weights=None, channels=16).eval()
+    return FewShotSegNet.from_sizes(backbone_weights=None, channels=16).eval()
 
 
 @pytest.fixture(scope="session")

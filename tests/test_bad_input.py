@@ -58,7 +58,7 @@ def test_empty_support_mask():
     from medvos.inference.propagator import FewShotPropagator
     from medvos.networks.image_model import FewShotSegNet
 
-    prop = FewShotPropagator(FewShotSegNet(backbone_weights=None).eval(), image_size=32)
+    prop = FewShotPropagator(FewShotSegNet.from_sizes(backbone_weights=None).eval(), image_size=32)
     frames, labels = torch.rand(3, 3, 32, 32), torch.zeros(3, 32, 32, dtype=torch.uint8)
     with pytest.raises(MaskMismatchError, match="carry no annotated object"):
         prop.propagate(frames, labels, [0])

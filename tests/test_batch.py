@@ -59,7 +59,7 @@ def test_torchrun_shards_the_cases_and_rank0_writes_one_summary(archive, tiny_ne
     from medvos.networks.checkpoint import ModelSpec
 
     ckpt = archive / "model.pt"
-    torch.save({"model": tiny_net.state_dict(), "spec": ModelSpec({"channels": 16}, 32).state_dict()}, ckpt)
+    torch.save({"model": tiny_net.state_dict(), "spec": ModelSpec(tiny_net, 32).state_dict()}, ckpt)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "monai.bundle", "run",
            "batch_inferring", "--config_file",
            repr([str(REPO / f"bundle/configs/{n}.yaml") for n in ("train", "inference", "batch_inference")]),

@@ -32,9 +32,9 @@ def tiny_benchmark(tmp_path_factory, synthetic_root):
                                                       "label": str(root / "static_mask.nii.gz"),
                                                       "labeled_frames": "all"}] + moving})
     torch.manual_seed(0)
-    net = FewShotSegNet(backbone_weights=None)
+    net = FewShotSegNet.from_sizes(backbone_weights=None)
     torch.save(net.state_dict(), root / "model.pt")
-    torch.save(RelearnNet(net, window=4, tau_hidden=16).state_dict(), root / "relearned.pt")
+    torch.save(RelearnNet.from_sizes(net, window=4, tau_hidden=16).state_dict(), root / "relearned.pt")
     out = root / "out"
     cmd = [sys.executable, str(REPO / "scripts/benchmark.py"), "--datalist", str(root / "datalist.json"),
            "--split", "test", "--image-size", "48", "--window", "4", "--tau-hidden", "16",

@@ -52,7 +52,7 @@ def test_ckpt_export_torchscript_matches_eager(tmp_path, echo_small):
     from medvos.networks.image_model import FewShotSegNet, pack_episode
 
     torch.manual_seed(0)
-    net = FewShotSegNet(backbone_weights=None).eval()
+    net = FewShotSegNet.from_sizes(backbone_weights=None).eval()
     torch.save(net.state_dict(), tmp_path / "model.pt")
     cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(tmp_path / "m.ts"),
            "--ckpt_file", str(tmp_path / "model.pt"), "--meta_file", str(CONFIGS / "metadata.json"),

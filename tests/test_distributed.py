@@ -41,7 +41,7 @@ def test_torchrun_relearning_two_cpu_processes(tmp_path, synthetic_root):
 
     from medvos.networks.image_model import FewShotSegNet
 
-    torch.save(FewShotSegNet(backbone_weights=None).state_dict(), tmp_path / "phase1.pt")
+    torch.save(FewShotSegNet.from_sizes(backbone_weights=None).state_dict(), tmp_path / "phase1.pt")
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "monai.bundle", "run", "relearning", "--config_file",
            "['bundle/configs/train.yaml','bundle/configs/relearn.yaml','bundle/configs/multi_gpu_train.yaml']",

@@ -36,8 +36,8 @@ def _decisive(net: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor) 
 @pytest.mark.parametrize("kind", ["phase 1", "relearned"])
 def test_exported_masks_equal_pytorch_on_synthetic_cines(endo_small, echo_small, kind, backend):
     torch.manual_seed(0)
-    base = FewShotSegNet(backbone_weights=None, channels=16, neck_levels=2, neck_depth=2)
-    net = base if kind == "phase 1" else RelearnNet(base, window=4, tau_hidden=32, tau_blocks=1)
+    base = FewShotSegNet.from_sizes(backbone_weights=None, channels=16, neck_levels=2, neck_depth=2)
+    net = base if kind == "phase 1" else RelearnNet.from_sizes(base, window=4, tau_hidden=32, tau_blocks=1)
     for cine in (endo_small, echo_small):
         frames = torch.from_numpy(cine.frames.astype(np.float32) / 255.0)
         frames = frames.repeat(1, 3 // frames.shape[1], 1, 1)
@@ -53,7 +53,7 @@ def test_exported_masks_equal_pytorch_on_synthetic_cines(endo_small, echo_small,
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_several_shots_and_any_window_length(backend):
     torch.manual_seed(1)
-    net = FewShotSegNet(backbone_weights=None, channels=16, neck_levels=2, neck_depth=2).eval()
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16, neck_levels=2, neck_depth=2).eval()
     onnx = OnnxNetwork(net, SIZE, 4, backend=backend)
     q = torch.rand(6, 3, SIZE, SIZE)
     mask = torch.zeros(1, 2, 1, SIZE, SIZE)
@@ -71,7 +71,7 @@ def test_several_shots_and_any_window_length(backend):
 
 def test_graphs_are_cached_per_model_version():
     torch.manual_seed(2)
-    net = FewShotSegNet(backbone_weights=None, channels=16, neck_levels=2, neck_depth=2).eval()
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16, neck_levels=2, neck_depth=2).eval()
     first = for_runtime(net, "onnxruntime", SIZE, 4)
     assert for_runtime(net, "onnxruntime", SIZE, 4) is first  # same weights: the same sessions
     assert for_runtime(net, "openvino", SIZE, 4).backend == "openvino"  # the same graph files, another runtime
@@ -88,7 +88,7 @@ def test_graphs_are_cached_per_model_version():
 
 
 def test_a_network_that_cannot_be_exported_runs_in_pytorch(caplog):
-    net = FewShotSegNet(backbone_weights=None, channels=16).eval()  # 3 neck levels: 40 px gives 5 -> 3 -> 2
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16).eval()  # 3 neck levels: 40 px gives 5 -> 3 -> 2
     with caplog.at_level("WARNING"):
         assert for_runtime(net, "onnxruntime", 40, 4) is net
     assert "cannot be exported" in caplog.text

@@ -216,7 +216,7 @@ def test_uploaded_label_matches_in_process_propagation(server):
     paths = server["cines"][cid]
     r = infer(server, cid, paths["first_frame"])
     assert r.status_code == 200, r.text
-    net = load_model(server["models"] / "model.pt", FewShotSegNet(backbone_weights=None), WINDOW, TAU_HIDDEN)
+    net = load_model(server["models"] / "model.pt", FewShotSegNet.from_sizes(backbone_weights=None), WINDOW, TAU_HIDDEN)
     with torch.inference_mode():
         ref = run_inference(str(paths["image"]), str(paths["first_frame"]), server["root"] / "ref", net.eval(),
                             SIZE, WINDOW, outputs=(), progress=False,

@@ -52,7 +52,7 @@ def test_neck_queen_fusion_and_log2n_skips():
 
 @pytest.mark.parametrize("shots", [1, 2])
 def test_image_model_k_shot(shots):
-    net = FewShotSegNet(backbone_weights=None, channels=16)
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16)
     q, s, m = torch.rand(2, 3, 64, 64), torch.rand(2, shots, 3, 64, 64), (torch.rand(2, shots, 1, 64, 64) > 0.5).float()
     x = pack_episode(q, s, m)
     assert x.shape == (2, 3 + 4 * shots, 64, 64)
@@ -121,10 +121,114 @@ def test_tau_attention_uses_monai_blocks_and_old_relearned_files_load(tmp_path):
         old = attn.pw(attn.dw_dilated(attn.dw(x))) * old_se(x.mean(dim=(2, 3)))[:, :, None, None] * x
         torch.testing.assert_close(attn(x), old)
     assert isinstance(TAUBlock(32).drop_path, DropPath)
-    net = RelearnNet(FewShotSegNet(backbone_weights=None), 4, 32).eval()
+    net = RelearnNet.from_sizes(FewShotSegNet.from_sizes(backbone_weights=None), 4, 32).eval()
     old_keys = {k.replace(".se.fc.", ".se."): v for k, v in net.state_dict().items()}  # an earlier version's file
     assert any(".attn.attn.se.0.weight" in k for k in old_keys)
     torch.save(old_keys, tmp_path / "old_relearned.pt")
-    loaded = load_model(tmp_path / "old_relearned.pt", FewShotSegNet(backbone_weights=None), 4, 32)
+    loaded = load_model(tmp_path / "old_relearned.pt", FewShotSegNet.from_sizes(backbone_weights=None), 4, 32)
     for k, v in net.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[k], v)
+
+
+def _parsed(files: list[str], **overrides):
+    from monai.bundle import ConfigParser
+
+    from conftest import REPO
+
+    parser = ConfigParser()
+    parser.read_config([str(REPO / "bundle" / "configs" / f) for f in files])
+    for key, value in {"backbone_weights": None, **overrides}.items():
+        parser[key] = value
+    return parser
+
+
+def test_train_yaml_network_def_is_the_tree_every_checkpoint_saves(tmp_path):
+    """issue 17 item 1: the network is composed from `_target_` parts in train.yaml, a checkpoint saves that tree,
+    and the tree alone rebuilds the same network."""
+    from medvos.networks.checkpoint import ModelSpec, build_network, load_model
+    from medvos.networks.parts import part_config
+
+    parser = _parsed(["train.yaml"], channels=16)
+    raw = parser.get("network_def")
+    net = parser.get_parsed_content("network_def")
+    tree = part_config(net)
+    assert tree["_target_"] == raw["_target_"] == "medvos.networks.image_model.FewShotSegNet"
+    assert {k for k in raw if not k.startswith("_")} == {k for k in tree if not k.startswith("_")}
+    assert tree["backbone"] == {"_target_": raw["backbone"]["_target_"], "weights": None}  # the file has the weights
+    assert tree["fusion"] == {"_target_": raw["fusion"]["_target_"], "mid_channels": 40, "out_channels": 16}
+    assert tree["neck"]["levels"] == raw["neck"]["levels"] and tree["head"]["channels"] == 16
+    assert part_config(FewShotSegNet.from_sizes(backbone_weights=None, channels=16)) == tree
+    rebuilt = build_network(tree)
+    assert part_config(rebuilt) == tree
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
+    ckpt = tmp_path / "model.pt"
+    torch.save({"model": net.state_dict(), "spec": ModelSpec(net, 32).state_dict()}, ckpt)
+    x = torch.rand(1, 7, 32, 32)
+    torch.testing.assert_close(load_model(ckpt).eval()(x), net.eval()(x))
+
+
+def test_relearn_yaml_puts_its_tau_in_the_saved_tree(tmp_path):
+    """relearn.yaml composes the relearning model (teacher + TAU + frozen parts); its checkpoint rebuilds alone."""
+    from medvos.networks.checkpoint import ModelSpec, load_model, tau_window
+    from medvos.networks.parts import part_config
+    from medvos.networks.relearn_model import RelearnNet
+
+    image = FewShotSegNet.from_sizes(backbone_weights=None, channels=16)
+    phase1 = tmp_path / "phase1.pt"
+    torch.save({"model": image.state_dict(), "spec": ModelSpec(image, 32).state_dict()}, phase1)
+    parser = _parsed(["train.yaml", "relearn.yaml"], phase1_checkpoint=str(phase1), clip_length=4, tau_hidden=16,
+                     tau_blocks=1)
+    net = parser.get_parsed_content("relearn_net")
+    assert isinstance(net, RelearnNet) and net.window == 4 and net.frozen == ("head", "backbone.f_stages")
+    tree = part_config(net)
+    assert tree["tau"]["_target_"] == "medvos.networks.tau.TAUTranslator"
+    assert (tree["tau"]["frames"], tree["tau"]["channels"], tree["tau"]["hidden"]) == (4, 16, 16)
+    assert tree["image_model"] == part_config(image)
+    ckpt = tmp_path / "relearned.pt"
+    torch.save({"model": net.state_dict(), "spec": ModelSpec(net, 32).state_dict()}, ckpt)
+    loaded = load_model(ckpt)
+    assert isinstance(loaded, RelearnNet) and loaded.window == 4 and tau_window(ckpt) == 4
+    x = torch.rand(4, 7, 32, 32)
+    torch.testing.assert_close(loaded.eval()(x), net.eval()(x))
+
+
+def test_format_1_specs_still_load(tmp_path):
+    """Files written by 0.3.0-0.6.0 hold image-model and TAU arguments; they are read as the same tree."""
+    from medvos.networks.checkpoint import INTENSITY, checkpoint_spec, load_model, tau_window
+    from medvos.networks.parts import part_config
+    from medvos.networks.relearn_model import RelearnNet
+
+    net = RelearnNet.from_sizes(FewShotSegNet.from_sizes(backbone_weights=None, channels=16, neck_depth=2), 4, 16, 1)
+    old = {"format": 1, "medvos_version": "0.6.0", "network": {"channels": 16, "neck_depth": 2},
+           "relearn": {"window": 4, "tau_hidden": 16, "tau_blocks": 1},
+           "preprocessing": {"image_size": [32, 32], "intensity": INTENSITY, "colour": "RGB"}, "training": {}}
+    ckpt = tmp_path / "old.pt"
+    torch.save({"model": net.state_dict(), "spec": old}, ckpt)
+    spec = checkpoint_spec(ckpt)
+    assert spec["format"] == 2 and "relearn" not in spec and spec["network"] == part_config(net)
+    assert tau_window(ckpt) == 4 and isinstance(load_model(ckpt), RelearnNet)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t["backbone"].update({"_target_": "os.system"}), "names 'os.system', not a class of medvos.networks"),
+    (lambda t: t["neck"].update({"channels": "$__import__('os').getpid()"}), "neck.channels=.* is an expression"),
+    (lambda t: t["head"].update({"channels": "@channels"}), "is an expression or reference"),
+    (lambda t: t.update({"_requires_": "$print(1)"}), "'_requires_': only '_target_' may be special"),
+    (lambda t: t["fusion"].update({"out_channels": 8}), "network parts do not fit together"),
+])
+def test_a_saved_network_config_is_data_not_code(tmp_path, change, message):
+    from medvos.networks.checkpoint import CheckpointError, ModelSpec, load_model
+
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16)
+    spec = ModelSpec(net, 32).state_dict()
+    change(spec["network"])
+    ckpt = tmp_path / "hostile.pt"
+    torch.save({"model": net.state_dict(), "spec": spec}, ckpt)
+    with pytest.raises(CheckpointError, match=f"hostile.pt: .*{message}"):
+        load_model(ckpt)
+
+
+def test_parts_that_do_not_fit_are_refused_by_name():
+    backbone = build_backbone("efficientnet-lite0", None)
+    with pytest.raises(ValueError, match="fusion -> neck"):
+        FewShotSegNet(backbone, PseudoMask(), CrossResolutionFusion(40, 32), GFPNNeck(16), SegmentationHead(16))

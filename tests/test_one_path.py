@@ -25,7 +25,7 @@ def case(endo_nifti):
     root, frames, labels = endo_nifti
     torch.manual_seed(3)
     args = {"channels": 16, "neck_levels": 2, "neck_depth": 2}
-    net = FewShotSegNet(backbone_weights=None, **args).eval()
+    net = FewShotSegNet.from_sizes(backbone_weights=None, **args).eval()
     # a random but decisive network: shift the foreground logit so that about half the pixels are foreground
     x = torch.from_numpy(frames[:2].astype(np.float32) / 255)
     x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear")
@@ -34,7 +34,7 @@ def case(endo_nifti):
         logits = net.segment(x[1:], net.encode_support(x[None, :1], m[None]), (SIZE, SIZE))
         last = [mod for mod in net.head.modules() if isinstance(mod, torch.nn.Conv2d)][-1]
         last.bias[1] -= (logits[:, 1] - logits[:, 0]).median()
-    torch.save({"model": net.state_dict(), "spec": ModelSpec(args, SIZE).state_dict()}, root / "model.pt")
+    torch.save({"model": net.state_dict(), "spec": ModelSpec(net, SIZE).state_dict()}, root / "model.pt")
     entry = {"id": "cine", "image": str(root / "cine.nii.gz"), "label": str(root / "mask.nii.gz"),
              "labeled_frames": [0]}
     return root, entry

@@ -127,7 +127,7 @@ def test_inferring_refuses_to_write_over_its_ground_truth_before_writing_anythin
     write_png_frames(case / "frames", echo_small.frames)
     write_png_frames(case / "masks", echo_small.labels * 255)
     before = {p.name: p.read_bytes() for p in (case / "masks").iterdir()}
-    net = FewShotSegNet(backbone_weights=None).eval()
+    net = FewShotSegNet.from_sizes(backbone_weights=None).eval()
     torch.manual_seed(0)
     with pytest.raises(OutputConflictError, match="inside the output folder"):
         run_inference(str(case / "frames"), str(case / "masks"), case, net, image_size=32, window=4,

@@ -18,7 +18,7 @@ def test_relearn_ablation_tiny(tmp_path, synthetic_root):
     from medvos.networks.image_model import FewShotSegNet
 
     torch.manual_seed(0)
-    torch.save(FewShotSegNet(backbone_weights=None).state_dict(), tmp_path / "model.pt")
+    torch.save(FewShotSegNet.from_sizes(backbone_weights=None).state_dict(), tmp_path / "model.pt")
     cmd = [sys.executable, str(REPO / "scripts/relearn_ablation.py"), "--datalist", str(synthetic_root / "datalist.json"),
            "--phase1-checkpoint", str(tmp_path / "model.pt"), "--relearn-splits", "training", "--eval-split", "test",
            "--image-size", "64", "--max-epochs", "1", "--clip-length", "4", "--variants", "L only",

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO, shared
-from medvos.networks.checkpoint import SHIPPED_MODEL, CheckpointError, ModelSpec, checkpoint_spec, load_model
+from medvos.networks.checkpoint import SHIPPED_MODEL, CheckpointError, ModelSpec, checkpoint_spec, load_model, load_state
 
 SHIPPED = REPO / "bundle" / "models" / SHIPPED_MODEL
 
@@ -19,10 +19,12 @@ def test_shipped_model_matches_metadata_and_rebuilds_from_file():
     meta = json.loads((REPO / "bundle/configs/metadata.json").read_text())["shipped_model"]
     assert SHIPPED.is_file() and SHIPPED.stat().st_size < 25 * 2**20
     assert hashlib.sha256(SHIPPED.read_bytes()).hexdigest() == meta["sha256"]
-    spec = checkpoint_spec(SHIPPED)
-    assert spec == meta["spec"]
-    assert spec["preprocessing"]["image_size"] and spec["network"]["backbone"] == "efficientnet-lite0"
-    assert spec["training"]["targets"] and spec["relearn"] is None
+    assert load_state(SHIPPED)["spec"] == meta["spec"]  # as the file holds it (format 1: 0.3.0-0.6.0)
+    spec = checkpoint_spec(SHIPPED)  # as this version reads it: the network as its `_target_` tree
+    assert spec["format"] == 2 and spec["preprocessing"]["image_size"]
+    assert spec["network"]["backbone"]["_target_"] == "medvos.networks.backbone.EfficientNetLite0Backbone"
+    assert spec["network"]["neck"]["channels"] == meta["spec"]["network"]["channels"]
+    assert spec["training"]["targets"] and "tau" not in spec["network"]
     net = load_model(SHIPPED)
     x = torch.rand(1, 7, *spec["preprocessing"]["image_size"])
     assert net.eval()(x).shape == (1, 2, *x.shape[-2:])
@@ -52,8 +54,8 @@ def test_every_consumer_defaults_to_the_shipped_model():
 def test_corrupt_and_non_finite_checkpoints_are_refused(tmp_path):
     from medvos.networks.image_model import FewShotSegNet
 
-    net = FewShotSegNet(backbone_weights=None, channels=16)
-    spec = ModelSpec({"channels": 16}, 64).state_dict()
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16)
+    spec = ModelSpec(net, 64).state_dict()
     good = tmp_path / "good.pt"
     torch.save({"model": net.state_dict(), "spec": spec}, good)
     assert isinstance(load_model(good), FewShotSegNet)
@@ -69,7 +71,8 @@ def test_corrupt_and_non_finite_checkpoints_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="nan.pt: non-finite weights"):
         load_model(bad)
     wrong = tmp_path / "wrong.pt"
-    torch.save({"model": net.state_dict(), "spec": {**spec, "network": {"channels": 48}}}, wrong)
+    wider = ModelSpec(FewShotSegNet.from_sizes(backbone_weights=None, channels=48), 64).state_dict()
+    torch.save({"model": net.state_dict(), "spec": wider}, wrong)
     with pytest.raises(CheckpointError, match="wrong.pt: weights do not fit"):
         load_model(wrong)
 

@@ -24,7 +24,7 @@ def test_relearn_on_cine_adapts_a_copy(cine):
     from medvos.networks.relearn_model import RelearnNet
 
     torch.manual_seed(0)
-    net = FewShotSegNet(backbone_weights=None, channels=16).eval()
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16).eval()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     student = relearn_on_cine(net, cine / "cine.nii.gz", cine / "mask.nii.gz", 48, [0], steps=2, clip_length=4,
                               tau_hidden=16, progress=False)
@@ -45,9 +45,9 @@ def test_inferring_with_test_time_relearning(cine, tmp_path):
     from medvos.networks.checkpoint import ModelSpec
     from medvos.networks.image_model import FewShotSegNet
 
-    net = FewShotSegNet(backbone_weights=None, channels=16)
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16)
     ckpt = tmp_path / "model.pt"
-    torch.save({"model": net.state_dict(), "spec": ModelSpec({"channels": 16}, 48).state_dict()}, ckpt)
+    torch.save({"model": net.state_dict(), "spec": ModelSpec(net, 48).state_dict()}, ckpt)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file",
            repr([str(REPO / "bundle/configs/train.yaml"), str(REPO / "bundle/configs/inference.yaml")]),

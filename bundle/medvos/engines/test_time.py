@@ -82,7 +82,7 @@ def relearn_on_cine(network: nn.Module, video: Any, annotation: Any, image_size:
     masks = F.interpolate(masks, size=(image_size, image_size), mode="nearest")[:, 0].to(torch.uint8).numpy()
     values = sorted({int(v) for v in np.unique(masks) if v})
     teacher = copy.deepcopy(network).eval()
-    student = RelearnNet(teacher, clip_length, tau_hidden, tau_blocks).to(device)
+    student = RelearnNet.from_sizes(teacher, clip_length, tau_hidden, tau_blocks).to(device)
     optimizer = torch.optim.AdamW(param_groups(student, learning_rate, backbone_lr_mult), lr=learning_rate,
                                   weight_decay=1e-4)
     step_fn = RelearnStep(teacher)

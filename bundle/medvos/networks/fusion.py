@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medvos.networks.parts import Part
 
-class CrossResolutionFusion(nn.Module):
+
+class CrossResolutionFusion(Part):
     """``f = Conv1x1(Concat(up(p), G(q), mean_k G(s_k * m_k)))`` (+ BN + ReLU).
 
     Args:
@@ -17,6 +19,7 @@ class CrossResolutionFusion(nn.Module):
 
     def __init__(self, mid_channels: int, out_channels: int) -> None:
         super().__init__()
+        self.mid_channels, self.out_channels = mid_channels, out_channels
         self.conv = nn.Sequential(
             nn.Conv2d(1 + 2 * mid_channels, out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels),

@@ -6,12 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medvos.networks.parts import Part
 
-class SegmentationHead(nn.Module):
+
+class SegmentationHead(Part):
     """``(B, C, h, w)`` -> logits ``(B, num_classes, H, W)`` upsampled (bilinear) to ``out_size``."""
 
     def __init__(self, channels: int, num_classes: int = 2) -> None:
         super().__init__()
+        self.channels = channels
         self.conv3 = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)
         )

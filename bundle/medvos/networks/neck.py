@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medvos.networks.parts import Part
+
 
 class FusionNode(nn.Module):
     """Concat fusion: ``Concat(inputs) -> Conv1x1 -> SiLU -> Conv3x3 + BN + SiLU``."""
@@ -50,7 +52,7 @@ def _needed_nodes(levels: int, depth: int) -> set[tuple[int, int]]:
     return needed
 
 
-class GFPNNeck(nn.Module):
+class GFPNNeck(Part):
     """Generalised FPN over levels of strides ``s, 2s, 4s`` (level 0 = finest = the fused map).
 
     Node ``(l, k)`` fuses node ``(l, k-1)``, the coarser ``(l+1, k-1)`` (nearest upsampling), the finer
@@ -66,7 +68,7 @@ class GFPNNeck(nn.Module):
 
     def __init__(self, channels: int = 64, levels: int = 3, depth: int = 3) -> None:
         super().__init__()
-        self.levels, self.depth = levels, depth
+        self.channels, self.levels, self.depth = channels, levels, depth
         self.nodes = nn.ModuleDict()
         self.needed = _needed_nodes(levels, depth)
         for k in range(1, depth + 1):

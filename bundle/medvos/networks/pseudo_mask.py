@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from medvos.networks.parts import Part
 
 
-class PseudoMask(nn.Module):
+class PseudoMask(Part):
     """``p(x) = max_{y in support mask} cos(Fq(x), Fs(y))``, min-max normalised per image, averaged over shots.
 
     Follows PFENet's prior mask: the support mask is downsampled to the feature grid by area averaging

@@ -16,28 +16,30 @@ FROZEN = ("head", "backbone.f_stages")  # what phase 2 does not train (relearn.y
 
 
 class RelearnNet(FewShotPath):
-    """Image model + TAU (Zheng et al. 2024, phase 2).
+    """Image model + TAU (Zheng et al. 2024, phase 2), composed from its parts (``relearn.yaml``'s
+    ``relearn_net``; :meth:`from_sizes` builds the TAU from a few numbers).
 
     Query frames passed to :meth:`features`/:meth:`segment` are consecutive frames of one video; they are cut into
-    windows of ``window`` frames (the last window padded by repeating its last frame) for the TAU.
+    windows of ``tau.frames`` frames (|B|; the last window padded by repeating its last frame) for the TAU.
 
     Args:
         image_model: the trained phase-1 model; it is deep-copied (the original can serve as frozen teacher).
-        window: |B|, frames per TAU window.
-        tau_hidden / tau_blocks / drop_path: TAU translator size.
+        tau: the temporal translator put between neck and head (its ``channels``: the image model's width).
         frozen: dotted names of the parts not trained (default the head and the pseudo mask's deep stage F).
     """
 
-    def __init__(self, image_model: FewShotSegNet, window: int = TAU_WINDOW, tau_hidden: int = TAU_HIDDEN,
-                 tau_blocks: int = TAU_BLOCKS, drop_path: float = 0.1, frozen: Sequence[str] = FROZEN) -> None:
+    def __init__(self, image_model: FewShotSegNet, tau: TAUTranslator, frozen: Sequence[str] = FROZEN) -> None:
         super().__init__()
+        if tau.channels != image_model.channels:
+            raise ValueError(f"the TAU takes {tau.channels} channels, the image model's neck gives "
+                             f"{image_model.channels}")
         base = copy.deepcopy(image_model)
         self.backbone, self.pseudo_mask, self.fusion = base.backbone, base.pseudo_mask, base.fusion
         self.neck, self.head = base.neck, base.head
         self.train_backbone = base.train_backbone
         self.channels = base.channels
-        self.window = window
-        self.tau = TAUTranslator(window, base.channels, tau_hidden, tau_blocks, drop_path=drop_path)
+        self.window = tau.frames
+        self.tau = tau
         # Paper: everything trains except the head (and, here, the frozen deep stage F of the pseudo mask).
         for p in self.backbone.parameters():
             p.requires_grad_(True)
@@ -49,6 +51,14 @@ class RelearnNet(FewShotPath):
                 raise ValueError(f"frozen module {name!r} is not a part of the relearning model") from exc
             for p in part.parameters():
                 p.requires_grad_(False)
+
+    @classmethod
+    def from_sizes(cls, image_model: FewShotSegNet, window: int = TAU_WINDOW, tau_hidden: int = TAU_HIDDEN,
+                   tau_blocks: int = TAU_BLOCKS, drop_path: float = 0.1, frozen: Sequence[str] = FROZEN
+                   ) -> RelearnNet:
+        """``image_model`` + a TAU of ``window`` (|B|) frames, ``tau_hidden`` channels and ``tau_blocks`` blocks."""
+        return cls(image_model, TAUTranslator(window, image_model.channels, tau_hidden, tau_blocks,
+                                              drop_path=drop_path), frozen)
 
     def train(self, mode: bool = True) -> RelearnNet:
         """Training mode for the TAU only as far as normalisation goes: the copied image-model parts keep their

@@ -12,6 +12,8 @@ from monai.networks.blocks import ChannelSELayer
 from monai.networks.layers import DropPath
 from torch import nn
 
+from medvos.networks.parts import Part
+
 
 class TemporalAttention(nn.Module):
     """``H' = SA(H) * DA(H) * H``.
@@ -82,7 +84,7 @@ class TAUBlock(nn.Module):
         return x + self.drop_path(self.ls2[:, None, None] * self.mlp(self.norm2(x)))
 
 
-class TAUTranslator(nn.Module):
+class TAUTranslator(Part):
     """Temporal translator over a clip of ``frames`` feature maps.
 
     ``(N, C, h, w)`` with N a multiple of ``frames`` (consecutive frames) -> same shape. Internally each clip is
