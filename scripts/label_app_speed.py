@@ -130,7 +130,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def table(res: dict[str, Any]) -> str:
     warm = ", ".join(f"{s:.2f}" for s in res["warm_infer_seconds"])
     return "\n".join([
-        f"| cine | frames | size | server ready | first infer (start-up) | warm infers | **median** |",
+        "| cine | frames | size | server ready | first infer (start-up) | warm infers | **median** |",
         "|---|---|---|---|---|---|---|",
         f"| {Path(res['cine']).name} ({res['format']}) | {res['frames']} | {res['size'][0]}x{res['size'][1]} | "
         f"{res['server_ready_seconds']:.1f} s | {res['first_infer_seconds']:.2f} s | {warm} s | "

@@ -49,10 +49,10 @@ def load_network(args: argparse.Namespace) -> torch.nn.Module:
     from medvos.networks.image_model import FewShotSegNet
     from medvos.networks.relearn_model import RelearnNet
 
-    if args.checkpoint:  # rebuilt from the file alone (its spec); older files: --window/--tau-hidden
-        net = load_model(args.checkpoint, None, args.window, args.tau_hidden)
+    if args.checkpoint:  # rebuilt from the file alone (its spec); older files: --clip-length/--tau-hidden
+        net = load_model(args.checkpoint, None, args.clip_length, args.tau_hidden)
     else:
-        net = RelearnNet.from_sizes(FewShotSegNet.from_sizes(backbone_weights=None), args.window)  # default TAU size
+        net = RelearnNet.from_sizes(FewShotSegNet.from_sizes(backbone_weights=None), args.clip_length)  # default TAU size
     net = net.eval()
     return net.to(memory_format=torch.channels_last) if args.channels_last else net
 
@@ -85,18 +85,18 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     with torch.inference_mode():
         for runtime in RUNTIMES:  # network propagation (single path) in each runtime
             t0 = time.perf_counter()
-            prop = FewShotPropagator(for_runtime(net, runtime, args.image_size, args.window), args.image_size,
-                                     args.window)
+            prop = FewShotPropagator(for_runtime(net, runtime, args.image_size, args.clip_length), args.image_size,
+                                     args.clip_length)
             setup = time.perf_counter() - t0  # ONNX: the export (first run of a model) or the cached graphs' load
-            prop.propagate(frames[: 2 * args.window], torch.from_numpy(labels[: 2 * args.window]), [0])  # warm-up
+            prop.propagate(frames[: 2 * args.clip_length], torch.from_numpy(labels[: 2 * args.clip_length]), [0])  # warm-up
             t0 = time.perf_counter()
             prop.propagate(frames, torch.from_numpy(labels), [0])
             fps_runtime[runtime] = {"fps": frames.shape[0] / (time.perf_counter() - t0), "setup_seconds": setup}
         e2e = frames.shape[0] / fps_runtime["torch"]["fps"]
-        prop = FewShotPropagator(net, args.image_size, args.window)
+        prop = FewShotPropagator(net, args.image_size, args.clip_length)
         sup = prop.supports({0: (frames[0], torch.from_numpy(labels[0]))})[0].encoding
-        default = make_propagator(net, args.image_size, args.window)  # the inferring defaults (motion fusion ...)
-        default.propagate(frames[: 2 * args.window], torch.from_numpy(labels[: 2 * args.window]), [0])
+        default = make_propagator(net, args.image_size, args.clip_length)  # the inferring defaults (motion fusion ...)
+        default.propagate(frames[: 2 * args.clip_length], torch.from_numpy(labels[: 2 * args.clip_length]), [0])
         t0 = time.perf_counter()
         default.propagate(frames, torch.from_numpy(labels), [0])
         e2e_default = time.perf_counter() - t0
@@ -104,9 +104,9 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
                                 "postprocess"], 0.0)
         relearned = hasattr(net, "temporal")
         size = (args.image_size, args.image_size)
-        for start in range(0, frames.shape[0], args.window):
+        for start in range(0, frames.shape[0], args.clip_length):
             t = time.perf_counter()
-            q = cl(F.interpolate(frames[start : start + args.window], size=size, mode="bilinear",
+            q = cl(F.interpolate(frames[start : start + args.clip_length], size=size, mode="bilinear",
                                  align_corners=False, antialias=True))
             t1 = time.perf_counter()
             enc = net.encode_query(q)
@@ -126,7 +126,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
             del lab
     n = frames.shape[0]
     total = sum(stages.values())
-    return {"frames": n, "image_size": args.image_size, "window": args.window, "threads": args.threads,
+    return {"frames": n, "image_size": args.image_size, "clip_length": args.clip_length, "threads": args.threads,
             "channels_last": args.channels_last, "model": "relearned" if relearned else "phase 1",
             "fps_end_to_end": n / e2e, "fps_by_runtime": fps_runtime, "fps_inferring_defaults": n / e2e_default,
             "inferring_defaults": {k: v for k, v in inference_defaults().items()},
@@ -174,9 +174,9 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
         net = load_network(args)
         options = {"runtime": args.runtime} if args.runtime else {}
         for run in ("first call", "warm"):
-            pred = VideoPredictor.with_defaults(net, args.image_size, args.window, **options)
+            pred = VideoPredictor.with_defaults(net, args.image_size, args.clip_length, **options)
             res = run_inference(str(args.cine), str(annotation), Path(tmp) / run.replace(" ", "_"), net,
-                                args.image_size, args.window, progress=False, keep_labels=False, predictor=pred)
+                                args.image_size, args.clip_length, progress=False, keep_labels=False, predictor=pred)
             out[run] = res["timings"]
     return out
 
@@ -188,7 +188,7 @@ def memory_child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     net = load_network(args)
-    pred = VideoPredictor.with_defaults(net, args.image_size, args.window)  # the inferring defaults
+    pred = VideoPredictor.with_defaults(net, args.image_size, args.clip_length)  # the inferring defaults
     base = vm_kb("VmRSS") / 1024
     reset = reset_peak_rss()  # so the peak below is the inference's, not the model loading's
     dicom = args.memory_input == "dicom"
@@ -197,7 +197,7 @@ def memory_child(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         run_inference(str(args.cine_dir / video), str(args.cine_dir / annotation), Path(tmp), net, args.image_size,
-                      args.window, outputs=outputs, keep_labels=False, progress=False, predictor=pred)
+                      args.clip_length, outputs=outputs, keep_labels=False, progress=False, predictor=pred)
         dt = time.perf_counter() - t0
     peak = (vm_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
     print(json.dumps({"peak_rss_mb": peak, "rss_before_inference_mb": base, "seconds": dt, "peak_reset": reset}))
@@ -248,7 +248,7 @@ def memory(args: argparse.Namespace, lengths: list[int]) -> dict[str, Any]:
             write_test_cine(Path(tmp), n, args.image_size, args.memory_input)
             cmd = [sys.executable, __file__, "--memory-child", "--cine-dir", tmp, "--memory-input", args.memory_input,
                    "--image-size", str(args.image_size),
-                   "--window", str(args.window), "--tau-hidden", str(args.tau_hidden), "--threads", str(args.threads)]
+                   "--clip-length", str(args.clip_length), "--tau-hidden", str(args.tau_hidden), "--threads", str(args.threads)]
             if args.checkpoint:
                 cmd += ["--checkpoint", str(args.checkpoint)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--image-size", type=int, default=256)
-    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--clip-length", type=int, default=8)
     ap.add_argument("--tau-hidden", type=int, default=None, help="older relearned files without a spec only")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--channels-last", action="store_true")
@@ -342,7 +342,7 @@ def markdown(res: dict[str, Any]) -> str:
     if "speed" in res:
         sp = res["speed"]
         by = sp.get("fps_by_runtime", {})
-        lines += [f"Propagation, {sp['model']} model, {sp['image_size']}x{sp['image_size']}, window {sp['window']}: "
+        lines += [f"Propagation, {sp['model']} model, {sp['image_size']}x{sp['image_size']}, clip length {sp['clip_length']}: "
                   f"**{sp['fps_end_to_end']:.1f} frames/s** end to end (network, single path, PyTorch)"
                   + "".join(f"; {r}: **{v['fps']:.1f} frames/s** (set-up {v['setup_seconds']:.1f} s)"
                             for r, v in by.items() if r != "torch")

@@ -24,7 +24,7 @@ def command(args: argparse.Namespace, extra: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP), "--studies",
            str(Path(args.studies).resolve()), "--host", args.host, "--port", str(args.port),
            "--conf", "models", str(Path(args.models).resolve()), "--conf", "model", str(Path(args.model).resolve()),
-           "--conf", "window", str(args.window), "--conf", "fusion", args.fusion,
+           "--conf", "clip_length", str(args.clip_length), "--conf", "fusion", args.fusion,
            "--conf", "max_epochs", str(args.max_epochs)]
     if args.tau_hidden:
         cmd += ["--conf", "tau_hidden", str(args.tau_hidden)]
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="folder where the relearn task writes relearned.pt (used instead of --model once there)")
     ap.add_argument("--image-size", type=int, default=None,
                     help="only for older checkpoints without a spec (checkpoints carry their input size)")
-    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--clip-length", type=int, default=8)
     ap.add_argument("--tau-hidden", type=int, default=None, help="older relearned files without a spec only")
     ap.add_argument("--fusion", default="nearest", choices=["nearest", "fuse", "joint"])
     ap.add_argument("--memory-tree", action=argparse.BooleanOptionalAction, default=None,

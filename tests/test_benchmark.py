@@ -34,10 +34,10 @@ def tiny_benchmark(tmp_path_factory, synthetic_root):
     torch.manual_seed(0)
     net = FewShotSegNet.from_sizes(backbone_weights=None)
     torch.save(net.state_dict(), root / "model.pt")
-    torch.save(RelearnNet.from_sizes(net, window=4, tau_hidden=16).state_dict(), root / "relearned.pt")
+    torch.save(RelearnNet.from_sizes(net, clip_length=4, tau_hidden=16).state_dict(), root / "relearned.pt")
     out = root / "out"
     cmd = [sys.executable, str(REPO / "scripts/benchmark.py"), "--datalist", str(root / "datalist.json"),
-           "--split", "test", "--image-size", "48", "--window", "4", "--tau-hidden", "16",
+           "--split", "test", "--image-size", "48", "--clip-length", "4", "--tau-hidden", "16",
            "--phase1", str(root / "model.pt"), "--relearned", str(root / "relearned.pt"), "--tree-variants",
            "--out", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)

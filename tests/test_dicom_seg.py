@@ -189,7 +189,7 @@ def test_inferring_writes_a_seg_that_dcmqi_reads_as_mask_nii(tmp_path, tiny_net,
     ann[1:] = 0
     write_nifti(tmp_path / "ann.nii.gz", ann)
     out = tmp_path / "out"
-    run_inference(str(cine), str(tmp_path / "ann.nii.gz"), out, tiny_net, image_size=32, window=2,
+    run_inference(str(cine), str(tmp_path / "ann.nii.gz"), out, tiny_net, image_size=32, clip_length=2,
                   outputs=("nifti", "dicom_seg"), progress=False, threshold=0.3)
     mask = np.transpose(np.asarray(nib.load(out / "mask.nii.gz").dataobj), (2, 1, 0))  # (x, y, t) -> (t, y, x)
     assert _dciodvfy(out / "mask_seg.dcm") == []

@@ -37,7 +37,7 @@ def _decisive(net: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor) 
 def test_exported_masks_equal_pytorch_on_synthetic_cines(endo_small, echo_small, kind, backend):
     torch.manual_seed(0)
     base = FewShotSegNet.from_sizes(backbone_weights=None, channels=16, neck_levels=2, neck_depth=2)
-    net = base if kind == "phase 1" else RelearnNet.from_sizes(base, window=4, tau_hidden=32, tau_blocks=1)
+    net = base if kind == "phase 1" else RelearnNet.from_sizes(base, clip_length=4, tau_hidden=32, tau_blocks=1)
     for cine in (endo_small, echo_small):
         frames = torch.from_numpy(cine.frames.astype(np.float32) / 255.0)
         frames = frames.repeat(1, 3 // frames.shape[1], 1, 1)

@@ -43,7 +43,7 @@ def test_inference_each_format(tmp_path, tiny_net, echo_small, fmt):
     ann[1:] = 0  # only frame 0 annotated
     write_nifti(tmp_path / "ann.nii.gz", ann)
     res = run_inference(str(src), str(tmp_path / "ann.nii.gz"), tmp_path / "out", tiny_net, image_size=32,
-                        window=4, overlay_format="gif", progress=False)
+                        clip_length=4, overlay_format="gif", progress=False)
     assert res["annotated"] == [0]
     cine = read_cine(src)
     out = tmp_path / "out"
@@ -72,7 +72,7 @@ def test_multilabel_and_bad_annotations(tmp_path, tiny_net, echo_small):
     multi[0, :6, :6] = 2
     write_nifti(tmp_path / "multi.nii.gz", multi)
     res = run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "multi.nii.gz"), tmp_path / "o", tiny_net,
-                        image_size=32, window=4, outputs=["nifti"], progress=False, threshold=0.0)
+                        image_size=32, clip_length=4, outputs=["nifti"], progress=False, threshold=0.0)
     assert set(np.unique(res["labels"][1:])) <= {0, 1, 2} and 2 in np.unique(res["labels"][1:])
     write_nifti(tmp_path / "empty.nii.gz", np.zeros_like(multi))
     with pytest.raises(MaskMismatchError, match="empty.nii.gz: no annotated frame"):
@@ -97,7 +97,7 @@ def test_annotated_frame_without_the_object_says_it_is_absent(tmp_path, tiny_net
         thr = 0.5 if motion else 0.0
         pred = VideoPredictor.with_defaults(tiny_net, 32, 4, threshold=thr, motion=motion, memory_tree=False,
                                             runtime="torch")
-        kw = dict(image_size=32, window=4, outputs=(), progress=False, threshold=thr, predictor=pred)
+        kw = dict(image_size=32, clip_length=4, outputs=(), progress=False, threshold=thr, predictor=pred)
         absent = run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "multi.nii.gz"), tmp_path / "a", tiny_net,
                                annotated=[0, 5], **kw)
         assert absent["annotated"] == [0, 5] and not absent["labels"][3:t].any(), motion
@@ -108,7 +108,7 @@ def test_annotated_frame_without_the_object_says_it_is_absent(tmp_path, tiny_net
 
 
 def test_nearest_and_fused_annotations():
-    prop = FewShotPropagator(torch.nn.Linear(1, 1), image_size=8, window=4, fusion="nearest")
+    prop = FewShotPropagator(torch.nn.Linear(1, 1), image_size=8, clip_length=4, fusion="nearest")
     supports = [Support(1, [0], None), Support(1, [10], None)]
     p0, p10 = torch.full((12, 2, 2), 0.2), torch.full((12, 2, 2), 0.9)
     out = prop._combine(0, [p0, p10], supports)[1]
@@ -124,7 +124,7 @@ def test_backward_propagation_from_middle_frame(tmp_path, tiny_net, echo_small):
     ann[3] = echo_small.labels[3]
     write_nifti(tmp_path / "a.nii.gz", ann)
     res = run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "a.nii.gz"), tmp_path / "o", tiny_net,
-                        image_size=32, window=4, outputs=["csv"], progress=False)
+                        image_size=32, clip_length=4, outputs=["csv"], progress=False)
     assert res["annotated"] == [3] and res["confidence"][3] == 1.0 and len(res["confidence"]) == 6
 
 
@@ -140,7 +140,7 @@ def test_inference_on_real_jpeg_ultrasound_dicom_and_cvc_frames(tmp_path, tiny_n
     ann = np.zeros((cine.num_frames, *cine.size), np.uint8)
     ann[0, 200:280, 280:360] = 1  # a box on frame 0 (no labels exist for this cine)
     write_nifti(tmp_path / "ann.nii.gz", ann)
-    res = run_inference(str(dcm), str(tmp_path / "ann.nii.gz"), tmp_path / "us", tiny_net, image_size=32, window=8,
+    res = run_inference(str(dcm), str(tmp_path / "ann.nii.gz"), tmp_path / "us", tiny_net, image_size=32, clip_length=8,
                         outputs=("dicom_seg", "csv"), progress=False)
     assert res["labels"].shape == (120, 480, 640) and np.array_equal(res["labels"][0], ann[0])
     seg = pydicom.dcmread(tmp_path / "us" / "mask_seg.dcm")
@@ -152,7 +152,7 @@ def test_inference_on_real_jpeg_ultrasound_dicom_and_cvc_frames(tmp_path, tiny_n
     m[0, 100:150, 150:200] = 255
     write_png_frames(tmp_path / "cvc_mask", m, names=[frames[0].stem])
     res = run_inference([str(f) for f in frames], str(tmp_path / "cvc_mask"), tmp_path / "cvc", tiny_net,
-                        image_size=32, window=8, outputs=("png",), keep_labels=False, progress=False)
+                        image_size=32, clip_length=8, outputs=("png",), keep_labels=False, progress=False)
     assert res["labels"] is None and len(res["confidence"]) == len(frames)
     assert len(list((tmp_path / "cvc" / "masks").glob("*.png"))) == len(frames)
 
@@ -210,7 +210,7 @@ def test_outputs_are_sinks_and_a_new_one_plugs_in(tmp_path, tiny_net, echo_small
     write_nifti(tmp_path / "v.nii.gz", echo_small.frames)
     write_nifti(tmp_path / "m.nii.gz", echo_small.labels)
     out = tmp_path / "out"
-    run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "m.nii.gz"), out, tiny_net, image_size=32, window=4,
+    run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "m.nii.gz"), out, tiny_net, image_size=32, clip_length=4,
                   outputs=("csv", "frames"), sinks={**SINKS, "frames": FrameLog}, annotated=[0], progress=False)
     assert (out / "frames.txt").read_text() == ",".join(str(t) for t in range(len(echo_small.frames)))
     assert (out / "confidence.csv").is_file() and not (out / "mask.nii.gz").exists()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import gzip
 import json
-import os
 import subprocess
 import sys
 import time
@@ -68,7 +67,7 @@ def server(tmp_path_factory, synthetic_root):
     folders = make_folder_cines(root / "studies")  # a PNG frame folder and a DICOM series folder
     tmp = root / "server_tmp"  # the server's temp folder: what rejected requests would leave behind
     tmp.mkdir()
-    options = ["--image-size", str(SIZE), "--window", str(WINDOW), "--tau-hidden", str(TAU_HIDDEN),
+    options = ["--image-size", str(SIZE), "--clip-length", str(WINDOW), "--tau-hidden", str(TAU_HIDDEN),
                "--max-epochs", "1", "--labels", json.dumps(LABELS)]
     with running_server(root / "studies", models, root / "server.log", models / "model.pt", options,
                         env={"TMPDIR": str(tmp)}, timeout=120) as (url, _):

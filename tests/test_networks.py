@@ -169,7 +169,7 @@ def test_train_yaml_network_def_is_the_tree_every_checkpoint_saves(tmp_path):
 
 def test_relearn_yaml_puts_its_tau_in_the_saved_tree(tmp_path):
     """relearn.yaml composes the relearning model (teacher + TAU + frozen parts); its checkpoint rebuilds alone."""
-    from medvos.networks.checkpoint import ModelSpec, load_model, tau_window
+    from medvos.networks.checkpoint import ModelSpec, load_model, checkpoint_clip_length
     from medvos.networks.parts import part_config
     from medvos.networks.relearn_model import RelearnNet
 
@@ -179,7 +179,7 @@ def test_relearn_yaml_puts_its_tau_in_the_saved_tree(tmp_path):
     parser = _parsed(["train.yaml", "relearn.yaml"], phase1_checkpoint=str(phase1), clip_length=4, tau_hidden=16,
                      tau_blocks=1)
     net = parser.get_parsed_content("relearn_net")
-    assert isinstance(net, RelearnNet) and net.window == 4 and net.frozen == ("head", "backbone.f_stages")
+    assert isinstance(net, RelearnNet) and net.clip_length == 4 and net.frozen == ("head", "backbone.f_stages")
     tree = part_config(net)
     assert tree["tau"]["_target_"] == "medvos.networks.tau.TAUTranslator"
     assert (tree["tau"]["frames"], tree["tau"]["channels"], tree["tau"]["hidden"]) == (4, 16, 16)
@@ -187,14 +187,14 @@ def test_relearn_yaml_puts_its_tau_in_the_saved_tree(tmp_path):
     ckpt = tmp_path / "relearned.pt"
     torch.save({"model": net.state_dict(), "spec": ModelSpec(net, 32).state_dict()}, ckpt)
     loaded = load_model(ckpt)
-    assert isinstance(loaded, RelearnNet) and loaded.window == 4 and tau_window(ckpt) == 4
+    assert isinstance(loaded, RelearnNet) and loaded.clip_length == 4 and checkpoint_clip_length(ckpt) == 4
     x = torch.rand(4, 7, 32, 32)
     torch.testing.assert_close(loaded.eval()(x), net.eval()(x))
 
 
 def test_format_1_specs_still_load(tmp_path):
     """Files written by 0.3.0-0.6.0 hold image-model and TAU arguments; they are read as the same tree."""
-    from medvos.networks.checkpoint import INTENSITY, checkpoint_spec, load_model, tau_window
+    from medvos.networks.checkpoint import INTENSITY, checkpoint_spec, load_model, checkpoint_clip_length
     from medvos.networks.parts import part_config
     from medvos.networks.relearn_model import RelearnNet
 
@@ -206,7 +206,7 @@ def test_format_1_specs_still_load(tmp_path):
     torch.save({"model": net.state_dict(), "spec": old}, ckpt)
     spec = checkpoint_spec(ckpt)
     assert spec["format"] == 2 and "relearn" not in spec and spec["network"] == part_config(net)
-    assert tau_window(ckpt) == 4 and isinstance(load_model(ckpt), RelearnNet)
+    assert checkpoint_clip_length(ckpt) == 4 and isinstance(load_model(ckpt), RelearnNet)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -46,7 +46,7 @@ def _validation(entry, ckpt):
     from medvos.networks.checkpoint import load_model
 
     net = load_model(ckpt).eval()
-    ev = VideoEvaluator("cpu", [VideoDataset([entry])[0]], net, image_size=SIZE, window=8)
+    ev = VideoEvaluator("cpu", [VideoDataset([entry])[0]], net, image_size=SIZE, clip_length=8)
     return ev._iteration(ev, VideoDataset([entry])[0])["pred"]
 
 

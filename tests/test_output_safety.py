@@ -130,7 +130,7 @@ def test_inferring_refuses_to_write_over_its_ground_truth_before_writing_anythin
     net = FewShotSegNet.from_sizes(backbone_weights=None).eval()
     torch.manual_seed(0)
     with pytest.raises(OutputConflictError, match="inside the output folder"):
-        run_inference(str(case / "frames"), str(case / "masks"), case, net, image_size=32, window=4,
+        run_inference(str(case / "frames"), str(case / "masks"), case, net, image_size=32, clip_length=4,
                       annotated=[0], progress=False)
     assert {p.name: p.read_bytes() for p in (case / "masks").iterdir()} == before
     assert sorted(p.name for p in case.iterdir()) == ["frames", "masks"]  # nothing written

@@ -303,7 +303,7 @@ def test_read_annotations_keeps_only_annotated_frames(tmp_path, echo_small):
     ann = np.zeros_like(echo_small.labels)
     ann[0], ann[4] = echo_small.labels[0], echo_small.labels[4]
     write_nifti(tmp_path / "a.nii.gz", ann * 255)  # 0/255 export: binarised like read_mask
-    got = read_annotations(tmp_path / "a.nii.gz", video, window=2)
+    got = read_annotations(tmp_path / "a.nii.gz", video, chunk=2)
     assert sorted(got) == [0, 4] and all(got[t].dtype == np.uint8 for t in got)
     np.testing.assert_array_equal(got[4], echo_small.labels[4])
     np.testing.assert_array_equal(read_annotations(tmp_path / "a.nii.gz", video, frames=[4, 2])[2], 0)

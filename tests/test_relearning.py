@@ -96,7 +96,7 @@ def test_relearn_model_starts_as_image_model_and_head_stays_frozen():
 
     torch.manual_seed(0)
     image = FewShotSegNet.from_sizes(backbone_weights=None, channels=16).eval()
-    student = RelearnNet.from_sizes(image, window=4, tau_hidden=16, tau_blocks=1)
+    student = RelearnNet.from_sizes(image, clip_length=4, tau_hidden=16, tau_blocks=1)
     clip, sup = torch.rand(4, 3, 64, 64), torch.rand(1, 1, 3, 64, 64)
     mask = torch.zeros(1, 1, 1, 64, 64)
     mask[..., 20:40, 20:40] = 1
@@ -125,7 +125,7 @@ def test_relearning_step_with_every_option():
 
     torch.manual_seed(1)
     image = FewShotSegNet.from_sizes(backbone_weights=None, channels=16).eval()
-    student = RelearnNet.from_sizes(image, window=4, tau_hidden=16, tau_blocks=1)
+    student = RelearnNet.from_sizes(image, clip_length=4, tau_hidden=16, tau_blocks=1)
     loss = RelearnLoss(divergence_weight=0.1, tcr_weight=1.0, tps_weight=0.5)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-3)
     trainer = SupervisedTrainer(device="cpu", max_epochs=1, train_data_loader=[{}], network=student, optimizer=opt,
@@ -147,11 +147,11 @@ def test_relearning_step_with_every_option():
 def test_frozen_modules_are_a_setting():
     """relearn.yaml's ``frozen_modules`` decides what phase 2 does not train (default: head and deep stage F)."""
     image = FewShotSegNet.from_sizes(backbone_weights=None, channels=16)
-    default = RelearnNet.from_sizes(image, window=2, tau_hidden=8, tau_blocks=1)
+    default = RelearnNet.from_sizes(image, clip_length=2, tau_hidden=8, tau_blocks=1)
     assert not any(p.requires_grad for p in default.head.parameters())
     assert not any(p.requires_grad for p in default.backbone.f_stages.parameters())
     assert all(p.requires_grad for p in default.neck.parameters()) and all(p.requires_grad for p in default.tau.parameters())
-    head_only = RelearnNet.from_sizes(image, window=2, tau_hidden=8, tau_blocks=1, frozen=["head"])
+    head_only = RelearnNet.from_sizes(image, clip_length=2, tau_hidden=8, tau_blocks=1, frozen=["head"])
     assert all(p.requires_grad for p in head_only.backbone.f_stages.parameters())
     with pytest.raises(ValueError, match="'nope' is not a part"):
-        RelearnNet.from_sizes(image, window=2, tau_hidden=8, tau_blocks=1, frozen=["nope"])
+        RelearnNet.from_sizes(image, clip_length=2, tau_hidden=8, tau_blocks=1, frozen=["nope"])

@@ -32,7 +32,7 @@ def _cine(tmp_path, echo_small, nan_frame: int | None = None):
 
 def _run(tmp_path, echo_small, net, out, **kw):
     video, ann = _cine(tmp_path, echo_small, kw.pop("nan_frame", None))
-    return run_inference(video, ann, out, net, image_size=32, window=2, progress=False, **kw)
+    return run_inference(video, ann, out, net, image_size=32, clip_length=2, progress=False, **kw)
 
 
 def test_manifest_lists_every_file_with_its_hash(tmp_path, tiny_net, echo_small):
@@ -133,5 +133,5 @@ def test_tiny_frames_are_refused_before_any_output(tmp_path, tiny_net):
     write_png_frames(tmp_path / "ann", np.ones((1, 1, 1), np.uint8) * 255, names=["0000"])
     with pytest.raises(CineReadError, match="1x1 px are too small"):
         run_inference(str(tmp_path / "frames"), str(tmp_path / "ann"), tmp_path / "out", tiny_net, image_size=32,
-                      window=2, progress=False)
+                      clip_length=2, progress=False)
     assert not (tmp_path / "out").exists()

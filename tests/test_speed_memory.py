@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_speed_memory_script_tiny(tmp_path):
-    cmd = [sys.executable, str(REPO / "scripts/speed_memory.py"), "--image-size", "64", "--window", "4",
+    cmd = [sys.executable, str(REPO / "scripts/speed_memory.py"), "--image-size", "64", "--clip-length", "4",
            "--tau-hidden", "16", "--speed-frames", "12", "--memory-lengths", "8,16", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -30,7 +30,7 @@ def test_speed_memory_script_tiny(tmp_path):
 
 def test_memory_with_dicom_and_full_length_nifti_annotation(tmp_path):
     """The DICOM memory variant: JPEG multi-frame DICOM + full-length NIfTI labels in, NIfTI mask out."""
-    cmd = [sys.executable, str(REPO / "scripts/speed_memory.py"), "--image-size", "64", "--window", "4",
+    cmd = [sys.executable, str(REPO / "scripts/speed_memory.py"), "--image-size", "64", "--clip-length", "4",
            "--tau-hidden", "16", "--memory-lengths", "8,16", "--memory-input", "dicom", "--skip", "speed",
            "--out", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -46,7 +46,7 @@ def test_read_memory_script_eager_and_lazy_agree(tmp_path):
 
     rng = np.random.default_rng(0)
     write_dicom_cine(tmp_path / "c.dcm", rng.integers(0, 255, (20, 3, 32, 48), dtype=np.uint8), compression="jpeg")
-    cmd = [sys.executable, str(REPO / "scripts/read_memory.py"), str(tmp_path / "c.dcm"), "--window", "4",
+    cmd = [sys.executable, str(REPO / "scripts/read_memory.py"), str(tmp_path / "c.dcm"), "--chunk", "4",
            "--out", str(tmp_path / "out")]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -60,7 +60,7 @@ def test_relearning_evaluating_inferring_tiny(tmp_path, synthetic_root):
     relearned = tmp_path / "models" / "relearned.pt"
     assert relearned.is_file()
     run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], tmp_path, *common, "--checkpoint", str(relearned),
-               "--window", "4", "--tau_hidden", "32", "--run_name", "ev")
+               "--clip_length", "4", "--tau_hidden", "32", "--run_name", "ev")
     assert (tmp_path / "eval" / "evaluation" / "test" / "videos.csv").is_file()
     assert len(list((tmp_path / "eval" / "evaluation" / "test" / "plots").glob("*.png"))) == 2
     run_bundle("inferring", ["train.yaml", "inference.yaml"], tmp_path, "--datalist",

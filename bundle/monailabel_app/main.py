@@ -6,7 +6,7 @@ Start it with ``python scripts/start_label_server.py --studies <folder of cines>
 Configuration (``--conf key value``): ``model`` (the base model, phase 1 or relearned; default the bundle's shipped
 general model ``bundle/models/general.pt``), ``models`` (folder where the relearn task writes ``relearned.pt``,
 used instead of the base model once there; default ``bundle/models``), ``image_size`` (only for older checkpoints
-without a spec: checkpoints carry their own input size), ``window`` (8), ``tau_hidden`` (default: the TAU's own, 256; older relearned files
+without a spec: checkpoints carry their own input size), ``clip_length`` (|B|, 8), ``tau_hidden`` (default: the TAU's own, 256; older relearned files
 only), ``fusion`` (nearest|fuse|joint), ``threshold`` (0.5),
 ``memory_tree`` and ``motion`` (true|false; default: as in ``inference.yaml``), ``max_epochs`` (relearning, 3), ``tracking_uri`` (MLflow; default
 sqlite beside the models), ``labels`` (the objects' names and label values as JSON, e.g. ``'{"lv": 1, "myocardium":
@@ -35,7 +35,7 @@ from medvos.label.requests import RequestError, check_name, first_choice, parse_
 from medvos.label.strategy import LeastConfidentFrame
 from medvos.label.train import RelearnTrain
 from medvos.networks.checkpoint import SHIPPED_MODEL, CheckpointError
-from medvos.networks.relearn_model import TAU_WINDOW
+from medvos.networks.relearn_model import CLIP_LENGTH
 
 logger = logging.getLogger(__name__)
 BUNDLE = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ class MedVOSApp(MONAILabelApp):
         self.model_dir = Path(conf.get("models", BUNDLE / "models")).resolve()
         self.base_model = Path(conf.get("model", BUNDLE / "models" / SHIPPED_MODEL)).resolve()
         self.image_size = int(conf["image_size"]) if conf.get("image_size") else None
-        self.window = int(conf.get("window", TAU_WINDOW))
+        self.clip_length = int(conf.get("clip_length", CLIP_LENGTH))
         self.tau_hidden = int(conf["tau_hidden"]) if conf.get("tau_hidden") else None
         fusion = conf.get("fusion", "nearest")
         if fusion not in FUSION_MODES:
@@ -66,7 +66,7 @@ class MedVOSApp(MONAILabelApp):
                 raise ValueError(f"--conf runtime {conf['runtime']!r}: expected one of {RUNTIMES}")
             options["runtime"] = conf["runtime"]
         self.labels = parse_labels(conf.get("labels"))
-        self.propagate = PropagateInfer(self.model_dir, self.base_model, self.image_size, self.window,
+        self.propagate = PropagateInfer(self.model_dir, self.base_model, self.image_size, self.clip_length,
                                         self.tau_hidden, fusion, float(conf.get("threshold", 0.5)),
                                         labels=self.labels, options=options)
         server_app = sys.modules.get("monailabel.app")  # the running server (absent when used as a library)
@@ -87,7 +87,7 @@ class MedVOSApp(MONAILabelApp):
         return {"propagate": self.propagate}
 
     def init_trainers(self) -> dict[str, Any]:
-        return {"relearn": RelearnTrain(self.model_dir, self.base_model, self.image_size, self.window, self.tau_hidden,
+        return {"relearn": RelearnTrain(self.model_dir, self.base_model, self.image_size, self.clip_length, self.tau_hidden,
                                         int(self.conf.get("max_epochs", 3)), self.conf.get("tracking_uri"))}
 
     def init_strategies(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import torch
 from medvos.benchmarking.baselines import FlowPropagator, copy_mask
 from medvos.inference.defaults import inference_defaults
 from medvos.inference.predictor import VideoPredictor
-from medvos.networks.checkpoint import input_size, load_model, tau_window
+from medvos.networks.checkpoint import input_size, load_model, checkpoint_clip_length
 from medvos.networks.relearn_model import TAU_HIDDEN
 
 Method = Callable[[np.ndarray, np.ndarray, Sequence[int], dict[str, Any]], np.ndarray]
@@ -34,7 +34,7 @@ def flow_method(kind: str = "dis") -> Method:
     return lambda frames, labels, support, entry=None: flow.propagate(frames, labels, support)
 
 
-def model_method(checkpoint: str | Path, image_size: int | None = None, window: int | None = None,
+def model_method(checkpoint: str | Path, image_size: int | None = None, clip_length: int | None = None,
                  tau_hidden: int | None = None, relearn_steps: int = 0, **options: Any) -> Method:
     """A checkpoint as a method, through the `inferring` path; ``options`` override the inference defaults
     (``memory_tree``, ``pathways``, ``fusion``, ``threshold``). ``image_size`` / ``window`` default to the
@@ -42,9 +42,9 @@ def model_method(checkpoint: str | Path, image_size: int | None = None, window: 
     cine first (`inferring --relearn_steps`; its time is part of the method's time)."""
     from medvos.inference.workflow import run_inference
 
-    window = window or tau_window(checkpoint, 8)
+    clip_length = clip_length or checkpoint_clip_length(checkpoint, 8)
     size = image_size or input_size(checkpoint, 256)[0]
-    net = load_model(checkpoint, None, window, tau_hidden)
+    net = load_model(checkpoint, None, clip_length, tau_hidden)
     net = net.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
 
     def run(frames: np.ndarray, labels: np.ndarray, support: Sequence[int], entry: dict[str, Any]) -> np.ndarray:
@@ -53,11 +53,11 @@ def model_method(checkpoint: str | Path, image_size: int | None = None, window: 
             from medvos.engines.test_time import relearn_on_cine
 
             model = relearn_on_cine(net, entry["image"], entry["label"], size, list(support), steps=relearn_steps,
-                                    clip_length=window, tau_hidden=tau_hidden or TAU_HIDDEN, progress=False)
+                                    clip_length=clip_length, tau_hidden=tau_hidden or TAU_HIDDEN, progress=False)
         opts = {**inference_defaults(), **options}
-        res = run_inference(entry["image"], entry["label"], Path("."), model, size, window, opts["fusion"],
+        res = run_inference(entry["image"], entry["label"], Path("."), model, size, clip_length, opts["fusion"],
                             outputs=(), threshold=opts["threshold"], annotated=list(support), progress=False,
-                            keep_labels=True, predictor=VideoPredictor.with_defaults(model, size, window, **options))
+                            keep_labels=True, predictor=VideoPredictor.with_defaults(model, size, clip_length, **options))
         return res["labels"]
 
     return run

@@ -76,12 +76,12 @@ def intensity_range(frames: Any, max_frames: int = 64) -> tuple[float, float] | 
     return float(p_lo), float(p_hi)
 
 
-def scale_intensity(frames: np.ndarray, window: tuple[float, float] | None | str = "auto") -> np.ndarray:
+def scale_intensity(frames: np.ndarray, value_range: tuple[float, float] | None | str = "auto") -> np.ndarray:
     """Map intensities to [0, 1] with :func:`intensity_range` (computed from ``frames`` unless given)."""
-    window = intensity_range(frames) if isinstance(window, str) else window
-    if window is None:
+    value_range = intensity_range(frames) if isinstance(value_range, str) else value_range
+    if value_range is None:
         return np.clip(np.asarray(frames, np.float32) / 255.0, 0.0, 1.0)
-    lo, hi = window
+    lo, hi = value_range
     return np.clip((np.asarray(frames, np.float32) - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
 
 

@@ -30,7 +30,7 @@ from medvos.io.errors import MaskMismatchError
 from medvos.io.readers import read_annotations, read_cine
 from medvos.losses.relearning import RelearnLoss
 from medvos.networks.image_model import param_groups
-from medvos.networks.relearn_model import TAU_BLOCKS, TAU_HIDDEN, TAU_WINDOW
+from medvos.networks.relearn_model import TAU_BLOCKS, TAU_HIDDEN, CLIP_LENGTH
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,10 @@ logger = logging.getLogger(__name__)
 def cine_at_size(video: Any, size: int, chunk: int = 16) -> tuple[np.ndarray, Any]:
     """The cine's frames prepared as for inference (intensity window, RGB) at ``size`` px: uint8 ``(T,3,S,S)``."""
     cine = read_cine(video, min_frames=2, lazy=True)
-    window = intensity_range(cine.frames)
+    value_range = intensity_range(cine.frames)
     out = np.zeros((cine.num_frames, 3, size, size), np.uint8)
     for start in range(0, cine.num_frames, chunk):
-        x = torch.from_numpy(scale_intensity(cine.frames[start : start + chunk], window))
+        x = torch.from_numpy(scale_intensity(cine.frames[start : start + chunk], value_range))
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
         x = F.interpolate(x, size=(size, size), mode="area")
         out[start : start + len(x)] = (x * 255).round().clamp(0, 255).to(torch.uint8).numpy()
@@ -50,7 +50,7 @@ def cine_at_size(video: Any, size: int, chunk: int = 16) -> tuple[np.ndarray, An
 
 def relearn_on_cine(network: nn.Module, video: Any, annotation: Any, image_size: int,
                     annotated: Sequence[int] | None = None, steps: int = 30, seconds: float | None = None,
-                    clip_length: int = TAU_WINDOW, tau_hidden: int = TAU_HIDDEN, tau_blocks: int = TAU_BLOCKS,
+                    clip_length: int = CLIP_LENGTH, tau_hidden: int = TAU_HIDDEN, tau_blocks: int = TAU_BLOCKS,
                     lambda_t: float = 0.1,
                     lambda_f: float = 1.0, lambda_p: float = 1.0, tps_weight: float = 0.1,
                     learning_rate: float = 1e-4, backbone_lr_mult: float = 0.1, seed: int = 0,

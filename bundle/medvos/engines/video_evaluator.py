@@ -28,12 +28,12 @@ class VideoEvaluator(SupervisedEvaluator):
     """
 
     def __init__(self, device: torch.device | str, val_data_loader: Any, network: torch.nn.Module,
-                 image_size: int | Sequence[int] = 256, window: int = 8, shots: int = 1, threshold: float = 0.5,
+                 image_size: int | Sequence[int] = 256, clip_length: int = 8, shots: int = 1, threshold: float = 0.5,
                  **kwargs: Any) -> None:
         kwargs.setdefault("decollate", False)
         super().__init__(device=device, val_data_loader=val_data_loader, network=network, **kwargs)
         # DDP: evaluation needs no gradient synchronisation, so the wrapped module is used directly
-        self.propagator = FewShotPropagator(getattr(network, "module", network), image_size, window, threshold)
+        self.propagator = FewShotPropagator(getattr(network, "module", network), image_size, clip_length, threshold)
         self.shots = shots
 
     @torch.inference_mode()

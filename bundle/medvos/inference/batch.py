@@ -127,7 +127,7 @@ def shard(cases: Sequence[Case], rank: int, world: int) -> list[Case]:
     return list(cases[rank::world])
 
 
-def run_batch(cases: Sequence[Case], batch_dir: str | Path, network: nn.Module, image_size: int, window: int,
+def run_batch(cases: Sequence[Case], batch_dir: str | Path, network: nn.Module, image_size: int, clip_length: int,
               predictor: VideoPredictor, outputs: Sequence[str] = ("nifti", "png", "csv"),
               overlay_format: str = "mp4", resume: bool = True, checkpoint: str | Path | None = None,
               progress: bool = True) -> dict[str, Any] | None:
@@ -163,7 +163,7 @@ def run_batch(cases: Sequence[Case], batch_dir: str | Path, network: nn.Module, 
             continue
         t0 = time.perf_counter()
         try:
-            res = run_inference(case.video, case.annotation, folder, network, image_size, window,
+            res = run_inference(case.video, case.annotation, folder, network, image_size, clip_length,
                                 outputs=outputs, overlay_format=overlay_format, annotated=case.annotated,
                                 progress=False, keep_labels=False, predictor=predictor,
                                 checkpoint=checkpoint)

@@ -27,7 +27,7 @@ def inference_defaults() -> dict[str, Any]:
     return {k: config[k] for k in KEYS}
 
 
-def make_propagator(network: nn.Module, image_size: int, window: int, **overrides: Any) -> Any:
+def make_propagator(network: nn.Module, image_size: int, clip_length: int, **overrides: Any) -> Any:
     """The propagator `inferring` builds with the defaults of ``inference.yaml`` (``overrides`` replace them, e.g.
     ``memory_tree=False``): :class:`MemoryTreePropagator` or :class:`FewShotPropagator` (the appearance cue),
     wrapped by :class:`MotionAwarePropagator` when ``motion`` is on; the network runs in ``runtime`` (PyTorch, or
@@ -42,12 +42,12 @@ def make_propagator(network: nn.Module, image_size: int, window: int, **override
     opts = {**inference_defaults(), **overrides}
     from medvos.networks.exported import for_runtime
 
-    network = for_runtime(network, str(opts["runtime"]), image_size, window)
+    network = for_runtime(network, str(opts["runtime"]), image_size, clip_length)
     if opts["memory_tree"]:
-        prop = MemoryTreePropagator(network, image_size, window, opts["threshold"], opts["fusion"],
+        prop = MemoryTreePropagator(network, image_size, clip_length, opts["threshold"], opts["fusion"],
                                     pathways=int(opts["pathways"]))
     else:
-        prop = FewShotPropagator(network, image_size, window, opts["threshold"], opts["fusion"])
+        prop = FewShotPropagator(network, image_size, clip_length, opts["threshold"], opts["fusion"])
     if not opts["motion"]:
         return prop
     rule = CueFusion(float(opts["motion_weight"]), float(opts["flow_tolerance"]), float(opts["redetect_support"]),

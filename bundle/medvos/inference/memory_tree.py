@@ -85,7 +85,7 @@ class MemoryTreePropagator(FewShotPropagator):
                  min_consistency: float = 0.05, max_lag: int = 32, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pathways, self.memory_size, self.memory_threshold = pathways, memory_size, memory_threshold
-        self.memory_gap = memory_gap if memory_gap is not None else self.window
+        self.memory_gap = memory_gap if memory_gap is not None else self.clip_length
         self.uncertain_threshold, self.dilation, self.min_consistency = uncertain_threshold, dilation, min_consistency
         self.max_lag = max_lag
         self._annotation_masks: dict[tuple[int, int], np.ndarray] = {}

@@ -131,7 +131,7 @@ class MotionAwarePropagator:
         # the warp uses DIS "medium"; the reverse flow only checks it (forward-backward error), where "fast" scores
         # the same on the development sets at a fifth of the cost (model card)
         self.flow, self.check = DenseFlow("dis", "medium"), DenseFlow("dis", "fast")
-        self.image_size, self.window, self.threshold = base.image_size, base.window, base.threshold
+        self.image_size, self.clip_length, self.threshold = base.image_size, base.clip_length, base.threshold
         self.fusion, self.network = base.fusion, base.network
 
     # ------------------------------------------------------------------------------------------------ supports

@@ -60,15 +60,15 @@ class VideoPredictor:
     Args:
         make_strategy: builds the propagation strategy for one video (a :class:`FewShotPropagator`,
             :class:`MemoryTreePropagator` or :class:`MotionAwarePropagator`); called once per :meth:`init_state`.
-        window: frames decoded and propagated per step (the network's |B|).
+        clip_length: frames decoded and propagated per step, one window (a relearned network's |B|).
     """
 
-    def __init__(self, make_strategy: Callable[[], Any], window: int = 8) -> None:
+    def __init__(self, make_strategy: Callable[[], Any], clip_length: int = 8) -> None:
         self.make_strategy = make_strategy
-        self.window = int(window)
+        self.clip_length = int(clip_length)
 
     @classmethod
-    def with_defaults(cls, network: torch.nn.Module, image_size: int, window: int, **options: Any) -> VideoPredictor:
+    def with_defaults(cls, network: torch.nn.Module, image_size: int, clip_length: int, **options: Any) -> VideoPredictor:
         """The `inferring` predictor: ``inference.yaml``'s propagation defaults, ``options`` overriding them
         (:func:`medvos.inference.defaults.make_propagator`). The network's runtime (the exported graph, compiled)
         is prepared here, once, not per video."""
@@ -76,8 +76,8 @@ class VideoPredictor:
         from medvos.networks.exported import for_runtime
 
         runtime = str({**inference_defaults(), **options}["runtime"])
-        ready = for_runtime(network, runtime, image_size, window)
-        return cls(lambda: make_propagator(ready, image_size, window, **options), window)
+        ready = for_runtime(network, runtime, image_size, clip_length)
+        return cls(lambda: make_propagator(ready, image_size, clip_length, **options), clip_length)
 
     # ------------------------------------------------------------------------------------------------ state
     def init_state(self, video: Any, min_frames: int = 2) -> VideoState:
@@ -128,8 +128,8 @@ class VideoPredictor:
         shown: dict[int, np.ndarray] = {}  # prepared frames awaiting their window (a strategy may output late)
 
         def windows() -> Iterator[tuple[int, torch.Tensor]]:
-            for start in range(0, cine.num_frames, self.window):
-                x = self.prepare(state, cine.frames[start : start + self.window])
+            for start in range(0, cine.num_frames, self.clip_length):
+                x = self.prepare(state, cine.frames[start : start + self.clip_length])
                 if keep_frames:
                     shown.update({start + i: f for i, f in enumerate(x)})
                 yield start, torch.from_numpy(x)

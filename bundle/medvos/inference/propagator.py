@@ -91,13 +91,13 @@ class FewShotPropagator:
         fusion: how several annotated frames combine (``nearest``, ``fuse``, ``joint``).
     """
 
-    def __init__(self, network: nn.Module, image_size: int | Sequence[int] = 256, window: int = 8,
+    def __init__(self, network: nn.Module, image_size: int | Sequence[int] = 256, clip_length: int = 8,
                  threshold: float = 0.5, fusion: str = "nearest") -> None:
         if fusion not in FUSION_MODES:
             raise ValueError(f"unknown fusion '{fusion}' (expected one of {FUSION_MODES})")
         self.network = network
         self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        self.window = window
+        self.clip_length = clip_length
         self.threshold = threshold
         self.fusion = fusion
         self.probability_dtype: type = np.float16  # of the streamed probabilities (float32 avoids a conversion)
@@ -146,7 +146,7 @@ class FewShotPropagator:
                                 .values for i in idx])  # (S, n)
             p = torch.stack([probs[i] for i in idx])  # (S, n, H, W)
             if self.fusion == "fuse" and len(idx) > 1:
-                w = frame_confidence(p.flatten(0, 1)).view(len(idx), n) / (1.0 + dist / self.window)
+                w = frame_confidence(p.flatten(0, 1)).view(len(idx), n) / (1.0 + dist / self.clip_length)
                 w = w / w.sum(0, keepdim=True).clamp_min(1e-8)
                 out[v] = (w[:, :, None, None] * p).sum(0)
             else:
@@ -174,8 +174,8 @@ class FewShotPropagator:
 
     def windows(self, frames: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """``(start, frames[start:start+window])`` over an in-memory video ``(T,3,H,W)``."""
-        for start in range(0, frames.shape[0], self.window):
-            yield start, frames[start : start + self.window]
+        for start in range(0, frames.shape[0], self.clip_length):
+            yield start, frames[start : start + self.clip_length]
 
     def propagate(self, frames: torch.Tensor, labels: torch.Tensor, support_frames: Sequence[int]
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

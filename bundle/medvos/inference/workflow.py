@@ -39,7 +39,7 @@ MIN_SIDE = 8  # px: smaller frames cannot be segmented (nor encoded as an overla
 
 
 def run_inference(video: str | Sequence[str] | Cine, annotation: str | Sequence[str], output_dir: str | Path,
-                  network: nn.Module, image_size: int = 256, window: int = 8, fusion: str = "nearest",
+                  network: nn.Module, image_size: int = 256, clip_length: int = 8, fusion: str = "nearest",
                   outputs: Sequence[str] = OUTPUTS, overlay_format: str = "mp4", threshold: float = 0.5,
                   annotated: Sequence[int] | None = None, progress: bool = True, keep_labels: bool = True,
                   predictor: VideoPredictor | None = None, overwrite: bool = False,
@@ -84,8 +84,8 @@ def run_inference(video: str | Sequence[str] | Cine, annotation: str | Sequence[
     unknown = set(outputs) - set(sinks_by_name)
     if unknown:
         raise ValueError(f"unknown outputs {sorted(unknown)} (expected a subset of {tuple(sinks_by_name)})")
-    predictor = predictor or VideoPredictor(lambda: FewShotPropagator(network, image_size, window, threshold, fusion),
-                                            window)
+    predictor = predictor or VideoPredictor(lambda: FewShotPropagator(network, image_size, clip_length, threshold, fusion),
+                                            clip_length)
     state = predictor.init_state(video)
     cine = state.cine
     ann = predictor.add_annotations(state, annotation, annotated)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,11 +118,11 @@ def labels_from_pixels(frames: np.ndarray, lossy: bool = False, rule: tuple[str,
     return np.where(vals == 0, 0, rank).astype(np.uint8)
 
 
-def whole_mask_rule(cine: Cine, window: int = 16) -> tuple[str, Any]:
-    """:func:`mask_rule` of a whole (lazy) mask, read window by window."""
+def whole_mask_rule(cine: Cine, chunk: int = 16) -> tuple[str, Any]:
+    """:func:`mask_rule` of a whole (lazy) mask, read ``chunk`` frames at a time."""
     counts: dict[float, int] = {}
-    for start in range(0, cine.num_frames, window):
-        for v, n in value_counts(cine.frames[start : start + window]).items():
+    for start in range(0, cine.num_frames, chunk):
+        for v, n in value_counts(cine.frames[start : start + chunk]).items():
             counts[v] = counts.get(v, 0) + n
     return mask_rule(counts, is_lossy(cine))
 
@@ -170,11 +171,11 @@ def read_mask(source: CineSource, like: Cine | None = None) -> MaskVideo:
 
 
 def read_annotations(source: CineSource, like: Cine, frames: Sequence[int] | None = None,
-                     window: int = 16) -> dict[int, np.ndarray]:
+                     chunk: int = 16) -> dict[int, np.ndarray]:
     """The annotated frames of a mask, ``{frame: (H, W) uint8 labels}``, streamed: only those frames are kept.
 
     Which frames: ``frames`` when given; else every frame a partial mask (frame folder named like the video's
-    frames) covers; else the non-empty frames of a full-length mask, which is read ``window`` frames at a time,
+    frames) covers; else the non-empty frames of a full-length mask, which is read ``chunk`` frames at a time,
     so a 2D+t label volume with one annotated frame costs one frame of memory, not the volume.
 
     Raises:
@@ -192,8 +193,8 @@ def read_annotations(source: CineSource, like: Cine, frames: Sequence[int] | Non
         kept = {t: mask.frames[position[t]] for t in wanted}
     else:
         partial = len(index) < like.num_frames
-        for start in range(0, mask.num_frames, window):
-            for k, frame in enumerate(mask.frames[start:start + window]):
+        for start in range(0, mask.num_frames, chunk):
+            for k, frame in enumerate(mask.frames[start:start + chunk]):
                 if partial or frame.any():
                     kept[index[start + k]] = frame
     order = sorted(kept)

@@ -143,7 +143,7 @@ def check_label(image: str, label: str, info: dict[str, Any] | None, what: str) 
     return sorted(given)
 
 
-def corrected_frames(annotation: str, previous: str, previous_annotated: Sequence[int], window: int = 16
+def corrected_frames(annotation: str, previous: str, previous_annotated: Sequence[int], chunk: int = 16
                      ) -> list[int]:
     """The frames an annotator drew or corrected: non-empty in ``annotation`` and either annotated before or
     different from the ``previous`` propagation result (so re-submitting a corrected result re-propagates from the
@@ -152,10 +152,10 @@ def corrected_frames(annotation: str, previous: str, previous_annotated: Sequenc
     if now_cine.frames.shape[0] != before_cine.frames.shape[0] or now_cine.size != before_cine.size:
         return []
     keep, out = {int(t) for t in previous_annotated}, []
-    rules = [whole_mask_rule(c, window) for c in (now_cine, before_cine)]  # the whole volumes' value rules
-    for start in range(0, now_cine.num_frames, window):
-        now = labels_from_pixels(now_cine.frames[start:start + window], rule=rules[0])
-        before = labels_from_pixels(before_cine.frames[start:start + window], rule=rules[1])
+    rules = [whole_mask_rule(c, chunk) for c in (now_cine, before_cine)]  # the whole volumes' value rules
+    for start in range(0, now_cine.num_frames, chunk):
+        now = labels_from_pixels(now_cine.frames[start:start + chunk], rule=rules[0])
+        before = labels_from_pixels(before_cine.frames[start:start + chunk], rule=rules[1])
         drawn = now.reshape(len(now), -1).any(1)
         changed = (now != before).reshape(len(now), -1).any(1)
         out += [start + k for k in range(len(now)) if drawn[k] and (changed[k] or start + k in keep)]

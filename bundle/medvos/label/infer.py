@@ -23,8 +23,8 @@ from medvos.io.errors import CineReadError
 from medvos.io.readers import read_cine
 from medvos.io.writers import write_nifti
 from medvos.label.geometry import write_labels_on_itk_grid
-from medvos.networks.checkpoint import input_size, is_relearned, load_model, tau_window
-from medvos.networks.relearn_model import TAU_WINDOW
+from medvos.networks.checkpoint import input_size, is_relearned, load_model, checkpoint_clip_length
+from medvos.networks.relearn_model import CLIP_LENGTH
 
 logger = logging.getLogger(__name__)
 RELEARNED_FILE = "relearned.pt"
@@ -38,7 +38,7 @@ def _stamp(path: str | Path) -> tuple[str, int, int]:
 class PropagateInfer(InferTask):
     """Few-shot propagation with the relearned model when ``relearned.pt`` is in ``model_dir`` (written by the
     "relearn" task), else ``base_model`` (default: the bundle's shipped general model); weights are reloaded when
-    either file changes, so a finished "relearn" task is picked up. The network, its input size and TAU window come
+    either file changes, so a finished "relearn" task is picked up. The network, its input size and TAU clip length come
     from the checkpoint itself (``image_size`` overrides the size; only needed for older files without a spec).
 
     Propagation is the ``inferring`` workflow's (:func:`medvos.inference.defaults.make_propagator`: appearance and
@@ -51,7 +51,7 @@ class PropagateInfer(InferTask):
     """
 
     def __init__(self, model_dir: str | Path, base_model: str | Path, image_size: int | None = None,
-                 window: int = TAU_WINDOW, tau_hidden: int | None = None, fusion: str = "nearest", threshold: float = 0.5,
+                 clip_length: int = CLIP_LENGTH, tau_hidden: int | None = None, fusion: str = "nearest", threshold: float = 0.5,
                  labels: dict[str, int] | None = None, options: dict[str, Any] | None = None) -> None:
         super().__init__(type=InferType.SEGMENTATION, labels=dict(labels or {"object": 1}), dimension=3,
                          description="Propagate the annotated frame(s) of a cine to every frame (few-shot)",
@@ -62,7 +62,7 @@ class PropagateInfer(InferTask):
         self.fusion = fusion
         self.model_dir = Path(model_dir)
         self.base_model = Path(base_model)
-        self.image_size, self.window, self.tau_hidden = image_size, window, tau_hidden
+        self.image_size, self.clip_length, self.tau_hidden = image_size, clip_length, tau_hidden
         self.threshold, self.options = threshold, dict(options or {})
         self._lock = threading.Lock()
         self._net: tuple[tuple, nn.Module] | None = None
@@ -88,7 +88,7 @@ class PropagateInfer(InferTask):
         return {**super().info(), "checkpoint": ckpt.name if ckpt else None}
 
     def network(self) -> tuple[nn.Module, Path, int, int]:
-        """``(model, checkpoint, input size, window)`` of the current model (loaded once per file version)."""
+        """``(model, checkpoint, input size, clip length)`` of the current model (loaded once per file version)."""
         ckpt = self.checkpoint()
         if ckpt is None:
             raise FileNotFoundError(f"no {RELEARNED_FILE} in {self.model_dir} and no base model {self.base_model}")
@@ -96,19 +96,19 @@ class PropagateInfer(InferTask):
         with self._lock:
             if self._net is None or self._net[0] != key:
                 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-                net = load_model(ckpt, None, self.window, self.tau_hidden)
+                net = load_model(ckpt, None, self.clip_length, self.tau_hidden)
                 size = self.image_size or input_size(ckpt, 128)[0]
-                self._net = (key, net.to(device).eval(), size, tau_window(ckpt, self.window))
+                self._net = (key, net.to(device).eval(), size, checkpoint_clip_length(ckpt, self.clip_length))
                 logger.info("propagate: loaded %s (input %d px)", ckpt, size)
             return self._net[1], ckpt, self._net[2], self._net[3]
 
-    def predictor(self, net: nn.Module, size: int, window: int, fusion: str) -> VideoPredictor:
+    def predictor(self, net: nn.Module, size: int, clip_length: int, fusion: str) -> VideoPredictor:
         """The `inferring` predictor with the app's options (one per network version and fusion; each video's state
         lives in its own :class:`VideoState`)."""
-        key = (id(net), size, window, fusion)
+        key = (id(net), size, clip_length, fusion)
         with self._lock:
             if self._predictor is None or self._predictor[0] != key:
-                self._predictor = (key, VideoPredictor.with_defaults(net, size, window, fusion=fusion,
+                self._predictor = (key, VideoPredictor.with_defaults(net, size, clip_length, fusion=fusion,
                                                                       threshold=self.threshold, **self.options))
             return self._predictor[1]
 
@@ -121,7 +121,7 @@ class PropagateInfer(InferTask):
         Results are cached per (image, annotation, checkpoint) file version and annotated frames, both as asked
         (none: "the non-empty frames") and as resolved, so the strategy reuses an infer's propagation.
         """
-        net, ckpt, size, window = self.network()
+        net, ckpt, size, clip_length = self.network()
         key = (_stamp(image), _stamp(annotation), _stamp(ckpt), fusion, tuple(annotated or ()))
         with self._lock:
             cached = self._confidence.get(key)
@@ -131,8 +131,8 @@ class PropagateInfer(InferTask):
         if dicom_seg is not None and cine.format not in ("dicom", "dicom-series"):
             raise CineReadError(image, f"a DICOM SEG result needs a DICOM cine (this one is {cine.format}); ask for "
                                        "the NIfTI result (output=image)")
-        predictor = self.predictor(net, size, window, fusion)
-        res = run_inference(cine, annotation, Path(tempfile.gettempdir()), net, size, window, fusion, outputs=(),
+        predictor = self.predictor(net, size, clip_length, fusion)
+        res = run_inference(cine, annotation, Path(tempfile.gettempdir()), net, size, clip_length, fusion, outputs=(),
                             threshold=self.threshold, annotated=annotated or None, progress=False,
                             keep_labels=output is not None or dicom_seg is not None,
                             predictor=predictor)  # nothing written: labels kept

@@ -25,7 +25,7 @@ from medvos.label.datastore import datastore_annotation
 from medvos.label.infer import RELEARNED_FILE
 from medvos.label.requests import RequestError, check_name
 from medvos.networks.checkpoint import checkpoint_spec, input_size, model_state
-from medvos.networks.relearn_model import TAU_WINDOW
+from medvos.networks.relearn_model import CLIP_LENGTH
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +61,12 @@ class RelearnTrain(TrainTask):
     the "propagate" task reloads it on its next request. Progress and losses go to MLflow (``tracking_uri``)."""
 
     def __init__(self, model_dir: str | Path, base_model: str | Path, image_size: int | None = None,
-                 window: int = TAU_WINDOW, tau_hidden: int | None = None, max_epochs: int = 3,
+                 clip_length: int = CLIP_LENGTH, tau_hidden: int | None = None, max_epochs: int = 3,
                  tracking_uri: str | None = None) -> None:
         super().__init__("Phase-2 relearning on the datastore's cines (their labelled frames as support)")
         self.model_dir = Path(model_dir)
         self.base_model = Path(base_model)
-        self.image_size, self.window, self.tau_hidden = image_size, window, tau_hidden
+        self.image_size, self.clip_length, self.tau_hidden = image_size, clip_length, tau_hidden
         self.max_epochs = max_epochs
         self.tracking_uri = tracking_uri or f"sqlite:///{(self.model_dir / 'mlruns.db').resolve()}"
 
@@ -112,7 +112,7 @@ class RelearnTrain(TrainTask):
             "relearning", ["train.yaml", "relearn.yaml"], datalist=datalist, phase1_checkpoint=phase1,
             ckpt_dir=work / "models", output_dir=work / "eval",
             image_size=self.image_size or input_size(phase1, 128)[0],
-            clip_length=self.window, **({"tau_hidden": self.tau_hidden} if self.tau_hidden else {}),
+            clip_length=self.clip_length, **({"tau_hidden": self.tau_hidden} if self.tau_hidden else {}),
             max_epochs=epochs, val_interval=epochs + 1,
             learning_rate=cfg["learning_rate"], lambda_t=cfg["lambda_t"], lambda_f=cfg["lambda_f"],
             lambda_p=cfg["lambda_p"], tracking_uri=self.tracking_uri,

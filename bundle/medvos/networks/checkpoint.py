@@ -81,7 +81,7 @@ def _legacy_network_config(network: str, relearn: str) -> dict[str, Any]:
     with torch.device("meta"), weights_from_checkpoint():
         net = FewShotSegNet.from_sizes(backbone_weights=None, **network)
         if relearn:
-            net = RelearnNet.from_sizes(net, **relearn)
+            net = RelearnNet.from_sizes(net, **{"clip_length" if k == "window" else k: v for k, v in relearn.items()})
     return part_config(net)
 
 
@@ -165,7 +165,7 @@ def write_fingerprint(path: str | Path) -> Path:
 @lru_cache(maxsize=4)
 def _read(path: str, mtime_ns: int, size: int) -> Any:
     """One ``torch.load`` per file version, after its sha256 is checked against the recorded one (a flipped byte in
-    a tensor loads silently otherwise): a workflow asks a checkpoint for its spec, input size, window and weights,
+    a tensor loads silently otherwise): a workflow asks a checkpoint for its spec, input size, clip length and weights,
     and each would otherwise read the file again (callers copy before changing anything)."""
     recorded = recorded_sha256(path)
     if recorded is not None:
@@ -236,8 +236,8 @@ def checkpoint_spec(path: str | Path) -> dict[str, Any] | None:
     return spec
 
 
-def tau_window(path: str | Path, default: int = 8) -> int:
-    """The TAU window |B| of a relearned checkpoint with a spec; ``default`` otherwise (any window works for a
+def checkpoint_clip_length(path: str | Path, default: int = 8) -> int:
+    """The TAU clip length |B| of a relearned checkpoint with a spec; ``default`` otherwise (any window works for a
     phase-1 model)."""
     tau = ((checkpoint_spec(path) or {}).get("network") or {}).get("tau")
     return int(tau["frames"]) if isinstance(tau, dict) and "frames" in tau else default
@@ -266,13 +266,13 @@ def is_relearned(path: str | Path) -> bool:
     return any(k.startswith("tau.") for k in model_state(path))
 
 
-def load_model(path: str | Path, image_model: nn.Module | None = None, window: int | None = None,
+def load_model(path: str | Path, image_model: nn.Module | None = None, clip_length: int | None = None,
                tau_hidden: int | None = None, tau_blocks: int | None = None) -> nn.Module:
     """A phase-1 or phase-2 checkpoint into the right network.
 
     A checkpoint with a spec is rebuilt from the file alone (the other arguments are ignored); an older plain state
     dict is loaded into ``image_model`` (default: a default :class:`FewShotSegNet`) and, if it holds TAU weights,
-    a :class:`RelearnNet` around it with ``window``, ``tau_hidden``, ``tau_blocks`` (default: the TAU's own,
+    a :class:`RelearnNet` around it with ``clip_length``, ``tau_hidden``, ``tau_blocks`` (default: the TAU's own,
     :data:`medvos.networks.relearn_model.TAU_WINDOW` and so on).
     """
     spec = checkpoint_spec(path)
@@ -284,8 +284,8 @@ def load_model(path: str | Path, image_model: nn.Module | None = None, window: i
         with weights_from_checkpoint():
             image_model = FewShotSegNet.from_sizes(backbone_weights=None)
     if is_relearned(path):
-        from medvos.networks.relearn_model import TAU_BLOCKS, TAU_HIDDEN, TAU_WINDOW, RelearnNet
+        from medvos.networks.relearn_model import TAU_BLOCKS, TAU_HIDDEN, CLIP_LENGTH, RelearnNet
 
-        return load_weights(RelearnNet.from_sizes(image_model, window or TAU_WINDOW, tau_hidden or TAU_HIDDEN,
+        return load_weights(RelearnNet.from_sizes(image_model, clip_length or CLIP_LENGTH, tau_hidden or TAU_HIDDEN,
                                                   tau_blocks or TAU_BLOCKS), path)
     return load_weights(image_model, path)

@@ -43,7 +43,7 @@ def cache_dir() -> Path:
 
 
 def fingerprint(network: nn.Module, *extra: Any) -> str:
-    """sha256 of the weights (names, shapes, bytes) and ``extra`` (input size, window, versions)."""
+    """sha256 of the weights (names, shapes, bytes) and ``extra`` (input size, clip length, versions)."""
     from medvos import __version__
 
     digest = hashlib.sha256(repr((type(network).__name__, extra, torch.__version__, __version__, OPSET)).encode())
@@ -158,19 +158,19 @@ class OnnxNetwork(nn.Module):
         network: a :class:`~medvos.networks.image_model.FewShotSegNet` or
             :class:`~medvos.networks.relearn_model.RelearnNet` (weights as they are now).
         image_size: the input size the graphs are exported at (the propagator's).
-        window: frames per window (the segment graph's batch).
+        clip_length: frames per window (the segment graph's batch; a relearned model's |B|).
         threads: the runtime's threads (default: PyTorch's thread count).
         key: the weights' :func:`fingerprint` when the caller has it.
         backend: what runs the graphs: ``onnxruntime``, ``openvino`` (fp32) or ``openvino-bf16``.
     """
 
-    def __init__(self, network: nn.Module, image_size: int | tuple[int, int], window: int = 8,
+    def __init__(self, network: nn.Module, image_size: int | tuple[int, int], clip_length: int = 8,
                  threads: int | None = None, key: str | None = None, backend: str = "onnxruntime") -> None:
         super().__init__()
         self.torch_network = network
         self.size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
-        self.window = int(window)
-        key = key or fingerprint(network, self.size, self.window)
+        self.clip_length = int(clip_length)
+        key = key or fingerprint(network, self.size, self.clip_length)
         folder = cache_dir()
         query_path, segment_path = folder / f"{key}.query.onnx", folder / f"{key}.segment.onnx"
         if not (query_path.is_file() and segment_path.is_file()):
@@ -179,7 +179,7 @@ class OnnxNetwork(nn.Module):
             raise ValueError(f"unknown backend {backend!r} (expected one of {tuple(RUNNERS)})")
         self.backend = backend
         runner, n = RUNNERS[backend], int(threads or torch.get_num_threads())
-        self.query_batch = min(self.window, QUERY_BATCH)
+        self.query_batch = min(self.clip_length, QUERY_BATCH)
         self.query_run = runner(query_path, n)
         self.segment_run = runner(segment_path, n)
         self._warm_up()
@@ -189,7 +189,7 @@ class OnnxNetwork(nn.Module):
     def _warm_up(self) -> None:
         """One window through both graphs (one shot), so compiling and first allocations happen at set-up, not on a
         user's first window."""
-        q = torch.zeros(self.window, 3, *self.size)
+        q = torch.zeros(self.clip_length, 3, *self.size)
         mask = torch.zeros(1, 1, 1, *self.size)
         mask[..., : self.size[0] // 2, : self.size[1] // 2] = 1
         with torch.inference_mode():
@@ -197,7 +197,7 @@ class OnnxNetwork(nn.Module):
 
     def _export(self, query_path: Path, segment_path: Path) -> None:
         net = _exportable(self.torch_network)
-        q = torch.rand(self.window, 3, *self.size)
+        q = torch.rand(self.clip_length, 3, *self.size)
         with torch.no_grad():
             q_mid, q_deep = net.encode_query(q)
             mask = torch.zeros(1, 1, 1, *self.size)
@@ -241,15 +241,15 @@ class OnnxNetwork(nn.Module):
         s_deep, s_mask, s_mid = support
         s_deep, s_mask, s_mid = _np(s_deep), _np(_grid_mask(s_mask, s_deep)), _np(s_mid)
         n, out = q_mid.shape[0], []
-        for start in range(0, n, self.window):  # whole windows, the last padded by its last frame (as TAU pads)
-            mid, deep = q_mid[start: start + self.window], q_deep[start: start + self.window]
-            pad = self.window - mid.shape[0]
+        for start in range(0, n, self.clip_length):  # whole windows, the last padded by its last frame (as TAU pads)
+            mid, deep = q_mid[start: start + self.clip_length], q_deep[start: start + self.clip_length]
+            pad = self.clip_length - mid.shape[0]
             if pad:
                 mid = torch.cat([mid, mid[-1:].expand(pad, *mid.shape[1:])])
                 deep = torch.cat([deep, deep[-1:].expand(pad, *deep.shape[1:])])
             (logits,) = self.segment_run({"q_mid": _np(mid), "q_deep": _np(deep), "s_deep": s_deep, "s_mask": s_mask,
                                           "s_mid": s_mid})
-            out.append(torch.from_numpy(logits[: self.window - pad]))
+            out.append(torch.from_numpy(logits[: self.clip_length - pad]))
         return torch.cat(out)
 
 
@@ -266,7 +266,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
 
 
-def for_runtime(network: nn.Module, runtime: str, image_size: int | tuple[int, int], window: int = 8) -> nn.Module:
+def for_runtime(network: nn.Module, runtime: str, image_size: int | tuple[int, int], clip_length: int = 8) -> nn.Module:
     """``network`` itself (``torch``) or wrapped in :class:`OnnxNetwork` (the other runtimes); the latter only on the
     CPU (on a GPU PyTorch stays), and PyTorch also stays, with a warning, where the exporter cannot express the
     network at this input size (the neck's adaptive pooling needs each pyramid level to divide the one above: 256 px
@@ -280,12 +280,12 @@ def for_runtime(network: nn.Module, runtime: str, image_size: int | tuple[int, i
         logger.info("runtime %s asked for a network on %s: PyTorch runs it there", runtime, device)
         return network
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
-    key = fingerprint(network, size, int(window))
+    key = fingerprint(network, size, int(clip_length))
     if (key, runtime) not in _SESSIONS:  # one set per model version (the app builds a propagator per request)
         while len(_SESSIONS) >= 4:
             _SESSIONS.pop(next(iter(_SESSIONS)))
         try:
-            _SESSIONS[(key, runtime)] = OnnxNetwork(network, size, window, key=key, backend=runtime)
+            _SESSIONS[(key, runtime)] = OnnxNetwork(network, size, clip_length, key=key, backend=runtime)
         except Exception as exc:  # noqa: BLE001 - an architecture/size the exporter cannot express
             logger.warning("runtime %s: %s cannot be exported at %s (%s: %s); PyTorch runs it", runtime,
                            type(network).__name__, size, type(exc).__name__, str(exc).splitlines()[-1][:300])

@@ -11,7 +11,7 @@ from torch import nn
 from medvos.networks.image_model import FewShotPath, FewShotSegNet, SupportEncoding, unpack_episode
 from medvos.networks.tau import TAUTranslator
 
-TAU_WINDOW, TAU_HIDDEN, TAU_BLOCKS = 8, 256, 2  # |B| and the TAU size by default (train.yaml: clip_length, tau_*)
+CLIP_LENGTH, TAU_HIDDEN, TAU_BLOCKS = 8, 256, 2  # |B| and the TAU size by default (train.yaml: clip_length, tau_*)
 FROZEN = ("head", "backbone.f_stages")  # what phase 2 does not train (relearn.yaml `frozen_modules`)
 
 
@@ -38,7 +38,7 @@ class RelearnNet(FewShotPath):
         self.neck, self.head = base.neck, base.head
         self.train_backbone = base.train_backbone
         self.channels = base.channels
-        self.window = tau.frames
+        self.clip_length = tau.frames
         self.tau = tau
         # Paper: everything trains except the head (and, here, the frozen deep stage F of the pseudo mask).
         for p in self.backbone.parameters():
@@ -53,11 +53,11 @@ class RelearnNet(FewShotPath):
                 p.requires_grad_(False)
 
     @classmethod
-    def from_sizes(cls, image_model: FewShotSegNet, window: int = TAU_WINDOW, tau_hidden: int = TAU_HIDDEN,
+    def from_sizes(cls, image_model: FewShotSegNet, clip_length: int = CLIP_LENGTH, tau_hidden: int = TAU_HIDDEN,
                    tau_blocks: int = TAU_BLOCKS, drop_path: float = 0.1, frozen: Sequence[str] = FROZEN
                    ) -> RelearnNet:
-        """``image_model`` + a TAU of ``window`` (|B|) frames, ``tau_hidden`` channels and ``tau_blocks`` blocks."""
-        return cls(image_model, TAUTranslator(window, image_model.channels, tau_hidden, tau_blocks,
+        """``image_model`` + a TAU of ``clip_length`` (|B|) frames, ``tau_hidden`` channels and ``tau_blocks`` blocks."""
+        return cls(image_model, TAUTranslator(clip_length, image_model.channels, tau_hidden, tau_blocks,
                                               drop_path=drop_path), frozen)
 
     def train(self, mode: bool = True) -> RelearnNet:
@@ -74,7 +74,7 @@ class RelearnNet(FewShotPath):
     def temporal(self, feats: torch.Tensor) -> torch.Tensor:
         """TAU over consecutive frames ``(N, C, h, w)`` (any N; padded to whole windows)."""
         n = feats.shape[0]
-        pad = (-n) % self.window
+        pad = (-n) % self.clip_length
         if pad:
             feats = torch.cat([feats, feats[-1:].expand(pad, *feats.shape[1:])], dim=0)
         return self.tau(feats)[:n]
