@@ -78,3 +78,30 @@ def test_training_with_unreachable_server_exits_with_clear_error(tmp_path, synth
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and f"MLflow tracking server {uri} is unreachable" in proc.stderr + proc.stdout
     assert not (tmp_path / "models" / "model.pt").exists()
+
+
+def test_the_logged_config_is_what_monai_bundle_run_runs(tmp_path):
+    """The run's params come from its command line as MONAI's own command line reads it (python-fire, an args file,
+    ConfigParser overrides), not from a hand-written argv parser."""
+    import json
+
+    from medvos.engines.tracking import config_params, write_config_snapshot
+
+    configs = REPO / "bundle" / "configs"
+    files = repr([str(configs / "train.yaml"), str(configs / "relearn.yaml")])
+    argv = ["/x/monai/bundle/__main__.py", "run", "relearning", "--config_file", files, "--max_epochs", "2",
+            "--lambda_t=0.5", "--frozen_modules", "['head']", "--train#trainer#max_epochs", "7",
+            "--meta_file", "m.json"]
+    params = config_params({"image_size": 64}, argv=argv)
+    assert params["max_epochs"] == "2" and params["lambda_t"] == "0.5" and params["image_size"] == "64"
+    assert params["frozen_modules/0"] == "head" and "frozen_modules/1" not in params
+    assert params["train/trainer/max_epochs"] == "7" and params["tps_weight"] == "0.1"  # relearn.yaml's own value
+    assert not any(k.startswith(("imports", "meta_file")) for k in params)
+    args_file = tmp_path / "args.yaml"
+    args_file.write_text(f"config_file: {files}\nmax_epochs: 3\nlambda_p: 2.0\n")
+    params = config_params(argv=["/x/monai/bundle/__main__.py", "run", "relearning", "--args_file", str(args_file),
+                                 "--max_epochs", "4"])
+    assert params["max_epochs"] == "4" and params["lambda_p"] == "2.0"  # the command line over the args file
+    assert config_params(argv=["pytest", "-q", "tests"]) == {}
+    snapshot = json.loads(Path(write_config_snapshot(str(tmp_path / "c.json"), {"k": 1})).read_text())
+    assert snapshot == {"config": {}, "resolved": {"k": 1}}  # pytest's command line runs no bundle config

@@ -23,32 +23,37 @@ def flatten(d: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict[str,
     return out
 
 
-def _cli_config(argv: Sequence[str]) -> dict[str, Any]:
-    """The configuration given on a ``python -m monai.bundle run`` command line (files + ``--key value``)."""
-    from monai.bundle import ConfigParser
+# the arguments of `monai.bundle run` that are not config overrides
+_RUN_ARGUMENTS = ("meta_file", "logging_file", "tracking", "init_id", "run_id", "final_id", "workflow_type",
+                  "workflow_name", "properties_path")
 
-    args: dict[str, str] = {}
-    i = 0
-    while i < len(argv):
-        tok = argv[i]
-        if tok.startswith("--"):
-            key, _, val = tok[2:].partition("=")
-            if not val and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                val, i = argv[i + 1], i + 1
-            args[key] = val
-        i += 1
+
+def _cli_config(argv: Sequence[str]) -> dict[str, Any]:
+    """The configuration a ``python -m monai.bundle run`` command line runs: its files merged, ``--args_file``
+    defaults and ``--key value`` overrides applied, read with the libraries MONAI's command line uses (python-fire
+    parses the arguments, ``monai.bundle.update_kwargs`` merges an args file, ``ConfigParser.update`` the overrides),
+    so it is the config MONAI's ``ConfigWorkflow`` builds. Other command lines (tests, scripts): ``{}``."""
+    if "--config_file" not in " ".join(argv) and "--args_file" not in " ".join(argv):
+        return {}
+    import fire
+    from monai.bundle import ConfigParser, update_kwargs
+
+    given: dict[str, Any] = {}
+
+    def capture(*_subcommand: Any, **kwargs: Any) -> None:  # `run training`, then the --key value pairs
+        given.update(kwargs)
+
+    try:
+        fire.Fire(capture, command=[str(a) for a in argv[1:]], name="monai.bundle")
+    except fire.core.FireExit as exc:  # (a SystemExit)
+        raise ValueError(f"unreadable command line: {exc}") from exc
+    args = update_kwargs(args=given.pop("args_file", None), **given)
     files = args.pop("config_file", None)
     if not files:
         return {}
-    if files.startswith("["):
-        import ast
-
-        files = ast.literal_eval(files)
-    parser = ConfigParser(ConfigParser.load_config_files(files))
-    for k, v in args.items():
-        if k in ("meta_file", "logging_file", "tracking", "args_file"):
-            continue
-        parser[k] = v
+    parser = ConfigParser()
+    parser.read_config(files)
+    parser.update(pairs={k: v for k, v in args.items() if k not in _RUN_ARGUMENTS})
     return parser.get()
 
 
