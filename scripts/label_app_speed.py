@@ -81,7 +81,7 @@ def box_annotation(cine_path: Path, out: Path) -> Path:
     """A centred box on frame 0 (timing only), on the grid SimpleITK reads the cine on (else medvos' NIfTI)."""
     from medvos.io import read_cine
     from medvos.io.writers import write_nifti
-    from medvos.label.geometry import write_labels_on_itk_grid
+    from medvos.monai_label.geometry import write_labels_on_itk_grid
 
     cine = read_cine(cine_path, lazy=True)
     h, w = cine.size

@@ -17,8 +17,8 @@ import numpy as np
 from medvos.inference.sinks import overlay
 from medvos.io.atomic import atomic_path
 from medvos.io.readers import read_cine, read_mask
-from medvos.label.demo import make_demo_studies
-from medvos.label.infer import PropagateInfer
+from medvos.monai_label.demo import make_demo_studies
+from medvos.monai_label.infer import PropagateInfer
 
 
 def main(argv: list[str] | None = None) -> Path:

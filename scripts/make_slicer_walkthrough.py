@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import requests
 
     from medvos.io import read_cine
-    from medvos.label.geometry import write_labels_on_itk_grid
+    from medvos.monai_label.geometry import write_labels_on_itk_grid
 
     drawing = json.loads(args.drawing.read_text())
     crop = None

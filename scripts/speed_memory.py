@@ -102,7 +102,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         e2e_default = time.perf_counter() - t0
         stages = dict.fromkeys(["preprocess", "backbone", "pseudo mask + fusion + neck", "TAU", "head",
                                 "postprocess"], 0.0)
-        relearned = hasattr(net, "temporal")
+        relearned = hasattr(net, "tau")
         size = (args.image_size, args.image_size)
         for start in range(0, frames.shape[0], args.clip_length):
             t = time.perf_counter()
@@ -111,9 +111,9 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
             t1 = time.perf_counter()
             enc = net.encode_query(q)
             t2 = time.perf_counter()
-            feats = net.condition(enc, sup)
+            feats = net.encoded_neck_features(enc, sup)
             t3 = time.perf_counter()
-            feats = net.temporal(feats) if relearned else feats
+            feats = net.temporal(feats)  # the identity in a phase-1 model
             t4 = time.perf_counter()
             logits = net.decode(feats, size)
             t5 = time.perf_counter()

@@ -4,7 +4,7 @@
 1: ``networks``, ``data``, ``losses`` - what is trained and on what;
 2: ``inference`` - propagation, the `inferring` workflow and batch inference;
 3: ``engines`` - training, relearning (test-time relearning too), evaluation handlers;
-4: ``benchmarking``, ``label`` (the MONAI Label app's tasks), ``bundle_command`` - tools built on all of the above.
+4: ``benchmarking``, ``monai_label`` (the MONAI Label app's tasks), ``bundle_command`` - tools built on all of the above.
 Imports inside functions count as well.
 """
 
@@ -20,7 +20,7 @@ LAYERS = {"": 0, "command_line": 0, "io": 0, "flow": 0, "metrics": 0,
           "networks": 1, "data": 1, "losses": 1,
           "inference": 2,
           "engines": 3,
-          "benchmarking": 4, "label": 4, "bundle_command": 4}
+          "benchmarking": 4, "monai_label": 4, "bundle_command": 4}
 
 
 def part(module: str) -> str:

@@ -13,7 +13,7 @@ sqlite beside the models), ``labels`` (the objects' names and label values as JS
 2}'``; default ``{"object": 1}``; a value without a name is called ``object <v>``).
 
 The app serves MONAI Label's endpoints from a thread pool and checks uploads and params
-(:mod:`medvos.label.server`).
+(:mod:`medvos.monai_label.server`).
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 
 from medvos.inference.propagator import FUSION_MODES
 from medvos.io.errors import CineReadError
-from medvos.label.datastore import PROPAGATED_TAG, CineDatastore, datastore_annotation, file_sha1
-from medvos.label.infer import PropagateInfer
-from medvos.label.requests import RequestError, check_name, first_choice, parse_frames, parse_labels, uploaded_file
-from medvos.label.strategy import LeastConfidentFrame
-from medvos.label.train import RelearnTrain
+from medvos.monai_label.datastore import PROPAGATED_TAG, CineDatastore, datastore_annotation, file_sha1
+from medvos.monai_label.infer import PropagateInfer
+from medvos.monai_label.requests import RequestError, check_name, first_choice, parse_frames, parse_labels, uploaded_file
+from medvos.monai_label.strategy import LeastConfidentFrame
+from medvos.monai_label.train import RelearnTrain
 from medvos.networks.checkpoint import SHIPPED_MODEL, CheckpointError
 from medvos.networks.relearn_model import CLIP_LENGTH
 
@@ -71,7 +71,7 @@ class MedVOSApp(MONAILabelApp):
                                         labels=self.labels, options=options)
         server_app = sys.modules.get("monailabel.app")  # the running server (absent when used as a library)
         if server_app is not None:
-            from medvos.label.server import install
+            from medvos.monai_label.server import install
 
             install(server_app.app)
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="medvos",

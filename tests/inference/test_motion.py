@@ -108,7 +108,7 @@ def test_annotation_in_the_middle_and_two_annotations_meet_in_both_directions():
 
 
 def test_next_frame_goes_to_where_drift_starts():
-    from medvos.label.strategy import next_frame
+    from medvos.monai_label.strategy import next_frame
 
     conf = [1.0, 0.9, 0.8, 0.95, 0.9, 0.7, 0.9, 0.9]
     drift = [0.0, 0.1, 0.2, 0.9, 0.9, 1.0, 0.9, 0.3]

@@ -65,7 +65,7 @@ def _inferring(root, entry, ckpt, *extra):
 def test_validation_benchmark_inferring_app_agree(case):
     from medvos.data.videos import VideoDataset
     from medvos.benchmarking.methods import model_method
-    from medvos.label.infer import PropagateInfer
+    from medvos.monai_label.infer import PropagateInfer
 
     root, entry = case
     ckpt = root / "model.pt"

@@ -44,7 +44,7 @@ def test_every_consumer_defaults_to_the_shipped_model():
     parser.read_config(str(configs / "train.yaml"))
     assert parser["validate"]["best_saver"]["key_metric_filename"] != SHIPPED_MODEL
     assert not SHIPPED_MODEL.startswith(parser["resume_prefix"])
-    from medvos.label.infer import PropagateInfer
+    from medvos.monai_label.infer import PropagateInfer
 
     assert PropagateInfer.__init__.__code__.co_varnames[:3] == ("self", "model_dir", "base_model")
     app = (REPO / "bundle/monailabel_app/main.py").read_text()

@@ -43,7 +43,7 @@ class _Node:
 
 
 @dataclass
-class _Path:
+class _Pathway:
     node: _Node | None
     score: float = 0.0
     memory: tuple[Any, ...] = ()  # keys of predicted-frame supports (annotations are always used)
@@ -57,7 +57,7 @@ class _Tree:
 
     value: int
     annotated: list[Support]
-    paths: list[_Path] = field(default_factory=lambda: [_Path(None)])
+    paths: list[_Pathway] = field(default_factory=lambda: [_Pathway(None)])
     emitted: int = 0  # frames before this one are final
 
 
@@ -118,7 +118,7 @@ class MemoryTreePropagator(FewShotPropagator):
             out.append((kind, m, certainty * max(consistency, self.min_consistency)))
         return out
 
-    def _select(self, cands: list[tuple[float, _Path, np.ndarray, float]]) -> list[tuple[float, _Path, np.ndarray,
+    def _select(self, cands: list[tuple[float, _Pathway, np.ndarray, float]]) -> list[tuple[float, _Pathway, np.ndarray,
                                                                                      float]]:
         cands = sorted(cands, key=lambda c: -c[0])
         if max(c[3] for c in cands) >= self.uncertain_threshold:
@@ -208,7 +208,7 @@ class MemoryTreePropagator(FewShotPropagator):
         Pathways that stay apart for more than ``max_lag`` frames are pruned to the descendants of the best
         pathway's oldest pending node, so memory and latency stay bounded.
         """
-        def chain(path: _Path) -> list[_Node]:
+        def chain(path: _Pathway) -> list[_Node]:
             out, node = [], path.node
             while node is not None and node.frame >= tree.emitted:
                 out.append(node)
@@ -234,7 +234,7 @@ class MemoryTreePropagator(FewShotPropagator):
         mask = self._annotation_masks[(tree.value, t)]
         best = max(tree.paths, key=lambda p: p.score)
         node = _Node(t, mask, mask.astype(np.float16), 1.0, best.node)
-        tree.paths = [_Path(node, best.score, best.memory, best.last_memory, best.active)]
+        tree.paths = [_Pathway(node, best.score, best.memory, best.last_memory, best.active)]
 
     def _step(self, tree: _Tree, t: int, probs: dict[tuple, np.ndarray], q: torch.Tensor) -> None:
         cands = []
@@ -253,7 +253,7 @@ class MemoryTreePropagator(FewShotPropagator):
                             "nearest")
                 self._memory[key] = self.network.encode_support(q[None, None], m[None])
                 memory, last = (memory + (key,))[-self.memory_size:], t
-            new_paths.append(_Path(node, score, memory, last, path.active))
+            new_paths.append(_Pathway(node, score, memory, last, path.active))
         tree.paths = new_paths
 
     def supports(self, annotated: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> list[Support]:

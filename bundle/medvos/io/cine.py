@@ -72,6 +72,3 @@ class MaskVideo:
     def labeled_frames(self) -> list[int]:
         return [int(t) for t in np.flatnonzero(self.labeled)]
 
-    @property
-    def label_values(self) -> list[int]:
-        return [int(v) for v in np.unique(self.labels) if v != 0]

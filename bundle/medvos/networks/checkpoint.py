@@ -96,7 +96,7 @@ def build_network(config: dict[str, Any], source: str | Path = "network config")
     """
     from monai.bundle import ConfigParser
 
-    from medvos.networks.image_model import FewShotPath
+    from medvos.networks.image_model import FewShotModel
 
     def check(node: Any, where: str) -> None:
         if isinstance(node, dict):
@@ -127,7 +127,7 @@ def build_network(config: dict[str, Any], source: str | Path = "network config")
             cause = cause.__cause__
         raise CheckpointError(f"{source}: its network config cannot be built ({type(cause).__name__}: "
                               f"{str(cause)[:500]})") from exc
-    if not isinstance(network, FewShotPath):
+    if not isinstance(network, FewShotModel):
         raise CheckpointError(f"{source}: its network config builds a {type(network).__name__}, not a medvos model")
     return network
 

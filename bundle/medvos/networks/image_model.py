@@ -38,10 +38,10 @@ def unpack_episode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return x[:, :3], shots[:, :, :3], shots[:, :, 3:]
 
 
-class FewShotPath(Part):
+class FewShotModel(Part):
     """The few-shot path shared by the image model and the relearning model: support and query encoding, pseudo
     mask + fusion + neck, head. Subclasses provide ``backbone``, ``pseudo_mask``, ``fusion``, ``neck`` and ``head``,
-    and may put something between neck and head (:meth:`refine`)."""
+    and may put something over consecutive frames between neck and head (:meth:`temporal`)."""
 
     def encode_support(self, support: torch.Tensor, support_mask: torch.Tensor) -> SupportEncoding:
         """Encode the masked support once (cacheable per video).
@@ -67,7 +67,7 @@ class FewShotPath(Part):
             q_deep = self.backbone.forward_deep(q_mid.detach())
         return q_mid, q_deep
 
-    def condition(self, query_enc: tuple[torch.Tensor, torch.Tensor], support: SupportEncoding) -> torch.Tensor:
+    def encoded_neck_features(self, query_enc: tuple[torch.Tensor, torch.Tensor], support: SupportEncoding) -> torch.Tensor:
         """Neck features ``(B, C, H/8, W/8)`` from an encoded query and an encoded support.
 
         A support encoded with batch 1 is broadcast over a batch of query frames.
@@ -84,20 +84,21 @@ class FewShotPath(Part):
 
     def neck_features(self, query: torch.Tensor, support: SupportEncoding) -> torch.Tensor:
         """Neck features ``(B, C, H/8, W/8)`` of ``query (B,3,H,W)`` given an encoded support."""
-        return self.condition(self.encode_query(query), support)
+        return self.encoded_neck_features(self.encode_query(query), support)
 
-    def refine(self, feats: torch.Tensor) -> torch.Tensor:
-        """What happens between neck and head: nothing in the image model (the relearning model: its TAU)."""
+    def temporal(self, feats: torch.Tensor) -> torch.Tensor:
+        """What runs over consecutive frames' neck features before the head: nothing in the image model (the
+        relearning model: its TAU)."""
         return feats
 
     def features(self, query: torch.Tensor, support: SupportEncoding) -> torch.Tensor:
         """The features the head sees, for ``query (B,3,H,W)`` given an encoded support."""
-        return self.refine(self.neck_features(query, support))
+        return self.temporal(self.neck_features(query, support))
 
     def segment_encoded(self, query_enc: tuple[torch.Tensor, torch.Tensor], support: SupportEncoding,
                         out_size: tuple[int, int]) -> torch.Tensor:
         """Logits from an encoded query (see :meth:`encode_query`)."""
-        return self.decode(self.refine(self.condition(query_enc, support)), out_size)
+        return self.decode(self.temporal(self.encoded_neck_features(query_enc, support)), out_size)
 
     def decode(self, feats: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
         """Head: neck features -> logits ``(B, 2, *out_size)``."""
@@ -108,7 +109,7 @@ class FewShotPath(Part):
         return self.decode(self.features(query, support), out_size)
 
 
-class FewShotSegNet(FewShotPath):
+class FewShotSegNet(FewShotModel):
     """Few-shot segmentation image model (Zheng et al. 2024, phase 1), composed from its parts (``train.yaml``'s
     ``network_def``; :meth:`from_sizes` builds the same parts from a few numbers).
 

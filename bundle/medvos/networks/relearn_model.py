@@ -8,14 +8,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from medvos.networks.image_model import FewShotPath, FewShotSegNet, SupportEncoding, unpack_episode
+from medvos.networks.image_model import FewShotModel, FewShotSegNet, SupportEncoding, unpack_episode
 from medvos.networks.tau import TAUTranslator
 
 CLIP_LENGTH, TAU_HIDDEN, TAU_BLOCKS = 8, 256, 2  # |B| and the TAU size by default (train.yaml: clip_length, tau_*)
 FROZEN = ("head", "backbone.f_stages")  # what phase 2 does not train (relearn.yaml `frozen_modules`)
 
 
-class RelearnNet(FewShotPath):
+class RelearnNet(FewShotModel):
     """Image model + TAU (Zheng et al. 2024, phase 2), composed from its parts (``relearn.yaml``'s
     ``relearn_net``; :meth:`from_sizes` builds the TAU from a few numbers).
 
@@ -78,10 +78,6 @@ class RelearnNet(FewShotPath):
         if pad:
             feats = torch.cat([feats, feats[-1:].expand(pad, *feats.shape[1:])], dim=0)
         return self.tau(feats)[:n]
-
-    def refine(self, feats: torch.Tensor) -> torch.Tensor:
-        """The TAU between neck and head."""
-        return self.temporal(feats)
 
     def relearn_outputs(self, query: torch.Tensor, support: SupportEncoding, out_size: tuple[int, int]
                         ) -> dict[str, torch.Tensor]:

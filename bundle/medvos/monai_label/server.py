@@ -8,7 +8,7 @@
   answers a DICOM SEG of the result referencing the stored DICOM cine (MONAI Label's endpoint offers it only for a
   DICOMweb datastore); the uploaded label is removed when the request is refused, not only after a success.
 - **``PUT /datastore/image`` and ``PUT /datastore/label``**: the upload is read before it is stored (the datastore
-  answers 422 for a corrupt, empty or wrong-shape file: :class:`medvos.label.datastore.CineDatastore`); ``params``
+  answers 422 for a corrupt, empty or wrong-shape file: :class:`medvos.monai_label.datastore.CineDatastore`); ``params``
   must be JSON; the upload's temporary file is removed in every case.
 """
 
@@ -29,7 +29,7 @@ from fastapi import BackgroundTasks, Depends, File, Form, UploadFile
 from fastapi.responses import FileResponse
 from fastapi.routing import APIRoute
 
-from medvos.label.requests import RequestError
+from medvos.monai_label.requests import RequestError
 
 logger = logging.getLogger(__name__)
 

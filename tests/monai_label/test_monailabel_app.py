@@ -56,7 +56,7 @@ def train_tiny_model(root: Path, datalist: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, synthetic_root):
-    from medvos.label.demo import make_demo_studies
+    from medvos.monai_label.demo import make_demo_studies
 
     root = tmp_path_factory.mktemp("label")
     ckpt = train_tiny_model(root / "train", synthetic_root / "datalist.json")
@@ -233,7 +233,7 @@ def test_two_infer_requests_at_once(server):
 
 
 def test_least_confident_frame(server):
-    from medvos.label.strategy import next_frame
+    from medvos.monai_label.strategy import next_frame
 
     url = server["url"] + "/activelearning/least_confident_frame"
     for cid in ("echo_cine0", "endo_cine1"):
@@ -316,7 +316,7 @@ def test_relearn_task_then_infer_uses_relearned_model(server):
 
 
 def test_relearning_progress_uses_the_names_slicer_polls(tmp_path):
-    from medvos.label.train import write_progress
+    from medvos.monai_label.train import write_progress
 
     models = tmp_path / "models"
     models.mkdir()
@@ -341,7 +341,7 @@ def test_next_sample_names_the_frame_and_two_annotators_get_different_cines(serv
 
 def label_on_itk_grid(labels: np.ndarray, image: Path, out: Path) -> Path:
     """What 3D Slicer submits: labels ``(T,H,W)`` on the grid it loaded ``image`` on."""
-    from medvos.label.geometry import write_labels_on_itk_grid
+    from medvos.monai_label.geometry import write_labels_on_itk_grid
 
     assert write_labels_on_itk_grid(labels, image, out)
     return out

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from medvos.label.geometry import itk_grid, write_labels_on_itk_grid
+from medvos.monai_label.geometry import itk_grid, write_labels_on_itk_grid
 from medvos.io.writers import write_nifti
 from medvos.data.synthetic_dicom import write_dicom_cine
 

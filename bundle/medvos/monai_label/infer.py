@@ -22,7 +22,7 @@ from medvos.io.dicom_seg import dicom_sources, write_dicom_seg
 from medvos.io.errors import CineReadError
 from medvos.io.readers import read_cine
 from medvos.io.writers import write_nifti
-from medvos.label.geometry import write_labels_on_itk_grid
+from medvos.monai_label.geometry import write_labels_on_itk_grid
 from medvos.networks.checkpoint import input_size, is_relearned, load_model, checkpoint_clip_length
 from medvos.networks.relearn_model import CLIP_LENGTH
 

@@ -16,7 +16,7 @@ from monailabel.datastore.local import LocalDatastore
 
 from medvos.io.errors import CineReadError
 from medvos.io.readers import labels_from_pixels, read_annotations, read_cine, whole_mask_rule
-from medvos.label.requests import RequestError, check_name, parse_frames
+from medvos.monai_label.requests import RequestError, check_name, parse_frames
 
 logger = logging.getLogger(__name__)
 # 2D+t volumes (time as the third axis, as 3D Slicer shows them), DICOM cines, ITK single-file images and videos.

@@ -21,9 +21,9 @@ from medvos.data.datalist import write_datalist
 from medvos.io.atomic import atomic_path, atomic_write_bytes
 from medvos.io.errors import CineReadError
 from medvos.io.readers import read_annotations, read_cine
-from medvos.label.datastore import datastore_annotation
-from medvos.label.infer import RELEARNED_FILE
-from medvos.label.requests import RequestError, check_name
+from medvos.monai_label.datastore import datastore_annotation
+from medvos.monai_label.infer import RELEARNED_FILE
+from medvos.monai_label.requests import RequestError, check_name
 from medvos.networks.checkpoint import checkpoint_spec, input_size, model_state
 from medvos.networks.relearn_model import CLIP_LENGTH
 

@@ -13,9 +13,9 @@ from monailabel.interfaces.tasks.strategy import Strategy
 
 from medvos.io.errors import CineReadError
 from medvos.io.readers import read_cine
-from medvos.label.datastore import datastore_annotation
-from medvos.label.infer import PropagateInfer
-from medvos.label.requests import check_name
+from medvos.monai_label.datastore import datastore_annotation
+from medvos.monai_label.infer import PropagateInfer
+from medvos.monai_label.requests import check_name
 
 logger = logging.getLogger(__name__)
 
