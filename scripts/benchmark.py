@@ -7,8 +7,8 @@
 
 Methods: copy-support-mask, optical flow (DIS; ``--flow farneback``), and every checkpoint (``--phase1``,
 ``--relearned``, ``--model NAME=PATH``; default: the shipped general model) run exactly as the `inferring` workflow
-runs it: the same code on the entry's files, the network, input size and clip length (|B|) from the checkpoint, the memory
-tree, motion fusion and threshold from ``inference.yaml``. ``--tree-variants`` adds each checkpoint with the memory
+runs it: the same code on the entry's files, the network, input size and clip length (|B|) from the checkpoint, the
+memory tree, motion fusion and threshold from ``inference.yaml``. ``--tree-variants`` adds each checkpoint with the memory
 tree switched the other way; ``--ablation`` with the other three combinations of motion and memory tree;
 ``--relearn-steps N`` adds each phase-1 checkpoint with test-time relearning (N steps on each
 cine, as `inferring --relearn_steps N`). ``--methods`` picks a subset by name.
@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="also run every phase-1 checkpoint with N steps of test-time relearning per cine")
     ap.add_argument("--methods", default="", help="comma-separated subset of method names")
     ap.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's own input size")
-    ap.add_argument("--clip-length", type=int, default=None, help="default: the checkpoint's own TAU clip length |B| (or 8)")
+    ap.add_argument("--clip-length", type=int, default=None,
+                    help="default: the checkpoint's own TAU clip length |B| (or 8)")
     ap.add_argument("--tau-hidden", type=int, default=None, help="older relearned files without a spec only")
     ap.add_argument("--flow", default="dis", choices=["dis", "farneback"])
     ap.add_argument("--out", type=Path, required=True)

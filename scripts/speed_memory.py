@@ -52,7 +52,7 @@ def load_network(args: argparse.Namespace) -> torch.nn.Module:
     if args.checkpoint:  # rebuilt from the file alone (its spec); older files: --clip-length/--tau-hidden
         net = load_model(args.checkpoint, None, args.clip_length, args.tau_hidden)
     else:
-        net = RelearnNet.from_sizes(FewShotSegNet.from_sizes(backbone_weights=None), args.clip_length)  # default TAU size
+        net = RelearnNet.from_sizes(FewShotSegNet.from_sizes(backbone_weights=None), args.clip_length)  # default TAU
     net = net.eval()
     return net.to(memory_format=torch.channels_last) if args.channels_last else net
 
@@ -88,7 +88,8 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
             prop = FewShotPropagator(for_runtime(net, runtime, args.image_size, args.clip_length), args.image_size,
                                      args.clip_length)
             setup = time.perf_counter() - t0  # ONNX: the export (first run of a model) or the cached graphs' load
-            prop.propagate(frames[: 2 * args.clip_length], torch.from_numpy(labels[: 2 * args.clip_length]), [0])  # warm-up
+            warm = 2 * args.clip_length
+            prop.propagate(frames[:warm], torch.from_numpy(labels[:warm]), [0])  # warm-up
             t0 = time.perf_counter()
             prop.propagate(frames, torch.from_numpy(labels), [0])
             fps_runtime[runtime] = {"fps": frames.shape[0] / (time.perf_counter() - t0), "setup_seconds": setup}
@@ -248,7 +249,8 @@ def memory(args: argparse.Namespace, lengths: list[int]) -> dict[str, Any]:
             write_test_cine(Path(tmp), n, args.image_size, args.memory_input)
             cmd = [sys.executable, __file__, "--memory-child", "--cine-dir", tmp, "--memory-input", args.memory_input,
                    "--image-size", str(args.image_size),
-                   "--clip-length", str(args.clip_length), "--tau-hidden", str(args.tau_hidden), "--threads", str(args.threads)]
+                   "--clip-length", str(args.clip_length), "--tau-hidden", str(args.tau_hidden),
+                   "--threads", str(args.threads)]
             if args.checkpoint:
                 cmd += ["--checkpoint", str(args.checkpoint)]
             proc = subprocess.run(cmd, capture_output=True, text=True)

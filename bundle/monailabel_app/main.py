@@ -87,8 +87,9 @@ class MedVOSApp(MONAILabelApp):
         return {"propagate": self.propagate}
 
     def init_trainers(self) -> dict[str, Any]:
-        return {"relearn": RelearnTrain(self.model_dir, self.base_model, self.image_size, self.clip_length, self.tau_hidden,
-                                        int(self.conf.get("max_epochs", 3)), self.conf.get("tracking_uri"))}
+        return {"relearn": RelearnTrain(self.model_dir, self.base_model, self.image_size, self.clip_length,
+                                        self.tau_hidden, int(self.conf.get("max_epochs", 3)),
+                                        self.conf.get("tracking_uri"))}
 
     def init_strategies(self) -> dict[str, Any]:
         return {"least_confident_frame": LeastConfidentFrame(self.propagate)}

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import REPO, shared
-from medvos.networks.checkpoint import SHIPPED_MODEL, CheckpointError, ModelSpec, checkpoint_spec, load_model, load_state
+from medvos.networks.checkpoint import (SHIPPED_MODEL, CheckpointError, ModelSpec, checkpoint_spec, load_model,
+                                       load_state)
 
 SHIPPED = REPO / "bundle" / "models" / SHIPPED_MODEL
 

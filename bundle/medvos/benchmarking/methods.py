@@ -57,7 +57,8 @@ def model_method(checkpoint: str | Path, image_size: int | None = None, clip_len
         opts = {**inference_defaults(), **options}
         res = run_inference(entry["image"], entry["label"], Path("."), model, size, clip_length, opts["fusion"],
                             outputs=(), threshold=opts["threshold"], annotated=list(support), progress=False,
-                            keep_labels=True, predictor=VideoPredictor.with_defaults(model, size, clip_length, **options))
+                            keep_labels=True,
+                            predictor=VideoPredictor.with_defaults(model, size, clip_length, **options))
         return res["labels"]
 
     return run

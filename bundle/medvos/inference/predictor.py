@@ -68,7 +68,8 @@ class VideoPredictor:
         self.clip_length = int(clip_length)
 
     @classmethod
-    def with_defaults(cls, network: torch.nn.Module, image_size: int, clip_length: int, **options: Any) -> VideoPredictor:
+    def with_defaults(cls, network: torch.nn.Module, image_size: int, clip_length: int, **options: Any
+                      ) -> VideoPredictor:
         """The `inferring` predictor: ``inference.yaml``'s propagation defaults, ``options`` overriding them
         (:func:`medvos.inference.defaults.make_propagator`). The network's runtime (the exported graph, compiled)
         is prepared here, once, not per video."""

@@ -84,8 +84,8 @@ def run_inference(video: str | Sequence[str] | Cine, annotation: str | Sequence[
     unknown = set(outputs) - set(sinks_by_name)
     if unknown:
         raise ValueError(f"unknown outputs {sorted(unknown)} (expected a subset of {tuple(sinks_by_name)})")
-    predictor = predictor or VideoPredictor(lambda: FewShotPropagator(network, image_size, clip_length, threshold, fusion),
-                                            clip_length)
+    predictor = predictor or VideoPredictor(
+        lambda: FewShotPropagator(network, image_size, clip_length, threshold, fusion), clip_length)
     state = predictor.init_state(video)
     cine = state.cine
     ann = predictor.add_annotations(state, annotation, annotated)

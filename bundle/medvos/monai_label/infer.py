@@ -51,7 +51,8 @@ class PropagateInfer(InferTask):
     """
 
     def __init__(self, model_dir: str | Path, base_model: str | Path, image_size: int | None = None,
-                 clip_length: int = CLIP_LENGTH, tau_hidden: int | None = None, fusion: str = "nearest", threshold: float = 0.5,
+                 clip_length: int = CLIP_LENGTH, tau_hidden: int | None = None, fusion: str = "nearest",
+                 threshold: float = 0.5,
                  labels: dict[str, int] | None = None, options: dict[str, Any] | None = None) -> None:
         super().__init__(type=InferType.SEGMENTATION, labels=dict(labels or {"object": 1}), dimension=3,
                          description="Propagate the annotated frame(s) of a cine to every frame (few-shot)",

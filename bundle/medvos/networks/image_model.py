@@ -39,8 +39,8 @@ def unpack_episode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 class FewShotModel(Part):
-    """The few-shot path shared by the image model and the relearning model: support and query encoding, pseudo
-    mask + fusion + neck, head. Subclasses provide ``backbone``, ``pseudo_mask``, ``fusion``, ``neck`` and ``head``,
+    """What the image model and the relearning model share: support and query encoding, pseudo mask + fusion +
+    neck, head. Subclasses provide ``backbone``, ``pseudo_mask``, ``fusion``, ``neck`` and ``head``,
     and may put something over consecutive frames between neck and head (:meth:`temporal`)."""
 
     def encode_support(self, support: torch.Tensor, support_mask: torch.Tensor) -> SupportEncoding:
@@ -67,7 +67,8 @@ class FewShotModel(Part):
             q_deep = self.backbone.forward_deep(q_mid.detach())
         return q_mid, q_deep
 
-    def encoded_neck_features(self, query_enc: tuple[torch.Tensor, torch.Tensor], support: SupportEncoding) -> torch.Tensor:
+    def encoded_neck_features(self, query_enc: tuple[torch.Tensor, torch.Tensor], support: SupportEncoding
+                              ) -> torch.Tensor:
         """Neck features ``(B, C, H/8, W/8)`` from an encoded query and an encoded support.
 
         A support encoded with batch 1 is broadcast over a batch of query frames.

@@ -56,7 +56,7 @@ class RelearnNet(FewShotModel):
     def from_sizes(cls, image_model: FewShotSegNet, clip_length: int = CLIP_LENGTH, tau_hidden: int = TAU_HIDDEN,
                    tau_blocks: int = TAU_BLOCKS, drop_path: float = 0.1, frozen: Sequence[str] = FROZEN
                    ) -> RelearnNet:
-        """``image_model`` + a TAU of ``clip_length`` (|B|) frames, ``tau_hidden`` channels and ``tau_blocks`` blocks."""
+        """``image_model`` + a TAU of ``clip_length`` (|B|) frames, ``tau_hidden`` channels, ``tau_blocks`` blocks."""
         return cls(image_model, TAUTranslator(clip_length, image_model.channels, tau_hidden, tau_blocks,
                                               drop_path=drop_path), frozen)
 
