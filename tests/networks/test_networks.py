@@ -194,7 +194,8 @@ def test_relearn_yaml_puts_its_tau_in_the_saved_tree(tmp_path):
 
 def test_format_1_specs_still_load(tmp_path):
     """Files written by 0.3.0-0.6.0 hold image-model and TAU arguments; they are read as the same tree."""
-    from medvos.networks.checkpoint import INTENSITY, checkpoint_spec, load_model, checkpoint_clip_length
+    from medvos.networks.checkpoint import (INTENSITY, CheckpointError, checkpoint_clip_length, checkpoint_spec,
+                                           load_model)
     from medvos.networks.parts import part_config
     from medvos.networks.relearn_model import RelearnNet
 
@@ -207,6 +208,10 @@ def test_format_1_specs_still_load(tmp_path):
     spec = checkpoint_spec(ckpt)
     assert spec["format"] == 2 and "relearn" not in spec and spec["network"] == part_config(net)
     assert checkpoint_clip_length(ckpt) == 4 and isinstance(load_model(ckpt), RelearnNet)
+    newer = tmp_path / "newer.pt"
+    torch.save({"model": net.state_dict(), "spec": {**old, "format": 3, "medvos_version": "9.0.0"}}, newer)
+    with pytest.raises(CheckpointError, match=r"newer.pt: spec format 3 \(medvos 9.0.0\) is newer"):
+        load_model(newer)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -165,8 +165,8 @@ def write_fingerprint(path: str | Path) -> Path:
 @lru_cache(maxsize=4)
 def _read(path: str, mtime_ns: int, size: int) -> Any:
     """One ``torch.load`` per file version, after its sha256 is checked against the recorded one (a flipped byte in
-    a tensor loads silently otherwise): a workflow asks a checkpoint for its spec, input size, clip length and weights,
-    and each would otherwise read the file again (callers copy before changing anything)."""
+    a tensor loads silently otherwise): a workflow asks a checkpoint for its spec, input size, clip length and
+    weights, and each would otherwise read the file again (callers copy before changing anything)."""
     recorded = recorded_sha256(path)
     if recorded is not None:
         from medvos.io.result_set import sha256_file
@@ -227,6 +227,9 @@ def checkpoint_spec(path: str | Path) -> dict[str, Any] | None:
     if not isinstance(spec, dict):
         return None
     spec = dict(spec)
+    if not isinstance(spec.get("format", 1), int) or spec.get("format", 1) > SPEC_FORMAT:
+        raise CheckpointError(f"{path}: spec format {spec.get('format')!r} (medvos {spec.get('medvos_version')}) is "
+                              f"newer than this medvos reads ({SPEC_FORMAT}): update medvos")
     if spec.get("format", 1) == 1:
         try:
             spec["network"] = legacy_network_config(spec.get("network") or {}, spec.pop("relearn", None))
@@ -237,8 +240,8 @@ def checkpoint_spec(path: str | Path) -> dict[str, Any] | None:
 
 
 def checkpoint_clip_length(path: str | Path, default: int = 8) -> int:
-    """The TAU clip length |B| of a relearned checkpoint with a spec; ``default`` otherwise (any window works for a
-    phase-1 model)."""
+    """The TAU clip length |B| of a relearned checkpoint with a spec; ``default`` otherwise (any clip length works
+    for a phase-1 model)."""
     tau = ((checkpoint_spec(path) or {}).get("network") or {}).get("tau")
     return int(tau["frames"]) if isinstance(tau, dict) and "frames" in tau else default
 
@@ -273,7 +276,7 @@ def load_model(path: str | Path, image_model: nn.Module | None = None, clip_leng
     A checkpoint with a spec is rebuilt from the file alone (the other arguments are ignored); an older plain state
     dict is loaded into ``image_model`` (default: a default :class:`FewShotSegNet`) and, if it holds TAU weights,
     a :class:`RelearnNet` around it with ``clip_length``, ``tau_hidden``, ``tau_blocks`` (default: the TAU's own,
-    :data:`medvos.networks.relearn_model.TAU_WINDOW` and so on).
+    :data:`medvos.networks.relearn_model.CLIP_LENGTH` and so on).
     """
     spec = checkpoint_spec(path)
     if spec is not None:
