@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for the servers this script and the tests start)."""
     import socket
 
     with socket.socket() as s:

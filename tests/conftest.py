@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -87,13 +86,6 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 def rgb_frames(t: int = 5, h: int = 20, w: int = 24, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (t, 3, h, w)).astype(np.uint8)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (for servers started by tests)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port
+from conftest import REPO
+from label_app_speed import free_port
 from medvos.engines.tracking import checked_tracking_uri
 
 

@@ -22,8 +22,7 @@ import requests
 
 from conftest import REPO
 
-sys.path.insert(0, str(REPO / "scripts"))
-from label_app_speed import running_server  # noqa: E402 - the scripts' own server start
+from label_app_speed import running_server  # the scripts' own server start (scripts/ is on pytest's pythonpath)
 
 pytestmark = pytest.mark.slow
 SIZE, FRAMES, WINDOW, TAU_HIDDEN = 64, 12, 4, 32

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
-from conftest import REPO
+from tune_motion import main  # scripts/ is on pytest's pythonpath
 
 
 def test_tune_motion_scores_a_grid(tmp_path, synthetic_root):
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        from tune_motion import main
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
     out = tmp_path / "tune.json"
     res = main(["--set", f"synthetic={synthetic_root / 'datalist.json'}:test", "--grid", "motion_weight=0,3",
                 "--out", str(out)])

@@ -30,7 +30,7 @@ from medvos.io.errors import MaskMismatchError
 from medvos.io.readers import read_annotations, read_cine
 from medvos.losses.relearning import RelearnLoss
 from medvos.networks.image_model import param_groups
-from medvos.networks.relearn_model import TAU_BLOCKS, TAU_HIDDEN, CLIP_LENGTH
+from medvos.networks.relearn_model import CLIP_LENGTH, TAU_BLOCKS, TAU_HIDDEN
 
 logger = logging.getLogger(__name__)
 

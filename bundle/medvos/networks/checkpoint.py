@@ -287,7 +287,7 @@ def load_model(path: str | Path, image_model: nn.Module | None = None, clip_leng
         with weights_from_checkpoint():
             image_model = FewShotSegNet.from_sizes(backbone_weights=None)
     if is_relearned(path):
-        from medvos.networks.relearn_model import TAU_BLOCKS, TAU_HIDDEN, CLIP_LENGTH, RelearnNet
+        from medvos.networks.relearn_model import CLIP_LENGTH, TAU_BLOCKS, TAU_HIDDEN, RelearnNet
 
         return load_weights(RelearnNet.from_sizes(image_model, clip_length or CLIP_LENGTH, tau_hidden or TAU_HIDDEN,
                                                   tau_blocks or TAU_BLOCKS), path)
