@@ -24,10 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from medvos.data.transforms import intensity_range, scale_intensity
 from medvos.engines.relearning import RelearnStep
-from medvos.io.errors import MaskMismatchError
-from medvos.io.readers import read_annotations, read_cine
+from medvos.inference.predictor import VideoPredictor, VideoState
 from medvos.losses.relearning import RelearnLoss
 from medvos.networks.image_model import param_groups
 from medvos.networks.relearn_model import CLIP_LENGTH, TAU_BLOCKS, TAU_HIDDEN
@@ -35,17 +33,16 @@ from medvos.networks.relearn_model import CLIP_LENGTH, TAU_BLOCKS, TAU_HIDDEN
 logger = logging.getLogger(__name__)
 
 
-def cine_at_size(video: Any, size: int, chunk: int = 16) -> tuple[np.ndarray, Any]:
-    """The cine's frames prepared as for inference (intensity window, RGB) at ``size`` px: uint8 ``(T,3,S,S)``."""
-    cine = read_cine(video, min_frames=2, lazy=True)
-    value_range = intensity_range(cine.frames)
+def frames_at_size(predictor: VideoPredictor, state: VideoState, size: int, chunk: int = 16) -> np.ndarray:
+    """The video's frames prepared as the predictor prepares them (intensity range, RGB), at ``size`` px: uint8
+    ``(T,3,S,S)``."""
+    cine = state.cine
     out = np.zeros((cine.num_frames, 3, size, size), np.uint8)
     for start in range(0, cine.num_frames, chunk):
-        x = torch.from_numpy(scale_intensity(cine.frames[start : start + chunk], value_range))
-        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        x = torch.from_numpy(predictor.prepare(state, cine.frames[start : start + chunk]))
         x = F.interpolate(x, size=(size, size), mode="area")
         out[start : start + len(x)] = (x * 255).round().clamp(0, 255).to(torch.uint8).numpy()
-    return out, cine
+    return out
 
 
 def relearn_on_cine(network: nn.Module, video: Any, annotation: Any, image_size: int,
@@ -73,11 +70,12 @@ def relearn_on_cine(network: nn.Module, video: Any, annotation: Any, image_size:
         raise ValueError("test-time relearning starts from a phase-1 image model; this checkpoint is already "
                          "relearned (use it directly, or the phase-1 model it came from)")
     device = next(network.parameters()).device
-    frames, cine = cine_at_size(video, image_size)
-    given = read_annotations(annotation, cine, annotated or None)
-    ann = sorted(a for a in given if given[a].any())
-    if not ann:
-        raise MaskMismatchError(str(annotation), "no annotated frame: the mask is empty on every frame")
+    reader = VideoPredictor(lambda: None)  # the video's state as inference reads it: cine, intensity, annotations
+    state = reader.init_state(video)
+    reader.add_annotations(state, annotation, annotated)
+    cine, given = state.cine, state.annotations
+    frames = frames_at_size(reader, state, image_size)
+    ann = [a for a in state.annotated if given[a].any()]  # (frames marking an object absent are no support)
     masks = torch.from_numpy(np.stack([given[a] for a in ann])).float()[:, None]
     masks = F.interpolate(masks, size=(image_size, image_size), mode="nearest")[:, 0].to(torch.uint8).numpy()
     values = sorted({int(v) for v in np.unique(masks) if v})

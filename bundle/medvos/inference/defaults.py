@@ -51,5 +51,6 @@ def make_propagator(network: nn.Module, image_size: int, clip_length: int, **ove
     if not opts["motion"]:
         return prop
     rule = CueFusion(float(opts["motion_weight"]), float(opts["flow_tolerance"]), float(opts["redetect_support"]),
-                     float(opts["redetect_confidence"]), int(opts["redetect_frames"]), threshold=float(opts["threshold"]))
+                     float(opts["redetect_confidence"]), int(opts["redetect_frames"]),
+                     threshold=float(opts["threshold"]))
     return MotionAwarePropagator(prop, rule)

@@ -47,10 +47,11 @@ def run_inference(video: str | Sequence[str] | Cine, annotation: str | Sequence[
                   checkpoint: str | Path | None = None) -> dict[str, Any]:
     """Propagate the annotation of one or more frames of ``video`` to every frame and write the outputs.
 
-    Streaming: the cine is decoded window by window (|B| = ``window`` frames) in every input format, and only the
-    annotated frames of the mask are kept; the predictor's windows go to the output sinks
-    (:mod:`medvos.inference.sinks`), which write the NIfTI mask, PNG frames and the overlay video per window. Only ``keep_labels`` and the DICOM SEG output (a DICOM input) hold the label volume, 1 byte per
-    pixel; nothing else grows with the video's length.
+    Streaming: the cine is decoded window by window (|B| = ``clip_length`` frames) in every input format, and only
+    the annotated frames of the mask are kept; the predictor's windows go to the output sinks
+    (:mod:`medvos.inference.sinks`), which write the NIfTI mask, PNG frames and the overlay video per window. Only
+    ``keep_labels`` and the DICOM SEG output (a DICOM input) hold the label volume, 1 byte per pixel; nothing else
+    grows with the video's length.
 
     Args:
         video: any cine :func:`medvos.io.read_cine` reads, or a :class:`Cine` already read (lazily).
@@ -95,17 +96,20 @@ def run_inference(video: str | Sequence[str] | Cine, annotation: str | Sequence[
                             f"(at least {MIN_SIDE}x{MIN_SIDE})")
     dicom = cine.format in ("dicom", "dicom-series")
     chosen = {k: (f"overlay.{overlay_format}" if k == "overlay" else getattr(sink, "file_name", "") or k)
-              for k, sink in sinks_by_name.items() if k in outputs and (dicom or not getattr(sink, "dicom_only", False))}
+              for k, sink in sinks_by_name.items()
+              if k in outputs and (dicom or not getattr(sink, "dicom_only", False))}
     check_outputs([output_dir / n for k, n in chosen.items() if k != "png"] + [output_dir / MANIFEST] * bool(chosen),
                   [output_dir / "masks"] if "png" in chosen else [],
                   input_files(cine.meta.get("files") or cine.source, annotation), overwrite)
     result_set = ResultSet(output_dir, tuple(chosen.values()), {
-        "input": {"video": _describe(cine.source if isinstance(video, Cine) else video), "annotation": _describe(annotation), "annotated_frames": ann,
-                  "format": cine.format, "frames": cine.num_frames, "size": list(cine.size)},
+        "input": {"video": _describe(cine.source if isinstance(video, Cine) else video),
+                  "annotation": _describe(annotation), "annotated_frames": ann, "format": cine.format,
+                  "frames": cine.num_frames, "size": list(cine.size)},
         "checkpoint": ({"path": str(checkpoint), "sha256": _checkpoint_sha256(checkpoint)}
                        if checkpoint is not None and Path(checkpoint).is_file() else None),
     }) if chosen else None
-    if any(getattr(sinks_by_name[k], "dicom_only", False) for k in chosen):  # highdicom's first use in a process costs ~0.5 s: pay it while frames propagate
+    # highdicom's first use in a process costs about 0.5 s: pay it while frames propagate
+    if any(getattr(sinks_by_name[k], "dicom_only", False) for k in chosen):
         import threading
 
         from medvos.io.dicom_seg import warm_up
