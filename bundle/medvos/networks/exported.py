@@ -34,6 +34,9 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 RUNTIMES = ("torch", "onnxruntime", "openvino", "openvino-bf16")
+# frames from which exporting a network used for one video (tuned on it) pays: the export and compile take 3-5 s,
+# the exported graph saves about 15 ms per frame at 256 px on 2 cores (model card, "Test-time tuning")
+EXPORT_PAYS_FRAMES = 300
 QUERY_BATCH = 1  # frames per query-graph call: fastest one at a time (cache; OpenVINO 267 vs 191 frames/s at 8)
 OPSET = 17
 
@@ -124,7 +127,8 @@ class _OpenVinoRunner:
 
         import openvino as ov
 
-        self.core, self.path = ov.Core(), path
+        self.core = ov.Core()
+        self.model = self.core.read_model(str(path))  # read once: the file may be temporary
         self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": int(threads),
                        "INFERENCE_PRECISION_HINT": precision}
         self.compiled: dict[tuple, Any] = {}
@@ -133,7 +137,7 @@ class _OpenVinoRunner:
     def _request(self, feeds: dict[str, np.ndarray]) -> Any:
         shapes = tuple((k, tuple(v.shape)) for k, v in sorted(feeds.items()))
         if shapes not in self.compiled:
-            model = self.core.read_model(str(self.path))
+            model = self.model.clone()
             model.reshape({k: list(v) for k, v in shapes})
             compiled = self.core.compile_model(model, "CPU", self.config)
             self.compiled[shapes] = (compiled, compiled.create_infer_request())
@@ -161,17 +165,19 @@ class OnnxNetwork(nn.Module):
         clip_length: frames per window (the segment graph's batch; a relearned model's |B|).
         threads: the runtime's threads (default: PyTorch's thread count).
         key: the weights' :func:`fingerprint` when the caller has it.
+        folder: where the graphs are exported (default: the cache, :func:`cache_dir`).
         backend: what runs the graphs: ``onnxruntime``, ``openvino`` (fp32) or ``openvino-bf16``.
     """
 
     def __init__(self, network: nn.Module, image_size: int | tuple[int, int], clip_length: int = 8,
-                 threads: int | None = None, key: str | None = None, backend: str = "onnxruntime") -> None:
+                 threads: int | None = None, key: str | None = None, backend: str = "onnxruntime",
+                 folder: Path | None = None) -> None:
         super().__init__()
         self.torch_network = network
         self.size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
         self.clip_length = int(clip_length)
         key = key or fingerprint(network, self.size, self.clip_length)
-        folder = cache_dir()
+        folder = folder or cache_dir()
         query_path, segment_path = folder / f"{key}.query.onnx", folder / f"{key}.segment.onnx"
         if not (query_path.is_file() and segment_path.is_file()):
             self._export(query_path, segment_path)
@@ -266,11 +272,13 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
 
 
-def for_runtime(network: nn.Module, runtime: str, image_size: int | tuple[int, int], clip_length: int = 8) -> nn.Module:
+def for_runtime(network: nn.Module, runtime: str, image_size: int | tuple[int, int], clip_length: int = 8,
+                keep: bool = True) -> nn.Module:
     """``network`` itself (``torch``) or wrapped in :class:`OnnxNetwork` (the other runtimes); the latter only on the
     CPU (on a GPU PyTorch stays), and PyTorch also stays, with a warning, where the exporter cannot express the
     network at this input size (the neck's adaptive pooling needs each pyramid level to divide the one above: 256 px
-    exports, 40 px does not)."""
+    exports, 40 px does not). ``keep=False``: a network used once (tuned on one video): exported into a temporary
+    folder, not the cache, and not kept among the sessions."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r} (expected one of {RUNTIMES})")
     if runtime == "torch" or isinstance(network, OnnxNetwork):
@@ -281,6 +289,16 @@ def for_runtime(network: nn.Module, runtime: str, image_size: int | tuple[int, i
         return network
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
     key = fingerprint(network, size, int(clip_length))
+    if not keep:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="medvos-onnx-") as folder:
+            try:
+                return OnnxNetwork(network, size, clip_length, key=key, backend=runtime, folder=Path(folder))
+            except Exception as exc:  # noqa: BLE001 - as below
+                logger.warning("runtime %s: %s cannot be exported at %s (%s); PyTorch runs it", runtime,
+                               type(network).__name__, size, type(exc).__name__)
+                return network
     if (key, runtime) not in _SESSIONS:  # one set per model version (the app builds a propagator per request)
         while len(_SESSIONS) >= 4:
             _SESSIONS.pop(next(iter(_SESSIONS)))
