@@ -93,6 +93,9 @@ def test_evaluation_and_inference_configs_read_the_checkpoint():
         assert "checkpoint_clip_length(@checkpoint" in p["clip_length"] and "input_size(@checkpoint" in p["image_size"]
     assert p["predictor#_target_"] == "medvos.inference.predictor.VideoPredictor.with_defaults"
     assert p["predictor#clip_length"] == "@clip_length" and p["predictor#motion"] == "@motion"
+    from medvos.inference.defaults import KEYS, TUNING_KEYS
+
+    assert all(p[f"predictor#{k}"] == f"@{k}" for k in KEYS + TUNING_KEYS)  # every default reaches the predictor
     assert set(p["outputs"]) <= set(p["sinks"]) and set(p["sinks"]) == set(SINKS)
     batch = _workflow("inference.yaml", "batch_inference.yaml")
     _is_run(batch, "batch_inferring")

@@ -29,8 +29,8 @@ def archive(tmp_path, echo_small, endo_small):
 
 def _run(archive, net, **kw):
     cases = cases_from_folder(archive / "cines", archive / "ann")
-    return run_batch(cases, archive / "out", net, 32, 4, VideoPredictor.with_defaults(net, 32, 4, runtime="torch"),
-                     outputs=("nifti", "csv"), progress=False, **kw)
+    pred = VideoPredictor.with_defaults(net, 32, 4, runtime="torch", tune_steps=0)  # tuning: tests/engines
+    return run_batch(cases, archive / "out", net, 32, 4, pred, outputs=("nifti", "csv"), progress=False, **kw)
 
 
 def test_batch_resumes_by_manifest_and_reports_failures(archive, tiny_net):

@@ -96,7 +96,7 @@ def test_annotated_frame_without_the_object_says_it_is_absent(tmp_path, tiny_net
     for motion in (False, True):
         thr = 0.5 if motion else 0.0
         pred = VideoPredictor.with_defaults(tiny_net, 32, 4, threshold=thr, motion=motion, memory_tree=False,
-                                            runtime="torch")
+                                            runtime="torch", tune_steps=0)
         kw = dict(image_size=32, clip_length=4, outputs=(), progress=False, threshold=thr, predictor=pred)
         absent = run_inference(str(tmp_path / "v.nii.gz"), str(tmp_path / "multi.nii.gz"), tmp_path / "a", tiny_net,
                                annotated=[0, 5], **kw)
@@ -163,7 +163,7 @@ def test_predictor_owns_each_videos_state(tmp_path, tiny_net, echo_small):
     write_nifti(tmp_path / "a.nii.gz", echo_small.frames)
     write_nifti(tmp_path / "b.nii.gz", echo_small.frames[::-1].copy())
     pred = VideoPredictor.with_defaults(tiny_net, 32, 4, threshold=0.5, memory_tree=True, motion=True,
-                                        runtime="torch")
+                                        runtime="torch", tune_steps=0)
 
     def alone(path, labels):  # noqa: ANN001, ANN202
         state = pred.init_state(str(path))

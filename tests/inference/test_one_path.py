@@ -65,6 +65,7 @@ def _inferring(root, entry, ckpt, *extra):
 def test_validation_benchmark_inferring_app_agree(case):
     from medvos.data.videos import VideoDataset
     from medvos.benchmarking.methods import model_method
+    from medvos.inference.defaults import inference_defaults
     from medvos.monai_label.infer import PropagateInfer
 
     root, entry = case
@@ -72,17 +73,28 @@ def test_validation_benchmark_inferring_app_agree(case):
     item = VideoDataset([entry])[0]
     frames, labels = item["image"].numpy(), item["label"][:, 0].numpy()
 
-    # validation scores the network (the appearance cue, single path, PyTorch: the weights change every epoch);
-    # inferring does the same with those options
-    single = model_method(ckpt, memory_tree=False, motion=False, runtime="torch")(frames, labels, [0], entry)
+    # validation scores the network (the appearance cue, single path, PyTorch: the weights change every epoch; no
+    # test-time tuning); inferring does the same with those options
+    single = model_method(ckpt, memory_tree=False, motion=False, runtime="torch", tune_steps=0)(
+        frames, labels, [0], entry)
     assert 0.02 < (single[1:] > 0).mean() < 0.98, "the test network must segment part of each frame"
     np.testing.assert_array_equal(_validation(entry, ckpt), single)
     np.testing.assert_array_equal(_inferring(root, entry, ckpt, "--memory_tree", "False", "--motion", "False",
-                                             "--runtime", "torch"), single)
+                                             "--runtime", "torch", "--tune_steps", "0"), single)
 
-    default = model_method(ckpt)(frames, labels, [0], entry)  # the inferring defaults (motion, runtime ... as set)
+    default = model_method(ckpt)(frames, labels, [0], entry)  # the inferring defaults (motion, tuning ... as set)
     assert not np.array_equal(default, single), "the defaults add motion: the test must tell them apart"
     np.testing.assert_array_equal(_inferring(root, entry, ckpt), default)
-    app = PropagateInfer(root / "app_models", ckpt)  # the app's defaults, network and size from the checkpoint
-    app.propagate(entry["image"], entry["label"], annotated=[0], output=root / "app.nii.gz")
-    np.testing.assert_array_equal(np.transpose(np.asarray(nib.load(root / "app.nii.gz").dataobj), (2, 1, 0)), default)
+
+    def app(name, **options):  # the app's defaults, network and size from the checkpoint
+        PropagateInfer(root / "app_models", ckpt, options=options).propagate(
+            entry["image"], entry["label"], annotated=[0], output=root / name)
+        return np.transpose(np.asarray(nib.load(root / name).dataobj), (2, 1, 0))
+
+    # the app leaves test-time tuning off unless asked (seconds per request): then it equals inferring's
+    untuned = model_method(ckpt, tune_steps=0)(frames, labels, [0], entry)
+    assert not np.array_equal(untuned, default), "tuning changes the masks: the test must tell them apart"
+    np.testing.assert_array_equal(app("app.nii.gz"), untuned)
+    np.testing.assert_array_equal(_inferring(root, entry, ckpt, "--tune_steps", "0"), untuned)
+    steps = int(inference_defaults()["tune_steps"])
+    np.testing.assert_array_equal(app("app_tuned.nii.gz", tune_steps=steps), default)

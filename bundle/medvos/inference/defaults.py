@@ -13,18 +13,30 @@ from torch import nn
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference.yaml"
 KEYS = ("fusion", "threshold", "memory_tree", "pathways", "motion", "motion_weight", "flow_tolerance",
         "redetect_support", "redetect_confidence", "redetect_frames", "runtime")
+TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate")  # test-time tuning (medvos.engines.tuning)
 
 
 @lru_cache(maxsize=1)
 def inference_defaults() -> dict[str, Any]:
-    """The propagation options (:data:`KEYS`) as set in ``inference.yaml``."""
+    """The propagation and test-time tuning options (:data:`KEYS`, :data:`TUNING_KEYS`) as set in
+    ``inference.yaml``."""
     import yaml
 
     config = yaml.safe_load(CONFIG.read_text())
-    missing = [k for k in KEYS if k not in config]
+    missing = [k for k in KEYS + TUNING_KEYS if k not in config]
     if missing:
         raise KeyError(f"{CONFIG}: missing inference defaults {missing}")
-    return {k: config[k] for k in KEYS}
+    return {k: config[k] for k in KEYS + TUNING_KEYS}
+
+
+def tuning_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``options`` split into the test-time tuning's (as :class:`medvos.engines.tuning.AnnotationTuning` arguments,
+    ``inference.yaml``'s where not given) and the rest."""
+    given = {**inference_defaults(), **{k: v for k, v in options.items() if k in TUNING_KEYS}}
+    seconds = given["tune_seconds"]
+    return ({"steps": int(given["tune_steps"] or 0), "seconds": None if seconds is None else float(seconds),
+             "learning_rate": float(given["tune_learning_rate"])},
+            {k: v for k, v in options.items() if k not in TUNING_KEYS})
 
 
 def make_propagator(network: nn.Module, image_size: int, clip_length: int, **overrides: Any) -> Any:

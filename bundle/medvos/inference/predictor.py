@@ -9,6 +9,8 @@ strategy's memory. One predictor serves any number of videos, one after another 
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,8 @@ from medvos.io.cine import Cine
 from medvos.io.errors import MaskMismatchError
 from medvos.io.readers import read_annotations, read_cine
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class VideoState:
@@ -32,6 +36,7 @@ class VideoState:
     intensity: tuple[float, float]
     annotations: dict[int, np.ndarray] = field(default_factory=dict)
     strategy: Any = None
+    tuned_for: Any = None  # the annotations the strategy's network was tuned on (test-time tuning)
 
     @property
     def annotated(self) -> list[int]:
@@ -61,24 +66,45 @@ class VideoPredictor:
         make_strategy: builds the propagation strategy for one video (a :class:`FewShotPropagator`,
             :class:`MemoryTreePropagator` or :class:`MotionAwarePropagator`); called once per :meth:`init_state`.
         clip_length: frames decoded and propagated per step, one window (a relearned network's |B|).
+        tune: test-time tuning, ``tune(predictor, state) -> strategy``: the strategy of a network tuned on the
+            video's annotations, called by :meth:`propagate` whenever they changed since the last tuning.
     """
 
-    def __init__(self, make_strategy: Callable[[], Any], clip_length: int = 8) -> None:
+    def __init__(self, make_strategy: Callable[[], Any], clip_length: int = 8,
+                 tune: Callable[[VideoPredictor, VideoState], Any] | None = None) -> None:
         self.make_strategy = make_strategy
         self.clip_length = int(clip_length)
+        self.tune = tune
 
     @classmethod
     def with_defaults(cls, network: torch.nn.Module, image_size: int, clip_length: int, **options: Any
                       ) -> VideoPredictor:
-        """The `inferring` predictor: ``inference.yaml``'s propagation defaults, ``options`` overriding them
-        (:func:`medvos.inference.defaults.make_propagator`). The network's runtime (the exported graph, compiled)
-        is prepared here, once, not per video."""
-        from medvos.inference.defaults import inference_defaults, make_propagator
-        from medvos.networks.exported import for_runtime
+        """The `inferring` predictor: ``inference.yaml``'s defaults, ``options`` overriding them: the propagation
+        (:func:`medvos.inference.defaults.make_propagator`) and the test-time tuning (``tune_*``,
+        :class:`medvos.engines.tuning.AnnotationTuning`). The network's runtime (the exported graph, compiled) is
+        prepared here, once, not per video; a network tuned on one video runs in PyTorch unless the video is long
+        enough for an export to pay (:data:`medvos.networks.exported.EXPORT_PAYS_FRAMES`)."""
+        from medvos.engines.tuning import AnnotationTuning
+        from medvos.inference.defaults import inference_defaults, make_propagator, tuning_options
+        from medvos.networks.exported import EXPORT_PAYS_FRAMES, for_runtime
 
+        tune_opts, options = tuning_options(options)
         runtime = str({**inference_defaults(), **options}["runtime"])
         ready = for_runtime(network, runtime, image_size, clip_length)
-        return cls(lambda: make_propagator(ready, image_size, clip_length, **options), clip_length)
+        tuning = AnnotationTuning(**tune_opts)
+        if tuning.on and hasattr(network, "tau"):
+            logger.info("test-time tuning is for phase-1 models; %s is relearned: it propagates as it is",
+                        type(network).__name__)
+        tune = None
+        if tuning.on and not hasattr(network, "tau"):
+            def tune(predictor: VideoPredictor, state: VideoState) -> Any:
+                images, labels = predictor.annotated_at_size(state, image_size)
+                tuned = tuning(network, images, labels)
+                rt = runtime if state.cine.num_frames >= EXPORT_PAYS_FRAMES else "torch"
+                return make_propagator(for_runtime(tuned, rt, image_size, clip_length, keep=False), image_size,
+                                       clip_length, **{**options, "runtime": rt})
+
+        return cls(lambda: make_propagator(ready, image_size, clip_length, **options), clip_length, tune)
 
     # ------------------------------------------------------------------------------------------------ state
     def init_state(self, video: Any, min_frames: int = 2) -> VideoState:
@@ -110,6 +136,17 @@ class VideoPredictor:
             self.add_annotation(state, t, lab)
         return sorted(given)
 
+    def annotated_at_size(self, state: VideoState, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The annotated frames that show an object, prepared (:meth:`prepare`) and resized to ``size`` px:
+        ``(images (n,3,S,S) in [0,1], labels (n,S,S) uint8)`` (area for images, nearest for labels)."""
+        import torch.nn.functional as F
+
+        ann = [a for a in state.annotated if state.annotations[a].any()]
+        images = torch.cat([torch.from_numpy(self.prepare(state, state.cine.frames[a : a + 1])) for a in ann])
+        labels = torch.from_numpy(np.stack([state.annotations[a] for a in ann])).float()[:, None]
+        return (F.interpolate(images.float(), size=(size, size), mode="area"),
+                F.interpolate(labels, size=(size, size), mode="nearest")[:, 0].to(torch.uint8))
+
     # -------------------------------------------------------------------------------------------- propagate
     def prepare(self, state: VideoState, frames: np.ndarray) -> np.ndarray:
         """Frames ``(n,C,H,W)`` of the cine as the network takes them: intensities scaled to [0,1], grey as RGB."""
@@ -123,6 +160,13 @@ class VideoPredictor:
         if not state.annotations:
             raise MaskMismatchError("annotation", "no annotated frame: add an annotation first")
         cine, ann = state.cine, state.annotated
+        if self.tune is not None:
+            key = [(a, hash(state.annotations[a].tobytes())) for a in ann]
+            if state.tuned_for != key:
+                t0 = time.perf_counter()
+                state.strategy, state.tuned_for = self.tune(self, state), key
+                if stats is not None:
+                    stats["test-time tuning"] = stats.get("test-time tuning", 0.0) + time.perf_counter() - t0
         strategy = state.strategy
         supports = strategy.supports({a: (torch.from_numpy(self.prepare(state, cine.frames[a : a + 1]))[0],
                                           torch.from_numpy(state.annotations[a])) for a in ann})

@@ -1,0 +1,129 @@
+"""Test-time tuning on the annotated frames: the phase-1 model fine-tuned on the one cine's annotation before it
+propagates (one-shot fine-tuning, as OSVOS does for video object segmentation: Caelles et al., CVPR 2017).
+
+Each step is a batch of episodes made from the annotated frame(s) alone: the query is an augmented view of an
+annotated frame, the support another augmented view of an annotated frame showing the same object (phase 1's own
+augmentation and loss, read from ``train.yaml``: ``train#augment`` and ``loss``). The network learns what *this*
+target looks like against *this* background. Batch-norm statistics stay frozen (the network is in eval mode while
+it learns): a batch of views of one frame would overwrite them (measured: tuning with them updated lost 4 Dice
+points on CVC-ClinicDB, frozen it gained 9; model card). The input network is unchanged; a tuned copy is returned.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.utils import convert_to_tensor
+from torch import nn
+from tqdm import tqdm
+
+from medvos.networks.image_model import pack_episode, param_groups
+
+logger = logging.getLogger(__name__)
+TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train.yaml"
+
+
+@lru_cache(maxsize=4)
+def _phase1_parts(image_size: int) -> tuple[Any, Any]:
+    """``(train#augment, loss)`` of ``train.yaml`` at ``image_size`` (phase 1's augmentation and loss, their one
+    source)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(TRAIN_CONFIG))
+    parser["image_size"] = int(image_size)
+    return parser.get_parsed_content("train#augment"), parser.get_parsed_content("loss")
+
+
+@dataclass(frozen=True)
+class AnnotationTuning:
+    """Fine-tunes a phase-1 model on annotated frames (``inferring --tune_steps``; defaults in ``inference.yaml``).
+
+    Args:
+        steps: optimiser steps (0: off); seconds: a time budget (the first reached stops).
+        learning_rate: AdamW's (the backbone's G at ``backbone_lr_mult`` times it, as in phase 1).
+        batch_size: episodes per step.
+        seed: of the augmentation and of the episode draw (the same cine and annotation give the same model).
+        progress: a progress bar.
+    """
+
+    steps: int = 45
+    seconds: float | None = None
+    learning_rate: float = 1e-4
+    backbone_lr_mult: float = 0.1
+    batch_size: int = 4
+    seed: int = 0
+    progress: bool = False
+
+    @property
+    def on(self) -> bool:
+        return self.steps > 0 and (self.seconds is None or self.seconds > 0)
+
+    def __call__(self, network: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> nn.Module:
+        """A copy of ``network`` tuned on ``images (n,3,S,S)`` in [0,1] with their labels ``(n,S,S)`` (0 =
+        background; every object value is a target), at the network's input size ``S``. Callable under
+        ``torch.inference_mode`` (the copy and its training leave it)."""
+        if hasattr(network, "tau"):
+            raise ValueError("test-time tuning adapts a phase-1 image model; this one is relearned (has a TAU)")
+        with torch.inference_mode(False), torch.enable_grad():
+            return self._tune(network, images.clone(), labels.clone())
+
+    def _tune(self, network: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> nn.Module:
+        size = int(images.shape[-1])
+        augment, loss_fn = _phase1_parts(size)
+        augment = copy.deepcopy(augment).set_random_state(self.seed)
+        rng = np.random.default_rng(self.seed)
+        pairs = [(i, int(v)) for i in range(len(labels)) for v in torch.unique(labels[i]).tolist() if v]
+        if not pairs:
+            raise ValueError("test-time tuning needs an annotated object")
+        model = copy.deepcopy(network).eval()  # eval: batch-norm statistics frozen (module docstring)
+        device = next(model.parameters()).device
+        optimizer = torch.optim.AdamW(param_groups(model, self.learning_rate, self.backbone_lr_mult),
+                                      lr=self.learning_rate, weight_decay=1e-4)
+
+        def view(i: int, value: int, need_object: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            image, mask = images[i].float(), (labels[i] == value).float()[None]
+            for _ in range(3):
+                out = augment({"image": image, "label": mask})
+                x = convert_to_tensor(out["image"], dtype=torch.float32, track_meta=False)  # plain tensors: no
+                y = (convert_to_tensor(out["label"], track_meta=False) > 0.5).float()  # metadata on the hot path
+                if not need_object or y.any():
+                    return x, y
+            return image, mask  # augmentation kept cutting the object out of the support: the plain frame
+
+        t0, done = time.perf_counter(), 0
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(self.seed)
+        bar = tqdm(total=self.steps, desc="test-time tuning", unit="step", disable=not self.progress)
+        try:
+            for done in range(1, self.steps + 1):
+                queries, targets, supports, masks = [], [], [], []
+                for _ in range(self.batch_size):
+                    i, value = pairs[int(rng.integers(len(pairs)))]
+                    same = [k for k, v in pairs if v == value]
+                    q, y = view(i, value, False)
+                    s, m = view(same[int(rng.integers(len(same)))], value, True)
+                    queries.append(q), targets.append(y), supports.append(s[None]), masks.append(m[None])
+                x = pack_episode(torch.stack(queries), torch.stack(supports), torch.stack(masks)).to(device)
+                loss = loss_fn(model(x), torch.stack(targets).to(device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                if self.seconds is not None and time.perf_counter() - t0 >= self.seconds:
+                    break
+        finally:
+            bar.close()
+            torch.random.set_rng_state(gen_state)
+        logger.info("test-time tuning: %d steps in %.1f s on %d annotated frame(s)", done, time.perf_counter() - t0,
+                    len(images))
+        return model.eval()

@@ -1,0 +1,106 @@
+"""Test-time tuning: the phase-1 model fine-tuned on the cine's annotated frame(s) before it propagates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def annotated(endo_nifti):
+    """The cine's first frame at the network size and its label, as the predictor prepares them."""
+    from medvos.inference.predictor import VideoPredictor
+
+    folder = endo_nifti[0]
+    reader = VideoPredictor(lambda: None)
+    state = reader.init_state(str(folder / "cine.nii.gz"))
+    reader.add_annotations(state, str(folder / "mask.nii.gz"), [0])
+    return reader.annotated_at_size(state, SIZE)
+
+
+def _net():
+    from medvos.networks.image_model import FewShotSegNet
+
+    torch.manual_seed(0)
+    return FewShotSegNet.from_sizes(backbone_weights=None, channels=16).eval()
+
+
+def _loss_on(net, images, labels) -> float:
+    """Phase 1's loss (Dice + cross-entropy) of the network on the annotated frame, itself as support."""
+    from monai.losses import DiceCELoss
+
+    from medvos.networks.image_model import pack_episode
+
+    mask = (labels[:1] > 0).float()[:, None]
+    with torch.no_grad():
+        logits = net(pack_episode(images[:1], images[:1, None], mask[:, None]))
+    return float(DiceCELoss(to_onehot_y=True, softmax=True)(logits, mask))
+
+
+def test_tuning_learns_the_annotation_on_a_copy(annotated):
+    from medvos.engines.tuning import AnnotationTuning
+
+    images, labels = annotated
+    assert images.shape == (1, 3, SIZE, SIZE) and labels.shape == (1, SIZE, SIZE) and labels.any()
+    net = _net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    tuned = AnnotationTuning(steps=10, learning_rate=3e-3)(net, images, labels)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the input model is untouched
+    after = tuned.state_dict()
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)  # batch-norm statistics frozen
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+    assert _loss_on(tuned, images, labels) < 0.8 * _loss_on(net, images, labels)  # it fits the annotation
+    frozen = [k for k, p in net.named_parameters() if not p.requires_grad]  # F (the deep stages) stays frozen
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+
+
+def test_tuning_is_reproducible_and_bounded(annotated):
+    from medvos.engines.tuning import AnnotationTuning
+
+    images, labels = annotated
+    net = _net()
+    a = AnnotationTuning(steps=3)(net, images, labels).state_dict()
+    b = AnnotationTuning(steps=3)(net, images, labels).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same cine and annotation: the same model
+    c = AnnotationTuning(steps=3, seed=1)(net, images, labels).state_dict()
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+    assert not AnnotationTuning(steps=0).on and not AnnotationTuning(steps=5, seconds=0).on
+    with pytest.raises(ValueError, match="annotated object"):
+        AnnotationTuning(steps=1)(net, images, torch.zeros_like(labels))
+
+
+def test_the_predictor_tunes_once_per_annotation(endo_nifti):
+    """`inferring`'s predictor tunes on each video's annotations (again only when they change) and propagates with
+    the tuned network; with ``tune_steps=0`` it propagates with the network itself."""
+    from medvos.inference.predictor import VideoPredictor
+
+    folder, _, labels = endo_nifti
+    net = _net()
+    calls = []
+
+    def count(kind):
+        def run(predictor, state):
+            calls.append(kind)
+            return tuned_make(predictor, state)
+        return run
+
+    pred = VideoPredictor.with_defaults(net, SIZE, 4, runtime="torch", tune_steps=2)
+    tuned_make, pred.tune = pred.tune, count("tune")
+    state = pred.init_state(str(folder / "cine.nii.gz"))
+    pred.add_annotation(state, 0, labels[0])
+    first = np.concatenate([w.labels for w in pred.propagate(state)])
+    again = np.concatenate([w.labels for w in pred.propagate(state)])
+    assert calls == ["tune"] and np.array_equal(first, again)
+    pred.add_annotation(state, 6, labels[6])
+    list(pred.propagate(state))
+    assert calls == ["tune", "tune"]
+    plain = VideoPredictor.with_defaults(net, SIZE, 4, runtime="torch", tune_steps=0)
+    assert plain.tune is None
+    s2 = plain.init_state(str(folder / "cine.nii.gz"))
+    plain.add_annotation(s2, 0, labels[0])
+    untuned = np.concatenate([w.labels for w in plain.propagate(s2)])
+    assert not np.array_equal(first, untuned)  # the tuned network segments differently
