@@ -42,7 +42,8 @@ class PropagateInfer(InferTask):
     from the checkpoint itself (``image_size`` overrides the size; only needed for older files without a spec).
 
     Propagation is the ``inferring`` workflow's (:func:`medvos.inference.defaults.make_propagator`: appearance and
-    motion fused by default); ``options`` override its settings (``memory_tree``, ``motion``, ...).
+    motion fused by default), except test-time tuning, off unless asked for (``--conf tune_steps N``: each request
+    then tunes for seconds); ``options`` override its settings (``memory_tree``, ``motion``, ``tune_steps``, ...).
     Request keys (the app fills ``image`` and ``annotation`` with checked paths): ``fusion``, ``annotated_frames``
     (a list or text such as ``"0, 40"``; empty for "every non-empty frame of the label"; a listed frame without an
     object says the object is absent there), ``dicom_seg`` (true: also write a DICOM SEG referencing the DICOM cine).
@@ -64,7 +65,8 @@ class PropagateInfer(InferTask):
         self.model_dir = Path(model_dir)
         self.base_model = Path(base_model)
         self.image_size, self.clip_length, self.tau_hidden = image_size, clip_length, tau_hidden
-        self.threshold, self.options = threshold, dict(options or {})
+        # test-time tuning costs seconds per request (model card): off in the app unless ``options`` ask for it
+        self.threshold, self.options = threshold, {"tune_steps": 0, **(options or {})}
         self._lock = threading.Lock()
         self._net: tuple[tuple, nn.Module] | None = None
         self._predictor: tuple[tuple, VideoPredictor] | None = None
