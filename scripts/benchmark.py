@@ -9,7 +9,7 @@ Methods: copy-support-mask, optical flow (DIS; ``--flow farneback``), and every 
 ``--relearned``, ``--model NAME=PATH``; default: the shipped general model) run exactly as the `inferring` workflow
 runs it: the same code on the entry's files, the network, input size and clip length (|B|) from the checkpoint, the
 memory tree, motion fusion and threshold from ``inference.yaml``. ``--tree-variants`` adds each checkpoint with the memory
-tree switched the other way; ``--ablation`` with the other three combinations of motion and memory tree;
+tree switched the other way; ``--tune-variants`` with test-time tuning switched the other way; ``--ablation`` with the other three combinations of motion and memory tree;
 ``--relearn-steps N`` adds each phase-1 checkpoint with test-time relearning (N steps on each
 cine, as `inferring --relearn_steps N`). ``--methods`` picks a subset by name.
 
@@ -58,6 +58,10 @@ def method_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         if args.relearn_steps and not is_relearned(path):
             specs[f"{name} + test-time relearning"] = {"kind": "model", "checkpoint": str(path),
                                                        "relearn_steps": args.relearn_steps}
+        if args.tune_variants and not is_relearned(path):
+            steps = int(defaults["tune_steps"] or 0)
+            label = f"{name}, no test-time tuning" if steps else f"{name} + test-time tuning (45 steps)"
+            specs[label] = {"kind": "model", "checkpoint": str(path), "tune_steps": 0 if steps else 45}
         if args.tree_variants:
             other = f"{name}, single path" if tree else f"{name} + memory tree"
             specs[other] = {"kind": "model", "checkpoint": str(path), "memory_tree": not tree}
@@ -87,7 +91,7 @@ def build(spec: dict[str, Any], args: argparse.Namespace) -> Method:
         return copy_method()
     if spec["kind"] == "flow":
         return flow_method(spec["flow"])
-    options = {k: spec[k] for k in ("memory_tree", "motion", "runtime") if k in spec}
+    options = {k: spec[k] for k in ("memory_tree", "motion", "runtime", "tune_steps") if k in spec}
     return model_method(spec["checkpoint"], args.image_size, args.clip_length, args.tau_hidden,
                         spec.get("relearn_steps", 0), **options)
 
@@ -134,6 +138,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="also run every checkpoint with the memory tree switched against the inferring default")
     ap.add_argument("--ablation", action="store_true",
                     help="also run every checkpoint with the other combinations of motion and memory tree")
+    ap.add_argument("--tune-variants", action="store_true",
+                    help="also run every phase-1 checkpoint with test-time tuning switched against the inferring default")
     ap.add_argument("--runtime-variants", action="store_true",
                     help="also run every checkpoint in every other runtime (torch, onnxruntime, openvino...) than the "
                          "inferring default")

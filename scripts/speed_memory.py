@@ -101,6 +101,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         default.propagate(frames, torch.from_numpy(labels), [0])
         e2e_default = time.perf_counter() - t0
+        tuned = tuned_speed(net, frames, labels, args) if not hasattr(net, "tau") else None
         stages = dict.fromkeys(["preprocess", "backbone", "pseudo mask + fusion + neck", "TAU", "head",
                                 "postprocess"], 0.0)
         relearned = hasattr(net, "tau")
@@ -130,9 +131,36 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     return {"frames": n, "image_size": args.image_size, "clip_length": args.clip_length, "threads": args.threads,
             "channels_last": args.channels_last, "model": "relearned" if relearned else "phase 1",
             "fps_end_to_end": n / e2e, "fps_by_runtime": fps_runtime, "fps_inferring_defaults": n / e2e_default,
+            "inferring_defaults_with_tuning": tuned,
             "inferring_defaults": {k: v for k, v in inference_defaults().items()},
             "stages_ms_per_frame": {k: 1000 * v / n for k, v in stages.items()},
             "stages_share": {k: v / total for k, v in stages.items()}, "fps_stages_sum": n / total}
+
+
+def tuned_speed(net: torch.nn.Module, frames: torch.Tensor, labels: np.ndarray, args: argparse.Namespace
+                ) -> dict[str, Any]:
+    """The `inferring` defaults with test-time tuning on: the seconds the tuning takes on the first frame, and the
+    propagation's frames per second afterwards, in the runtime a network tuned on a cine of this length gets (PyTorch
+    below :data:`medvos.networks.exported.EXPORT_PAYS_FRAMES` frames: the weights' values do not change the speed)."""
+    from medvos.engines.tuning import AnnotationTuning
+    from medvos.inference.defaults import inference_defaults, make_propagator, tuning_options
+    from medvos.networks.exported import EXPORT_PAYS_FRAMES
+
+    tuning = AnnotationTuning(**tuning_options({})[0])
+    size = (args.image_size, args.image_size)
+    first = F.interpolate(frames[:1], size=size, mode="area")
+    mask = F.interpolate(torch.from_numpy(labels[:1, None]).float(), size=size, mode="nearest")[:, 0].to(torch.uint8)
+    t0 = time.perf_counter()
+    tuning(net, first, mask)
+    seconds = time.perf_counter() - t0
+    runtime = inference_defaults()["runtime"] if frames.shape[0] >= EXPORT_PAYS_FRAMES else "torch"
+    prop = make_propagator(net, args.image_size, args.clip_length, runtime=runtime)
+    warm = 2 * args.clip_length
+    prop.propagate(frames[:warm], torch.from_numpy(labels[:warm]), [0])
+    t0 = time.perf_counter()
+    prop.propagate(frames, torch.from_numpy(labels), [0])
+    return {"tune_steps": tuning.steps, "tuning_seconds": seconds, "runtime": runtime,
+            "fps_propagation": frames.shape[0] / (time.perf_counter() - t0)}
 
 
 def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
