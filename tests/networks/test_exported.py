@@ -92,3 +92,23 @@ def test_a_network_that_cannot_be_exported_runs_in_pytorch(caplog):
     with caplog.at_level("WARNING"):
         assert for_runtime(net, "onnxruntime", 40, 4) is net
     assert "cannot be exported" in caplog.text
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_a_network_used_once_is_exported_outside_the_cache(backend):
+    """``keep=False`` (a network tuned on one cine): exported into a temporary folder, removed at once; neither the
+    cache nor the kept sessions grow, and a new number of shots still compiles (OpenVINO read the graph once)."""
+    torch.manual_seed(4)
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16, neck_levels=2, neck_depth=2).eval()
+    before = sorted(cache_dir().glob("*.onnx")) if cache_dir().is_dir() else []
+    once = for_runtime(net, backend, SIZE, 4, keep=False)
+    assert isinstance(once, OnnxNetwork) and once is not for_runtime(net, backend, SIZE, 4, keep=False)
+    assert (sorted(cache_dir().glob("*.onnx")) if cache_dir().is_dir() else []) == before
+    q = torch.rand(5, 3, SIZE, SIZE)
+    mask = torch.zeros(1, 3, 1, SIZE, SIZE)
+    mask[..., 8:30, 6:22] = 1
+    with torch.inference_mode():
+        support = net.encode_support(torch.rand(1, 3, 3, SIZE, SIZE), mask)  # K = 3: a shape not compiled yet
+        ref = net.segment_encoded(net.encode_query(q), support, (SIZE, SIZE))
+        got = once.segment_encoded(once.encode_query(q), support, (SIZE, SIZE))
+    assert torch.allclose(ref, got, atol=1e-3)
