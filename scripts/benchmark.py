@@ -8,8 +8,10 @@
 Methods: copy-support-mask, optical flow (DIS; ``--flow farneback``), and every checkpoint (``--phase1``,
 ``--relearned``, ``--model NAME=PATH``; default: the shipped general model) run exactly as the `inferring` workflow
 runs it: the same code on the entry's files, the network, input size and clip length (|B|) from the checkpoint, the
-memory tree, motion fusion and threshold from ``inference.yaml``. ``--tree-variants`` adds each checkpoint with the memory
-tree switched the other way; ``--tune-variants`` with test-time tuning switched the other way; ``--ablation`` with the other three combinations of motion and memory tree;
+memory tree, motion fusion, test-time tuning and threshold from ``inference.yaml`` (``--tune-steps N`` overrides the
+tuning). ``--tree-variants`` adds each checkpoint with the memory tree switched the other way; ``--tune-variants``
+with test-time tuning switched the other way; ``--ablation`` with the other three combinations of motion and memory
+tree;
 ``--relearn-steps N`` adds each phase-1 checkpoint with test-time relearning (N steps on each
 cine, as `inferring --relearn_steps N`). ``--methods`` picks a subset by name.
 
@@ -92,6 +94,8 @@ def build(spec: dict[str, Any], args: argparse.Namespace) -> Method:
     if spec["kind"] == "flow":
         return flow_method(spec["flow"])
     options = {k: spec[k] for k in ("memory_tree", "motion", "runtime", "tune_steps") if k in spec}
+    if args.tune_steps is not None:
+        options.setdefault("tune_steps", args.tune_steps)
     return model_method(spec["checkpoint"], args.image_size, args.clip_length, args.tau_hidden,
                         spec.get("relearn_steps", 0), **options)
 
@@ -138,8 +142,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="also run every checkpoint with the memory tree switched against the inferring default")
     ap.add_argument("--ablation", action="store_true",
                     help="also run every checkpoint with the other combinations of motion and memory tree")
+    ap.add_argument("--tune-steps", type=int, default=None,
+                    help="test-time tuning steps of every model method without its own (default: inference.yaml's; "
+                         "0 = off)")
     ap.add_argument("--tune-variants", action="store_true",
-                    help="also run every phase-1 checkpoint with test-time tuning switched against the inferring default")
+                    help="also run every phase-1 checkpoint with test-time tuning switched against the inferring "
+                         "default")
     ap.add_argument("--runtime-variants", action="store_true",
                     help="also run every checkpoint in every other runtime (torch, onnxruntime, openvino...) than the "
                          "inferring default")
