@@ -142,7 +142,7 @@ def tuned_speed(net: torch.nn.Module, frames: torch.Tensor, labels: np.ndarray, 
     """The `inferring` defaults with test-time tuning on: the seconds the tuning takes on the first frame, and the
     propagation's frames per second afterwards, in the runtime a network tuned on a cine of this length gets (PyTorch
     below :data:`medvos.networks.exported.EXPORT_PAYS_FRAMES` frames: the weights' values do not change the speed)."""
-    from medvos.engines.tuning import AnnotationTuning
+    from medvos.inference.tuning import AnnotationTuning
     from medvos.inference.defaults import inference_defaults, make_propagator, tuning_options
     from medvos.networks.exported import EXPORT_PAYS_FRAMES
 

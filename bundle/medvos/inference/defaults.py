@@ -13,7 +13,7 @@ from torch import nn
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference.yaml"
 KEYS = ("fusion", "threshold", "memory_tree", "pathways", "motion", "motion_weight", "flow_tolerance",
         "redetect_support", "redetect_confidence", "redetect_frames", "runtime")
-TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate")  # test-time tuning (medvos.engines.tuning)
+TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate")  # test-time tuning (medvos.inference.tuning)
 
 
 @lru_cache(maxsize=1)
@@ -30,7 +30,7 @@ def inference_defaults() -> dict[str, Any]:
 
 
 def tuning_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``options`` split into the test-time tuning's (as :class:`medvos.engines.tuning.AnnotationTuning` arguments,
+    """``options`` split into the test-time tuning's (as :class:`medvos.inference.tuning.AnnotationTuning` arguments,
     ``inference.yaml``'s where not given) and the rest."""
     given = {**inference_defaults(), **{k: v for k, v in options.items() if k in TUNING_KEYS}}
     seconds = given["tune_seconds"]

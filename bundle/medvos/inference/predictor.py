@@ -81,10 +81,10 @@ class VideoPredictor:
                       ) -> VideoPredictor:
         """The `inferring` predictor: ``inference.yaml``'s defaults, ``options`` overriding them: the propagation
         (:func:`medvos.inference.defaults.make_propagator`) and the test-time tuning (``tune_*``,
-        :class:`medvos.engines.tuning.AnnotationTuning`). The network's runtime (the exported graph, compiled) is
+        :class:`medvos.inference.tuning.AnnotationTuning`). The network's runtime (the exported graph, compiled) is
         prepared here, once, not per video; a network tuned on one video runs in PyTorch unless the video is long
         enough for an export to pay (:data:`medvos.networks.exported.EXPORT_PAYS_FRAMES`)."""
-        from medvos.engines.tuning import AnnotationTuning
+        from medvos.inference.tuning import AnnotationTuning
         from medvos.inference.defaults import inference_defaults, make_propagator, tuning_options
         from medvos.networks.exported import EXPORT_PAYS_FRAMES, for_runtime
 

@@ -41,7 +41,7 @@ def _loss_on(net, images, labels) -> float:
 
 
 def test_tuning_learns_the_annotation_on_a_copy(annotated):
-    from medvos.engines.tuning import AnnotationTuning
+    from medvos.inference.tuning import AnnotationTuning
 
     images, labels = annotated
     assert images.shape == (1, 3, SIZE, SIZE) and labels.shape == (1, SIZE, SIZE) and labels.any()
@@ -59,7 +59,7 @@ def test_tuning_learns_the_annotation_on_a_copy(annotated):
 
 
 def test_tuning_is_reproducible_and_bounded(annotated):
-    from medvos.engines.tuning import AnnotationTuning
+    from medvos.inference.tuning import AnnotationTuning
 
     images, labels = annotated
     net = _net()
