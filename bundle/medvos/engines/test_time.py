@@ -76,8 +76,7 @@ def relearn_on_cine(network: nn.Module, video: Any, annotation: Any, image_size:
     cine, given = state.cine, state.annotations
     frames = frames_at_size(reader, state, image_size)
     ann = [a for a in state.annotated if given[a].any()]  # (frames marking an object absent are no support)
-    masks = torch.from_numpy(np.stack([given[a] for a in ann])).float()[:, None]
-    masks = F.interpolate(masks, size=(image_size, image_size), mode="nearest")[:, 0].to(torch.uint8).numpy()
+    masks = reader.annotated_at_size(state, image_size)[1].numpy()  # the labels of ``ann``, at the input size
     values = sorted({int(v) for v in np.unique(masks) if v})
     teacher = copy.deepcopy(network).eval()
     student = RelearnNet.from_sizes(teacher, clip_length, tau_hidden, tau_blocks).to(device)
