@@ -34,8 +34,8 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 RUNTIMES = ("torch", "onnxruntime", "openvino", "openvino-bf16")
-# frames from which exporting a network used for one video (tuned on it) pays: the export and compile take 3-5 s,
-# the exported graph saves about 15 ms per frame at 256 px on 2 cores (model card, "Test-time tuning")
+# frames from which exporting a network used for one video (tuned on it) pays: the export and compile take about
+# 5 s, the exported graph saves about 19 ms per frame at 256 px on 2 cores (model card, "Test-time tuning")
 EXPORT_PAYS_FRAMES = 300
 QUERY_BATCH = 1  # frames per query-graph call: fastest one at a time (cache; OpenVINO 267 vs 191 frames/s at 8)
 OPSET = 17
