@@ -27,23 +27,13 @@ import yaml
 from tqdm import tqdm
 
 from medvos.benchmarking.methods import model_method
-from medvos.data.datalist import load_datalist
-from medvos.data.videos import VideoDataset, is_image_entry
+from medvos.data.videos import VideoDataset, video_entries
 from medvos.inference.defaults import KEYS, TUNING_KEYS
 from medvos.io.atomic import atomic_write_bytes
 from medvos.metrics import video_scores
 from medvos.networks.checkpoint import SHIPPED_MODEL
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / SHIPPED_MODEL
-
-
-def entries(spec: str) -> list[dict[str, Any]]:
-    datalist, split, *prefix = spec.split(":")
-    out = [e for e in load_datalist(datalist, split) if not is_image_entry(e)
-           and str(e.get("id", e["image"])).startswith(prefix[0] if prefix else "")]
-    if not out:
-        raise SystemExit(f"--set {spec}: no video")
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -62,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         grid[key] = [yaml.safe_load(v) for v in values.split(",")]
     results = json.loads(args.out.read_text()) if args.out.is_file() else {"combinations": []}
     done = {json.dumps(c["options"], sort_keys=True) for c in results["combinations"]}
-    data = {name: VideoDataset(entries(spec)) for name, spec in sets.items()}
+    data = {name: VideoDataset(video_entries(spec)) for name, spec in sets.items()}
     for combo in itertools.product(*grid.values()) if grid else [()]:
         options = dict(zip(grid, combo))
         if json.dumps(options, sort_keys=True) in done:

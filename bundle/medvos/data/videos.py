@@ -24,6 +24,21 @@ def is_image_entry(entry: dict[str, Any]) -> bool:
     return "group" in entry
 
 
+def video_entries(spec: str) -> list[dict[str, Any]]:
+    """The video entries a ``DATALIST:SPLIT[:ID_PREFIX]`` spec names (the development-set argument of the tuning
+    and sweep scripts): ``SPLIT``'s videos whose ``id`` starts with ``ID_PREFIX``."""
+    from medvos.data.datalist import load_datalist
+    from medvos.io.errors import DatalistError
+
+    datalist, split, *prefix = spec.split(":")
+    out = [e for e in load_datalist(datalist, split) if not is_image_entry(e)
+           and str(e.get("id", e["image"])).startswith(prefix[0] if prefix else "")]
+    if not out:
+        raise DatalistError(datalist, f"no video in '{split}'"
+                            + (f" with an id starting '{prefix[0]}'" if prefix else ""))
+    return out
+
+
 def image_episodes(entries: Sequence[dict[str, Any]], image_size: int | Sequence[int], seed: int = 0
                    ) -> list[dict[str, Any]]:
     """Held-out 1-shot image episodes, one item per target (``group``).
