@@ -68,3 +68,16 @@ def test_datalist_problems_raise_datalist_errors(tmp_path):
         with pytest.raises(DatalistError, match=text) as err:
             load_datalist(str(tmp_path / name), "test")
         assert isinstance(err.value, CineReadError) and name in str(err.value)
+
+
+def test_video_entries_name_a_development_set(synthetic_root):
+    from medvos.data.videos import video_entries
+
+    datalist = synthetic_root / "datalist.json"
+    every = video_entries(f"{datalist}:test")
+    assert every and all("group" not in e for e in every)
+    first = str(every[0]["id"])
+    assert [e["id"] for e in video_entries(f"{datalist}:test:{first}")] == [first]
+    with pytest.raises(DatalistError, match="no video in 'test' with an id starting 'nothing/'") as err:
+        video_entries(f"{datalist}:test:nothing/")
+    assert err.value.path == str(datalist)
