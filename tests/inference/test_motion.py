@@ -76,10 +76,23 @@ def jumping_video(t: int = 16, jump: int = 8) -> tuple[torch.Tensor, np.ndarray]
     return torch.from_numpy(frames), labels
 
 
+def test_motion_settings_follow_the_appearance_network_tuned_or_not():
+    """A bare ``CueFusion()`` (the rule of a bare :class:`MotionAwarePropagator`) is `inferring`'s default with a
+    tuned appearance network; untuned, ``inference.yaml``'s ``untuned`` values apply; a plain value serves both."""
+    net = ColourTemplateNet().eval()
+    tuned = make_propagator(net, 64, 4, tuned=True, memory_tree=False, motion=True).rule
+    untuned = make_propagator(net, 64, 4, memory_tree=False, motion=True).rule
+    assert tuned == CueFusion()
+    assert (untuned.motion_weight, untuned.redetect_support, untuned.redetect_frames) == (3.0, 0.15, 3)
+    assert make_propagator(net, 64, 4, memory_tree=False, motion=True, motion_weight=1.5).rule.motion_weight == 1.5
+    with pytest.raises(ValueError, match="motion_weight"):
+        make_propagator(net, 64, 4, motion=True, motion_weight={"tuned": 2.0})
+
+
 def test_motion_aware_propagation_follows_a_cut_and_streams_every_frame_once():
     frames, labels = jumping_video()
     net = ColourTemplateNet().eval()
-    prop = MotionAwarePropagator(FewShotPropagator(net, 64, 4))
+    prop = MotionAwarePropagator(FewShotPropagator(net, 64, 4), CueFusion(redetect_frames=3))
     sup = prop.supports({0: (frames[0], torch.from_numpy(labels[0]))})
     seen, drift = [], np.zeros(16)
     out = np.zeros_like(labels)

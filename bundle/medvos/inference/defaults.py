@@ -39,11 +39,28 @@ def tuning_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
             {k: v for k, v in options.items() if k not in TUNING_KEYS})
 
 
-def make_propagator(network: nn.Module, image_size: int, clip_length: int, **overrides: Any) -> Any:
+def for_appearance(options: dict[str, Any], tuned: bool) -> dict[str, Any]:
+    """``options`` with each ``{tuned: x, untuned: y}`` value (``inference.yaml``'s motion settings) resolved for an
+    appearance network tuned on the cine's annotation (test-time tuning on) or not (``tune_steps`` 0, a relearned
+    checkpoint); a plain value serves both."""
+    out = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            if set(value) != {"tuned", "untuned"}:
+                raise ValueError(f"inference option {key}: expected a value or {{tuned: ..., untuned: ...}}, "
+                                 f"got {value}")
+            value = value["tuned" if tuned else "untuned"]
+        out[key] = value
+    return out
+
+
+def make_propagator(network: nn.Module, image_size: int, clip_length: int, tuned: bool = False,
+                    **overrides: Any) -> Any:
     """The propagator `inferring` builds with the defaults of ``inference.yaml`` (``overrides`` replace them, e.g.
     ``memory_tree=False``): :class:`MemoryTreePropagator` or :class:`FewShotPropagator` (the appearance cue),
     wrapped by :class:`MotionAwarePropagator` when ``motion`` is on; the network runs in ``runtime`` (PyTorch, or
-    its per-frame path exported to ONNX Runtime: :func:`medvos.networks.exported.for_runtime`)."""
+    its per-frame path exported to ONNX Runtime: :func:`medvos.networks.exported.for_runtime`). ``tuned``: the
+    network was tuned on the cine's annotation (:func:`for_appearance` picks the motion settings for it)."""
     from medvos.inference.memory_tree import MemoryTreePropagator
     from medvos.inference.motion import CueFusion, MotionAwarePropagator
     from medvos.inference.propagator import FewShotPropagator
@@ -51,7 +68,7 @@ def make_propagator(network: nn.Module, image_size: int, clip_length: int, **ove
     unknown = set(overrides) - set(KEYS)
     if unknown:
         raise ValueError(f"unknown propagation options {sorted(unknown)} (expected some of {KEYS})")
-    opts = {**inference_defaults(), **overrides}
+    opts = for_appearance({**inference_defaults(), **overrides}, tuned)
     from medvos.networks.exported import for_runtime
 
     network = for_runtime(network, str(opts["runtime"]), image_size, clip_length)

@@ -13,7 +13,8 @@ previous fused probability warped by DIS flow):
 - *re-detection*: when the prior has vanished, or appearance gives it little support (mean ``A`` inside it below
   ``redetect_support``) while confidently finding the object elsewhere (mean ``A`` there above
   ``redetect_confidence``) on ``redetect_frames`` consecutive frames, motion has drifted and appearance alone
-  decides (one flickering appearance frame does not throw away a good track).
+  decides (``inference.yaml``: at once with a network tuned on the annotation, whose detections elsewhere are
+  usually right; after 3 frames with an untuned one, so that one flickering frame does not throw away a good track).
 
 ``drift = 1 - soft Dice(A, W)`` per frame is the disagreement of the two cues (``confidence.csv``, the MONAI Label
 strategy). Frames before, between and after annotated frames are covered: after the last annotation a forward
@@ -42,8 +43,8 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CueFusion:
-    """The per-frame rule combining appearance and motion (defaults chosen on the development sets together; see
-    the model card).
+    """The per-frame rule combining appearance and motion (the defaults are ``inference.yaml``'s, chosen on the
+    development sets together with test-time tuning on; model card, "Appearance and motion").
 
     Args:
         motion_weight: weight of the motion prior's logit when flow is fully reliable.
@@ -56,11 +57,11 @@ class CueFusion:
         threshold: foreground probability of a mask.
     """
 
-    motion_weight: float = 3.0
+    motion_weight: float = 2.0
     flow_tolerance: float = 8.0
-    redetect_support: float = 0.15
+    redetect_support: float = 0.3
     redetect_confidence: float = 0.6
-    redetect_frames: int = 3
+    redetect_frames: int = 1
     neighbourhood: float = 0.06
     threshold: float = 0.5
 

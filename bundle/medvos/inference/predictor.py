@@ -102,7 +102,7 @@ class VideoPredictor:
                 tuned = tuning(network, images, labels)
                 rt = runtime if state.cine.num_frames >= EXPORT_PAYS_FRAMES else "torch"
                 return make_propagator(for_runtime(tuned, rt, image_size, clip_length, keep=False), image_size,
-                                       clip_length, **{**options, "runtime": rt})
+                                       clip_length, tuned=True, **{**options, "runtime": rt})
 
         return cls(lambda: make_propagator(ready, image_size, clip_length, **options), clip_length, tune)
 
