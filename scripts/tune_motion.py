@@ -2,7 +2,7 @@
 """Choose the motion-fusion settings on development cines: cache the appearance probabilities once (the
 `inferring` predictor's network, tuned on the first frame as `inferring` tunes it), then score a grid of
 :class:`medvos.inference.motion.CueFusion` settings on them (1-shot, first frame annotated, forward pass, flow at the
-input size): mean and worst Dice per set, and the mean over sets.
+input size): mean and worst Dice per set, and the mean over sets (per cine in ``--out``).
 
     python scripts/tune_motion.py --set carotid=general.json:validation:carotid_us_dev/ \
         --set cvc=general.json:validation:cvc_clinicdb/ --set synthetic=bundle/data/synthetic/datalist.json:test \
@@ -117,8 +117,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         per_cine = {name: score(cines, CueFusion(**settings)) for name, cines in sets.items()}
         per_set = {name: float(np.mean(d)) for name, d in per_cine.items()}
         rows.append({"settings": settings, "dice": per_set, "worst": {name: min(d) for name, d in per_cine.items()},
-                     "mean": float(np.mean(list(per_set.values())))})
-        print(json.dumps(rows[-1]), flush=True)
+                     "mean": float(np.mean(list(per_set.values()))),
+                     "videos": {name: {c["id"]: round(d, 4) for c, d in zip(sets[name], per_cine[name])}
+                                for name in sets}})
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "videos"}), flush=True)
     best = max(rows, key=lambda r: r["mean"])
     print("best:", json.dumps(best))
     res = {"checkpoint": str(args.checkpoint), "sets": args.set, "tuning": tuning, "rows": rows, "best": best}

@@ -16,6 +16,8 @@ def test_tune_motion_scores_a_grid(tmp_path, synthetic_root):
     assert [r["settings"] for r in rows] == [{"motion_weight": 0.0}, {"motion_weight": 3.0}]
     assert all(0.0 <= r["worst"]["synthetic"] <= r["dice"]["synthetic"] <= 1.0 for r in rows)
     assert rows[0]["dice"] != rows[1]["dice"]  # the motion prior changes the masks
+    videos = rows[1]["videos"]["synthetic"]
+    assert videos and abs(sum(videos.values()) / len(videos) - rows[1]["dice"]["synthetic"]) < 1e-3
     assert json.loads(out.read_text())["best"] in rows
     assert len(list(store.iterdir())) == 1
     assert main(args)["rows"] == rows  # the cached appearance and flows score the same
