@@ -43,7 +43,8 @@ class PropagateInfer(InferTask):
 
     Propagation is the ``inferring`` workflow's (:func:`medvos.inference.defaults.make_propagator`: appearance and
     motion fused by default), except test-time tuning, off unless asked for (``--conf tune_steps N``: each request
-    then tunes for seconds); ``options`` override its settings (``memory_tree``, ``motion``, ``tune_steps``, ...).
+    then tunes for seconds), so the motion fusion takes ``inference.yaml``'s ``untuned`` settings until it is on;
+    ``options`` override its settings (``memory_tree``, ``motion``, ``tune_steps``, ...).
     Request keys (the app fills ``image`` and ``annotation`` with checked paths): ``fusion``, ``annotated_frames``
     (a list or text such as ``"0, 40"``; empty for "every non-empty frame of the label"; a listed frame without an
     object says the object is absent there), ``dicom_seg`` (true: also write a DICOM SEG referencing the DICOM cine).
