@@ -19,7 +19,7 @@ TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate")  # test-time 
 @lru_cache(maxsize=1)
 def inference_defaults() -> dict[str, Any]:
     """The propagation and test-time tuning options (:data:`KEYS`, :data:`TUNING_KEYS`) as set in
-    ``inference.yaml``."""
+    ``inference.yaml`` (a motion setting may be a ``{tuned, untuned}`` pair: :func:`for_appearance`)."""
     import yaml
 
     config = yaml.safe_load(CONFIG.read_text())
