@@ -9,8 +9,9 @@ input size): mean and worst Dice per set, and the mean over sets (per cine in ``
         --grid motion_weight=2,3,4 --grid flow_tolerance=4,6,8 --grid redetect_frames=1,3 \
         --cache cache/ --out tune.json
 
-Each ``--set NAME=DATALIST:SPLIT[:ID_PREFIX]``; each ``--grid KEY=V1,V2,...`` (``CueFusion`` fields; the product is
-scored). Test-time tuning as ``inference.yaml`` sets it unless ``--tune-steps`` / ``--tune-learning-rate`` say
+Each ``--set NAME=DATALIST:SPLIT[:ID_PREFIX]``; each ``--grid KEY=V1,V2,...`` (``CueFusion`` fields and
+``edge_radius``; the product is scored; what is not in the grid takes ``CueFusion``'s and ``EdgeRefinement``'s
+defaults, which are ``inference.yaml``'s for a tuned network). Test-time tuning as ``inference.yaml`` sets it unless ``--tune-steps`` / ``--tune-learning-rate`` say
 otherwise (``--tune-steps 0``: the untuned network). ``--cache DIR`` keeps each set's appearance and flows, so a
 rerun with another grid skips the network (the tuning costs about 20 s per cine on 2 cores). Default checkpoint: the
 shipped model. The final numbers come from ``scripts/benchmark.py`` (the full ``inferring`` path).
@@ -33,6 +34,7 @@ from tqdm import tqdm
 from medvos.data.videos import VideoDataset, video_entries
 from medvos.flow import DenseFlow, forward_backward_error, grey_frame, warp
 from medvos.inference.defaults import tuning_options
+from medvos.inference.edges import EdgeRefinement
 from medvos.inference.motion import CueFusion
 from medvos.inference.predictor import VideoPredictor
 from medvos.inference.propagator import _resize
@@ -42,14 +44,16 @@ from medvos.metrics import frame_scores
 from medvos.networks.checkpoint import SHIPPED_MODEL, checkpoint_clip_length, input_size, load_model
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / SHIPPED_MODEL
+CACHE_VERSION = 2  # 2: grey frames and the flows from the annotated frame (the annotation cue, edge refinement)
 
 
 def cache(checkpoint: Path, spec: str, tuning: dict[str, Any], store: Path | None = None) -> list[dict[str, Any]]:
-    """Per cine of ``spec``: the appearance probability, flows and their forward-backward error at the input size
-    (frames as the predictor prepares them), the labels at native size and the first frame's at the input size.
-    ``tuning``: ``tune_*`` options of the predictor. Read from / written to ``store`` when given."""
-    key = json.dumps({"checkpoint": sha256_file(checkpoint), "spec": spec, "tuning": tuning_options(tuning)[0]},
-                     sort_keys=True)
+    """Per cine of ``spec``: the appearance probability, the grey frames, the flows from each frame to the next and
+    from the annotated first frame to each (with their forward-backward errors) at the input size (frames as the
+    predictor prepares them), the labels at native size and the first frame's at the input size. ``tuning``:
+    ``tune_*`` options of the predictor. Read from / written to ``store`` when given."""
+    key = json.dumps({"checkpoint": sha256_file(checkpoint), "spec": spec, "tuning": tuning_options(tuning)[0],
+                      "cache": CACHE_VERSION}, sort_keys=True)
     path = store / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl" if store else None
     if path is not None and path.is_file():
         return pickle.loads(path.read_bytes())
@@ -70,25 +74,32 @@ def cache(checkpoint: Path, spec: str, tuning: dict[str, Any], store: Path | Non
         sup = prop.supports({0: (small[0], first.to(torch.uint8))})
         prob = np.concatenate([w.probabilities[1] for w in prop.stream(prop.windows(small), sup)])
         grey = [grey_frame(f) for f in small.numpy()]
-        flows = []
+        flows, anchor_flows = [], []
         for t in range(1, len(grey)):
             to = fine(grey[t - 1], grey[t])
             flows.append((to, forward_backward_error(to, check(grey[t], grey[t - 1]))))
-        out.append({"id": str(item["entry"].get("id")), "prob": prob, "flows": flows, "labels": labels,
-                    "first": first.numpy()})
+            if t > 1:  # next to the annotation both flows are one (as MotionAwarePropagator._step does)
+                to = fine(grey[0], grey[t])
+                anchor_flows.append((to, forward_backward_error(to, check(grey[t], grey[0]))))
+            else:
+                anchor_flows.append(flows[-1])
+        out.append({"id": str(item["entry"].get("id")), "prob": prob, "flows": flows, "anchor_flows": anchor_flows,
+                    "grey": np.stack(grey), "labels": labels, "first": first.numpy()})
     if path is not None:
         atomic_write_bytes(path, pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL))
     return out
 
 
-def score(cines: list[dict[str, Any]], rule: CueFusion) -> list[float]:
-    """Per cine, the mean Dice over frames 1.. of the forward motion-fused pass."""
+def score(cines: list[dict[str, Any]], rule: CueFusion, refine: EdgeRefinement) -> list[float]:
+    """Per cine, the mean Dice over frames 1.. of the forward motion-fused pass, its output refined by ``refine``."""
     dice = []
     for c in cines:
         prev, streak, fused = c["first"], 0, [c["first"]]
-        for t, (to, err) in enumerate(c["flows"], start=1):
-            prev, _, streak = rule(c["prob"][t], np.clip(warp(prev, to), 0, 1), err, streak)
-            fused.append(prev)
+        first = c["first"].astype(np.float32)
+        for t, ((to, err), (to0, err0)) in enumerate(zip(c["flows"], c["anchor_flows"]), start=1):
+            anchor = np.clip(warp(first, to0), 0, 1) if rule.anchor_weight > 0 else None
+            prev, _, streak = rule(c["prob"][t], np.clip(warp(prev, to), 0, 1), err, streak, anchor, err0)
+            fused.append(refine(c["grey"][t], prev))
         up = _resize(torch.from_numpy(np.stack(fused))[:, None], c["labels"].shape[1:], "bilinear")[:, 0]
         dice.append(float(frame_scores((up.numpy() > rule.threshold).astype(np.uint8), c["labels"], [0])["dice"]
                           .mean()))
@@ -113,8 +124,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     values = [[float(v) for v in g.split("=", 1)[1].split(",")] for g in args.grid]
     rows = []
     for combo in itertools.product(*values) if values else [()]:
-        settings = {k: (int(v) if k == "redetect_frames" else v) for k, v in zip(keys, combo)}
-        per_cine = {name: score(cines, CueFusion(**settings)) for name, cines in sets.items()}
+        settings = {k: (int(v) if k in ("redetect_frames", "edge_radius") else v) for k, v in zip(keys, combo)}
+        fusion = {k: v for k, v in settings.items() if k != "edge_radius"}
+        refine = EdgeRefinement(settings["edge_radius"]) if "edge_radius" in settings else EdgeRefinement()
+        per_cine = {name: score(cines, CueFusion(**fusion), refine) for name, cines in sets.items()}
         per_set = {name: float(np.mean(d)) for name, d in per_cine.items()}
         rows.append({"settings": settings, "dice": per_set, "worst": {name: min(d) for name, d in per_cine.items()},
                      "mean": float(np.mean(list(per_set.values()))),

@@ -58,4 +58,5 @@ def warp(values: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LI
 def forward_backward_error(flow: np.ndarray, reverse: np.ndarray) -> np.ndarray:
     """Per-pixel round-trip error ``|flow(x) + reverse(x + flow(x))|`` (pixels) on ``flow``'s grid: near 0 where the
     flow is reliable, large at occlusions, cuts and large motion."""
-    return np.linalg.norm(flow + warp(reverse, flow), axis=-1)
+    round_trip = flow + warp(reverse, flow)
+    return cv2.magnitude(np.ascontiguousarray(round_trip[..., 0]), np.ascontiguousarray(round_trip[..., 1]))

@@ -7,6 +7,7 @@ and backward passes that meet, and the drift signal marks where the cues disagre
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -14,6 +15,7 @@ from test_memory_tree import ColourTemplateNet, dice, distractor_video
 
 from medvos.flow import DenseFlow, forward_backward_error, warp
 from medvos.inference.defaults import make_propagator
+from medvos.inference.edges import EdgeRefinement
 from medvos.inference.motion import CueFusion, MotionAwarePropagator
 from medvos.inference.propagator import FewShotPropagator
 
@@ -65,6 +67,62 @@ def test_drifted_prior_is_abandoned_after_a_persistent_confident_detection_elsew
     assert np.array_equal(gone, appearance)
 
 
+def test_annotation_cue_counts_only_where_reliable_and_in_agreement_with_the_track():
+    """The annotation warped straight onto the frame pulls appearance towards it where its flow checks out and it
+    agrees with the chained prior; a disagreeing or unreliable one leaves appearance alone."""
+    rule, still = CueFusion(), np.zeros((64, 64), np.float32)
+    appearance = np.full((64, 64), 0.5, np.float32)  # undecided appearance
+    anchor, crept = disk(30, 30, 10), disk(30, 32, 10)  # the chained prior has crept 2 px off the annotation
+    pulled = rule.with_anchor(appearance, crept, anchor, still)
+    assert dice(pulled > 0.5, anchor > 0) > 0.99 and pulled[30, 30] > 0.99 and pulled[2, 2] < 0.01
+    elsewhere = disk(10, 50, 6)  # a view change: the direct flow put the annotation where the track is not
+    assert np.array_equal(rule.with_anchor(appearance, elsewhere, anchor, still), appearance)
+    unreliable = rule.with_anchor(appearance, crept, anchor, np.full_like(still, 40.0))
+    assert np.abs(unreliable - appearance).max() < 0.01
+    assert np.array_equal(CueFusion(anchor_weight=0).with_anchor(appearance, crept, anchor, still), appearance)
+    fused, _, _ = rule(appearance, crept, still, 0, anchor, still)  # through the rule: between the two
+    both, either = (anchor > 0) & (crept > 0), (anchor > 0) | (crept > 0)
+    assert (fused > 0.5)[both].all() and not (fused > 0.5)[~either].any()
+
+
+def test_edge_refinement_moves_a_soft_boundary_onto_the_image_edge():
+    truth = np.zeros((64, 64), np.float32)
+    truth[16:48, 16:48] = 1
+    grey = (40 + 160 * truth + np.random.default_rng(0).normal(0, 4, truth.shape)).clip(0, 255).astype(np.uint8)
+    soft = cv2.GaussianBlur(np.roll(truth, 2, axis=1), (0, 0), 3)  # coarse and 2 px off, as an upsampled logit map
+    refined = EdgeRefinement(radius=4)(grey, soft)
+    assert refined.dtype == np.float32 and 0 <= refined.min() and refined.max() <= 1
+    assert dice(refined > 0.5, truth > 0) > dice(soft > 0.5, truth > 0) + 0.03
+    assert dice(refined > 0.5, truth > 0) > 0.97
+    assert np.array_equal(EdgeRefinement(radius=0)(grey, soft), soft)
+    assert not EdgeRefinement()(grey, np.zeros_like(soft)).any()
+
+
+class _Recording(CueFusion):
+    """The default rule, recording the annotation cue it was given per call."""
+
+    def __call__(self, appearance, prior, flow_error, streak=0, anchor=None, anchor_error=None):  # noqa: ANN001
+        self.calls.append(anchor)
+        return super().__call__(appearance, prior, flow_error, streak, anchor, anchor_error)
+
+
+def test_every_propagated_frame_gets_the_annotation_cue_of_its_pass():
+    frames, labels = distractor_video(appear=10**6)
+    net = ColourTemplateNet().eval()
+    rule = _Recording()
+    object.__setattr__(rule, "calls", [])
+    prop = MotionAwarePropagator(FewShotPropagator(net, 64, 4), rule)
+    out, _, _ = prop.propagate(frames, torch.from_numpy(labels), [3, 20])
+    # forward from 3 over 4..19 and from 20 over 21..23, backward from 20 over 19..4 and from 3 over 2..0: one cue
+    # per fused frame and pass
+    assert len(rule.calls) == 16 + 3 + 16 + 3 and all(a is not None for a in rule.calls)
+    assert np.mean([dice(out[t] > 0, labels[t] > 0) for t in range(24)]) > 0.9
+    none = _Recording(anchor_weight=0)
+    object.__setattr__(none, "calls", [])
+    MotionAwarePropagator(FewShotPropagator(net, 64, 4), none).propagate(frames, torch.from_numpy(labels), [3])
+    assert none.calls and all(a is None for a in none.calls)  # off: not even computed
+
+
 def jumping_video(t: int = 16, jump: int = 8) -> tuple[torch.Tensor, np.ndarray]:
     """A bright disk drifting right; at ``jump`` it is somewhere else (a cut) and drifts on from there."""
     frames = np.full((t, 3, 64, 64), 0.2, np.float32)
@@ -83,7 +141,8 @@ def test_motion_settings_follow_the_appearance_network_tuned_or_not():
     tuned = make_propagator(net, 64, 4, tuned=True, memory_tree=False, motion=True).rule
     untuned = make_propagator(net, 64, 4, memory_tree=False, motion=True).rule
     assert tuned == CueFusion()
-    assert (untuned.motion_weight, untuned.redetect_support, untuned.redetect_frames) == (3.0, 0.15, 3)
+    assert (untuned.motion_weight, untuned.redetect_support, untuned.redetect_frames) == (2.5, 0.15, 3)
+    assert (tuned.anchor_weight, untuned.anchor_weight, untuned.anchor_agreement) == (1.0, 2.0, 0.6)
     assert make_propagator(net, 64, 4, memory_tree=False, motion=True, motion_weight=1.5).rule.motion_weight == 1.5
     with pytest.raises(ValueError, match="motion_weight"):
         make_propagator(net, 64, 4, motion=True, motion_weight={"tuned": 2.0})
@@ -92,7 +151,8 @@ def test_motion_settings_follow_the_appearance_network_tuned_or_not():
 def test_motion_aware_propagation_follows_a_cut_and_streams_every_frame_once():
     frames, labels = jumping_video()
     net = ColourTemplateNet().eval()
-    prop = MotionAwarePropagator(FewShotPropagator(net, 64, 4), CueFusion(redetect_frames=3))
+    # the hold-then-re-detect logic alone: no edge refinement (on a flat background it would blur the held track)
+    prop = MotionAwarePropagator(FewShotPropagator(net, 64, 4), CueFusion(redetect_frames=3), EdgeRefinement(0))
     sup = prop.supports({0: (frames[0], torch.from_numpy(labels[0]))})
     seen, drift = [], np.zeros(16)
     out = np.zeros_like(labels)

@@ -24,3 +24,30 @@ def test_tune_motion_scores_a_grid(tmp_path, synthetic_root):
     tuned = main(args[:-6] + ["--tune-steps", "2", "--cache", str(store)])["rows"]
     assert len(list(store.iterdir())) == 2  # another tuning: another cache entry
     assert tuned[0]["dice"] != rows[0]["dice"]  # the tuned network's appearance differs
+
+
+def test_tune_motion_scores_what_inferring_propagates(synthetic_root):
+    """The cached replay (appearance, both motion cues, edge refinement) gives the Dice of the predictor's own
+    propagation, cine by cine: a setting chosen on the cache is the setting `inferring` runs."""
+    import numpy as np
+
+    from medvos.data.videos import VideoDataset, video_entries
+    from medvos.inference.predictor import VideoPredictor
+    from medvos.metrics import frame_scores
+    from medvos.networks.checkpoint import input_size, load_model
+    from tune_motion import SHIPPED
+
+    spec = f"{synthetic_root / 'datalist.json'}:test"
+    settings = {"motion_weight": 1.5, "redetect_support": 0.15, "redetect_frames": 3, "anchor_weight": 2.0,
+                "anchor_agreement": 0.6, "edge_radius": 3}
+    row = main(["--set", f"s={spec}", "--tune-steps", "0", *[a for k, v in settings.items()
+                                                               for a in ("--grid", f"{k}={v}")]])["rows"][0]
+    predictor = VideoPredictor.with_defaults(load_model(SHIPPED).eval(), input_size(SHIPPED, 256)[0], 8,
+                                             tune_steps=0, memory_tree=False, runtime="torch", **settings)
+    for item in VideoDataset(video_entries(spec)):
+        labels = (item["label"][:, 0].numpy() > 0).astype(np.uint8)
+        state = predictor.init_state(item["entry"]["image"])
+        predictor.add_annotation(state, 0, labels[0])
+        pred = np.concatenate([w.labels for w in predictor.propagate(state)])
+        dice = float(frame_scores((pred > 0).astype(np.uint8), labels, [0])["dice"].mean())
+        assert abs(dice - row["videos"]["s"][str(item["entry"]["id"])]) < 1e-3, item["entry"]["id"]

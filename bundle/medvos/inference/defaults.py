@@ -12,7 +12,8 @@ from torch import nn
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference.yaml"
 KEYS = ("fusion", "threshold", "memory_tree", "pathways", "motion", "motion_weight", "flow_tolerance",
-        "redetect_support", "redetect_confidence", "redetect_frames", "runtime")
+        "redetect_support", "redetect_confidence", "redetect_frames", "anchor_weight", "anchor_agreement",
+        "edge_radius", "runtime")
 TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate")  # test-time tuning (medvos.inference.tuning)
 
 
@@ -58,9 +59,10 @@ def make_propagator(network: nn.Module, image_size: int, clip_length: int, tuned
                     **overrides: Any) -> Any:
     """The propagator `inferring` builds with the defaults of ``inference.yaml`` (``overrides`` replace them, e.g.
     ``memory_tree=False``): :class:`MemoryTreePropagator` or :class:`FewShotPropagator` (the appearance cue),
-    wrapped by :class:`MotionAwarePropagator` when ``motion`` is on; the network runs in ``runtime`` (PyTorch, or
+    wrapped by :class:`MotionAwarePropagator` when ``motion`` is on (its output refined along the frames' edges); the network runs in ``runtime`` (PyTorch, or
     its per-frame path exported to ONNX Runtime: :func:`medvos.networks.exported.for_runtime`). ``tuned``: the
     network was tuned on the cine's annotation (:func:`for_appearance` picks the motion settings for it)."""
+    from medvos.inference.edges import EdgeRefinement
     from medvos.inference.memory_tree import MemoryTreePropagator
     from medvos.inference.motion import CueFusion, MotionAwarePropagator
     from medvos.inference.propagator import FewShotPropagator
@@ -81,5 +83,6 @@ def make_propagator(network: nn.Module, image_size: int, clip_length: int, tuned
         return prop
     rule = CueFusion(float(opts["motion_weight"]), float(opts["flow_tolerance"]), float(opts["redetect_support"]),
                      float(opts["redetect_confidence"]), int(opts["redetect_frames"]),
-                     threshold=float(opts["threshold"]))
-    return MotionAwarePropagator(prop, rule)
+                     threshold=float(opts["threshold"]), anchor_weight=float(opts["anchor_weight"]),
+                     anchor_agreement=float(opts["anchor_agreement"]))
+    return MotionAwarePropagator(prop, rule, EdgeRefinement(int(opts["edge_radius"])))

@@ -86,6 +86,8 @@ class AnnotationTuning:
             raise ValueError("test-time tuning needs an annotated object")
         model = copy.deepcopy(network).eval()  # eval: batch-norm statistics frozen (module docstring)
         device = next(model.parameters()).device
+        if device.type == "cpu":  # the copy learns and then propagates in PyTorch: channels-last convolutions are
+            model = model.to(memory_format=torch.channels_last)  # faster on the CPU (model card, "Speed")
         optimizer = torch.optim.AdamW(param_groups(model, self.learning_rate, self.backbone_lr_mult),
                                       lr=self.learning_rate, weight_decay=1e-4)
 
