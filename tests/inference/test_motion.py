@@ -190,3 +190,26 @@ def test_next_frame_goes_to_where_drift_starts():
     assert next_frame(conf, [0.1, 0.1, 1.0, 0.1, 0.1, 0.1, 0.1, 0.1], {0})[:2] == (5, 0.7)  # one flicker: no drift
     assert next_frame(conf, None, set(range(8))) is None
 
+
+
+def test_a_network_failure_mid_cine_reaches_the_caller():
+    """The network runs a window ahead in a thread: its error still surfaces from the stream, after the windows
+    that were done."""
+
+    class FailsLater(ColourTemplateNet):
+        calls = 0
+
+        def segment_encoded(self, q, colour, size):  # noqa: ANN001
+            FailsLater.calls += 1
+            if FailsLater.calls > 2:
+                raise RuntimeError("out of memory in window 3")
+            return super().segment_encoded(q, colour, size)
+
+    frames, labels = distractor_video(appear=10**6)
+    prop = MotionAwarePropagator(FewShotPropagator(FailsLater().eval(), 64, 4))
+    sup = prop.supports({0: (frames[0], torch.from_numpy(labels[0]))})
+    seen = []
+    with pytest.raises(RuntimeError, match="window 3"):
+        for win in prop.stream(prop.windows(frames), sup):
+            seen.append(win.start)
+    assert seen and max(seen) < 8

@@ -258,7 +258,7 @@ class MotionAwarePropagator:
         pending: list[tuple[int, _Frame]] = []  # frames before the next anchor (oldest first)
         prev: _Track | None = None  # the forward pass
         # the network runs a window ahead in a background thread while this one's flows are computed (both release
-        # the GIL): about 1.3x the frames per second on 2 cores (model card, "Speed")
+        # the GIL, and neither keeps both cores busy on its own)
         for win in prefetch(self.base.stream(at_input(), supports), depth=1, label="appearance"):
             out: list[_Out] = []
             for i in range(win.labels.shape[0]):
