@@ -140,8 +140,9 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
 def tuned_speed(net: torch.nn.Module, frames: torch.Tensor, labels: np.ndarray, args: argparse.Namespace
                 ) -> dict[str, Any]:
     """The `inferring` defaults with test-time tuning on: the seconds the tuning takes on the first frame, and the
-    propagation's frames per second afterwards, in the runtime a network tuned on a cine of this length gets (PyTorch
-    below :data:`medvos.networks.exported.EXPORT_PAYS_FRAMES` frames: the weights' values do not change the speed)."""
+    propagation's frames per second afterwards with the tuned copy (as the predictor runs it: its memory layout, the
+    tuned motion settings), in the runtime a network tuned on a cine of this length gets (PyTorch below
+    :data:`medvos.networks.exported.EXPORT_PAYS_FRAMES` frames)."""
     from medvos.inference.tuning import AnnotationTuning
     from medvos.inference.defaults import inference_defaults, make_propagator, tuning_options
     from medvos.networks.exported import EXPORT_PAYS_FRAMES
@@ -151,10 +152,10 @@ def tuned_speed(net: torch.nn.Module, frames: torch.Tensor, labels: np.ndarray, 
     first = F.interpolate(frames[:1], size=size, mode="area")
     mask = F.interpolate(torch.from_numpy(labels[:1, None]).float(), size=size, mode="nearest")[:, 0].to(torch.uint8)
     t0 = time.perf_counter()
-    tuning(net, first, mask)
+    tuned = tuning(net, first, mask)
     seconds = time.perf_counter() - t0
     runtime = inference_defaults()["runtime"] if frames.shape[0] >= EXPORT_PAYS_FRAMES else "torch"
-    prop = make_propagator(net, args.image_size, args.clip_length, runtime=runtime)
+    prop = make_propagator(tuned, args.image_size, args.clip_length, tuned=True, runtime=runtime)
     warm = 2 * args.clip_length
     prop.propagate(frames[:warm], torch.from_numpy(labels[:warm]), [0])
     t0 = time.perf_counter()
