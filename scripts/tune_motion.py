@@ -11,10 +11,10 @@ input size): mean and worst Dice per set, and the mean over sets (per cine in ``
 
 Each ``--set NAME=DATALIST:SPLIT[:ID_PREFIX]``; each ``--grid KEY=V1,V2,...`` (``CueFusion`` fields and
 ``edge_radius``; the product is scored; what is not in the grid takes ``CueFusion``'s and ``EdgeRefinement``'s
-defaults, which are ``inference.yaml``'s for a tuned network). Test-time tuning as ``inference.yaml`` sets it unless ``--tune-steps`` / ``--tune-learning-rate`` say
-otherwise (``--tune-steps 0``: the untuned network). ``--cache DIR`` keeps each set's appearance and flows, so a
-rerun with another grid skips the network (the tuning costs about 20 s per cine on 2 cores). Default checkpoint: the
-shipped model. The final numbers come from ``scripts/benchmark.py`` (the full ``inferring`` path).
+defaults, which are ``inference.yaml``'s for a tuned network). Test-time tuning as ``inference.yaml`` sets it
+unless ``--tune-steps`` / ``--tune-learning-rate`` say otherwise (``--tune-steps 0``: the untuned network).
+``--cache DIR`` keeps each set's appearance and flows, so a rerun with another grid skips the network (the tuning
+costs about 20 s per cine on 2 cores). Default checkpoint: the shipped model. The final numbers come from ``scripts/benchmark.py`` (the full ``inferring`` path).
 """
 
 from __future__ import annotations

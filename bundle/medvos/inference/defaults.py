@@ -59,8 +59,9 @@ def make_propagator(network: nn.Module, image_size: int, clip_length: int, tuned
                     **overrides: Any) -> Any:
     """The propagator `inferring` builds with the defaults of ``inference.yaml`` (``overrides`` replace them, e.g.
     ``memory_tree=False``): :class:`MemoryTreePropagator` or :class:`FewShotPropagator` (the appearance cue),
-    wrapped by :class:`MotionAwarePropagator` when ``motion`` is on (its output refined along the frames' edges); the network runs in ``runtime`` (PyTorch, or
-    its per-frame path exported to ONNX Runtime: :func:`medvos.networks.exported.for_runtime`). ``tuned``: the
+    wrapped by :class:`MotionAwarePropagator` when ``motion`` is on (its output refined along the frames' edges);
+    the network runs in ``runtime`` (PyTorch, or its per-frame path exported to ONNX Runtime:
+    :func:`medvos.networks.exported.for_runtime`). ``tuned``: the
     network was tuned on the cine's annotation (:func:`for_appearance` picks the motion settings for it)."""
     from medvos.inference.edges import EdgeRefinement
     from medvos.inference.memory_tree import MemoryTreePropagator
