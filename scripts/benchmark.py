@@ -62,8 +62,8 @@ def method_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                                                        "relearn_steps": args.relearn_steps}
         if args.tune_variants and not is_relearned(path):
             steps = int(defaults["tune_steps"] or 0)
-            label = f"{name}, no test-time tuning" if steps else f"{name} + test-time tuning (45 steps)"
-            specs[label] = {"kind": "model", "checkpoint": str(path), "tune_steps": 0 if steps else 45}
+            label = f"{name}, no test-time tuning" if steps else f"{name} + test-time tuning (65 steps)"
+            specs[label] = {"kind": "model", "checkpoint": str(path), "tune_steps": 0 if steps else 65}
         if args.tree_variants:
             other = f"{name}, single path" if tree else f"{name} + memory tree"
             specs[other] = {"kind": "model", "checkpoint": str(path), "memory_tree": not tree}

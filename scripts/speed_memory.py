@@ -140,12 +140,12 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
 def tuned_speed(net: torch.nn.Module, frames: torch.Tensor, labels: np.ndarray, args: argparse.Namespace
                 ) -> dict[str, Any]:
     """The `inferring` defaults with test-time tuning on: the seconds the tuning takes on the first frame, and the
-    propagation's frames per second afterwards with the tuned copy (as the predictor runs it: its memory layout, the
-    tuned motion settings), in the runtime a network tuned on a cine of this length gets (PyTorch below
-    :data:`medvos.networks.exported.EXPORT_PAYS_FRAMES` frames)."""
+    propagation's frames per second afterwards with the tuned copy as the predictor runs it (its memory layout, the
+    tuned motion settings, the runtime :func:`medvos.networks.exported.for_tuned` gives a network tuned on a cine of
+    this length: sharing the untuned network's exported query graph where the backbone stayed frozen)."""
     from medvos.inference.tuning import AnnotationTuning
     from medvos.inference.defaults import inference_defaults, make_propagator, tuning_options
-    from medvos.networks.exported import EXPORT_PAYS_FRAMES
+    from medvos.networks.exported import OnnxNetwork, SharedQueryNetwork, for_runtime, for_tuned
 
     tuning = AnnotationTuning(**tuning_options({})[0])
     size = (args.image_size, args.image_size)
@@ -154,13 +154,17 @@ def tuned_speed(net: torch.nn.Module, frames: torch.Tensor, labels: np.ndarray, 
     t0 = time.perf_counter()
     tuned = tuning(net, first, mask)
     seconds = time.perf_counter() - t0
-    runtime = inference_defaults()["runtime"] if frames.shape[0] >= EXPORT_PAYS_FRAMES else "torch"
-    prop = make_propagator(tuned, args.image_size, args.clip_length, tuned=True, runtime=runtime)
+    runtime = str(inference_defaults()["runtime"])
+    base = for_runtime(net, runtime, args.image_size, args.clip_length)
+    tuned = for_tuned(tuned, base, runtime, args.image_size, args.clip_length, frames.shape[0])
+    ran = ("torch + " + runtime + " query graph" if isinstance(tuned, SharedQueryNetwork)
+           else runtime if isinstance(tuned, OnnxNetwork) else "torch")
+    prop = make_propagator(tuned, args.image_size, args.clip_length, tuned=True, runtime="torch")
     warm = 2 * args.clip_length
     prop.propagate(frames[:warm], torch.from_numpy(labels[:warm]), [0])
     t0 = time.perf_counter()
     prop.propagate(frames, torch.from_numpy(labels), [0])
-    return {"tune_steps": tuning.steps, "tuning_seconds": seconds, "runtime": runtime,
+    return {"tune_steps": tuning.steps, "tuning_seconds": seconds, "runtime": ran,
             "fps_propagation": frames.shape[0] / (time.perf_counter() - t0)}
 
 

@@ -104,3 +104,43 @@ def test_the_predictor_tunes_once_per_annotation(endo_nifti):
     plain.add_annotation(s2, 0, labels[0])
     untuned = np.concatenate([w.labels for w in plain.propagate(s2)])
     assert not np.array_equal(first, untuned)  # the tuned network segments differently
+
+
+def test_a_frozen_backbone_is_left_as_it_was(annotated):
+    """``backbone_lr_mult=0`` (``tune_backbone_lr_mult``): the tuning learns the annotation in the rest of the
+    network and leaves the backbone bit for bit, so the tuned copy can share the input network's exported query
+    graph (:class:`medvos.networks.exported.SharedQueryNetwork`)."""
+    from medvos.inference.tuning import AnnotationTuning
+
+    images, labels = annotated
+    net = _net()
+    tuned = AnnotationTuning(steps=10, learning_rate=3e-3, backbone_lr_mult=0)(net, images, labels)
+    before, after = net.state_dict(), tuned.state_dict()
+    backbone = [k for k in before if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(before[k], after[k]) for k in backbone)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k not in backbone)
+    assert _loss_on(tuned, images, labels) < 0.8 * _loss_on(net, images, labels)
+    trained = AnnotationTuning(steps=10, learning_rate=3e-3, backbone_lr_mult=0.1)(net, images, labels).state_dict()
+    assert any(not torch.equal(before[k], trained[k]) for k in backbone)  # a multiplier above 0 tunes G
+
+
+def test_the_predictor_runs_a_frozen_backbone_tuning_on_the_exported_query_graph(endo_nifti):
+    """With the backbone frozen, the predictor's tuned network shares the untuned network's exported query graph
+    (no export per video) and gives PyTorch's masks."""
+    from medvos.inference.predictor import VideoPredictor
+    from medvos.networks.exported import SharedQueryNetwork
+
+    folder, _, labels = endo_nifti
+    net = _net()
+    masks, networks = {}, {}
+    for runtime in ("torch", "onnxruntime"):
+        pred = VideoPredictor.with_defaults(net, 64, 4, runtime=runtime, tune_steps=2, tune_backbone_lr_mult=0)
+        state = pred.init_state(str(folder / "cine.nii.gz"))
+        pred.add_annotation(state, 0, labels[0])
+        masks[runtime] = np.concatenate([w.labels for w in pred.propagate(state)])
+        networks[runtime] = state.strategy.base.network  # motion on (the default): the appearance propagator's
+    assert isinstance(networks["onnxruntime"], SharedQueryNetwork)
+    assert not isinstance(networks["torch"], SharedQueryNetwork)
+    assert masks["torch"][1:].any()
+    agree = np.mean(masks["torch"] == masks["onnxruntime"])
+    assert agree > 0.995, agree

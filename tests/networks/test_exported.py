@@ -112,3 +112,39 @@ def test_a_network_used_once_is_exported_outside_the_cache(backend):
         ref = net.segment_encoded(net.encode_query(q), support, (SIZE, SIZE))
         got = once.segment_encoded(once.encode_query(q), support, (SIZE, SIZE))
     assert torch.allclose(ref, got, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_a_network_tuned_with_its_backbone_frozen_shares_the_exported_query_graph(backend):
+    """:func:`for_tuned`: a copy whose backbone is unchanged runs the base's exported query graph and its own rest
+    in PyTorch (its logits); a copy whose backbone changed does not share it: PyTorch for a short video, its own
+    export for a long one; PyTorch everywhere under ``torch``."""
+    import copy
+
+    from medvos.networks.exported import EXPORT_PAYS_FRAMES, SharedQueryNetwork, for_tuned
+
+    torch.manual_seed(5)
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16, neck_levels=2, neck_depth=2).eval()
+    base = for_runtime(net, backend, SIZE, 4)
+    tuned = copy.deepcopy(net)
+    with torch.no_grad():
+        next(tuned.head.parameters()).add_(0.05)  # tuning changed the head, not the backbone
+    shared = for_tuned(tuned, base, backend, SIZE, 4, num_frames=20)
+    assert isinstance(shared, SharedQueryNetwork) and for_runtime(shared, backend, SIZE, 4) is shared
+    q = torch.rand(5, 3, SIZE, SIZE)
+    mask = torch.zeros(1, 1, 1, SIZE, SIZE)
+    mask[..., 8:30, 6:22] = 1
+    with torch.inference_mode():
+        support = shared.encode_support(q[None, :1], mask)
+        ref = tuned.segment_encoded(tuned.encode_query(q), support, (SIZE, SIZE))
+        got = shared.segment_encoded(shared.encode_query(q), support, (SIZE, SIZE))
+        untuned = net.segment_encoded(net.encode_query(q), support, (SIZE, SIZE))
+    assert torch.allclose(ref, got, atol=1e-3) and not torch.allclose(untuned, got, atol=1e-3)
+    with pytest.raises(RuntimeError, match="inference only"):
+        shared.train()
+    with torch.no_grad():
+        next(tuned.backbone.parameters()).add_(0.01)  # a tuning that trained the backbone
+    assert SharedQueryNetwork.of(base, tuned) is None
+    assert for_tuned(tuned, base, backend, SIZE, 4, num_frames=20) is tuned
+    assert isinstance(for_tuned(tuned, base, backend, SIZE, 4, num_frames=EXPORT_PAYS_FRAMES), OnnxNetwork)
+    assert for_tuned(tuned, net, "torch", SIZE, 4, num_frames=EXPORT_PAYS_FRAMES) is tuned

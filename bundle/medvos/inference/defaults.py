@@ -14,7 +14,8 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference.yaml"
 KEYS = ("fusion", "threshold", "memory_tree", "pathways", "motion", "motion_weight", "flow_tolerance",
         "redetect_support", "redetect_confidence", "redetect_frames", "anchor_weight", "anchor_agreement",
         "edge_radius", "runtime")
-TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate")  # test-time tuning (medvos.inference.tuning)
+TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate", "tune_backbone_lr_mult")  # test-time tuning
+# (medvos.inference.tuning)
 
 
 @lru_cache(maxsize=1)
@@ -36,7 +37,8 @@ def tuning_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     given = {**inference_defaults(), **{k: v for k, v in options.items() if k in TUNING_KEYS}}
     seconds = given["tune_seconds"]
     return ({"steps": int(given["tune_steps"] or 0), "seconds": None if seconds is None else float(seconds),
-             "learning_rate": float(given["tune_learning_rate"])},
+             "learning_rate": float(given["tune_learning_rate"]),
+             "backbone_lr_mult": float(given["tune_backbone_lr_mult"])},
             {k: v for k, v in options.items() if k not in TUNING_KEYS})
 
 

@@ -82,11 +82,12 @@ class VideoPredictor:
         """The `inferring` predictor: ``inference.yaml``'s defaults, ``options`` overriding them: the propagation
         (:func:`medvos.inference.defaults.make_propagator`) and the test-time tuning (``tune_*``,
         :class:`medvos.inference.tuning.AnnotationTuning`). The network's runtime (the exported graph, compiled) is
-        prepared here, once, not per video; a network tuned on one video runs in PyTorch unless the video is long
-        enough for an export to pay (:data:`medvos.networks.exported.EXPORT_PAYS_FRAMES`)."""
+        prepared here, once, not per video; a network tuned on one video shares its exported query graph when the
+        tuning left the backbone as it was, else runs in PyTorch unless the video is long enough for an export to
+        pay (:func:`medvos.networks.exported.for_tuned`)."""
         from medvos.inference.tuning import AnnotationTuning
         from medvos.inference.defaults import inference_defaults, make_propagator, tuning_options
-        from medvos.networks.exported import EXPORT_PAYS_FRAMES, for_runtime
+        from medvos.networks.exported import for_runtime, for_tuned
 
         tune_opts, options = tuning_options(options)
         runtime = str({**inference_defaults(), **options}["runtime"])
@@ -99,10 +100,10 @@ class VideoPredictor:
         if tuning.on and not hasattr(network, "tau"):
             def tune(predictor: VideoPredictor, state: VideoState) -> Any:
                 images, labels = predictor.annotated_at_size(state, image_size)
-                tuned = tuning(network, images, labels)
-                rt = runtime if state.cine.num_frames >= EXPORT_PAYS_FRAMES else "torch"
-                return make_propagator(for_runtime(tuned, rt, image_size, clip_length, keep=False), image_size,
-                                       clip_length, tuned=True, **{**options, "runtime": rt})
+                tuned = for_tuned(tuning(network, images, labels), ready, runtime, image_size, clip_length,
+                                  state.cine.num_frames)
+                return make_propagator(tuned, image_size, clip_length, tuned=True,  # prepared: kept as it is
+                                       **{**options, "runtime": "torch"})
 
         return cls(lambda: make_propagator(ready, image_size, clip_length, **options), clip_length, tune)
 

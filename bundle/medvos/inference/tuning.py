@@ -49,16 +49,18 @@ class AnnotationTuning:
 
     Args:
         steps: optimiser steps (0: off); seconds: a time budget (the first reached stops).
-        learning_rate: AdamW's (the backbone's G at ``backbone_lr_mult`` times it, as in phase 1).
+        learning_rate: AdamW's (the backbone's G at ``backbone_lr_mult`` times it, as in phase 1; 0 freezes the
+            backbone, so the tuned copy shares the input network's exported query graph:
+            :class:`medvos.networks.exported.SharedQueryNetwork`).
         batch_size: episodes per step.
         seed: of the augmentation and of the episode draw (the same cine and annotation give the same model).
         progress: a progress bar.
     """
 
-    steps: int = 45
+    steps: int = 65
     seconds: float | None = None
     learning_rate: float = 1e-4
-    backbone_lr_mult: float = 0.1
+    backbone_lr_mult: float = 0.0
     batch_size: int = 4
     seed: int = 0
     progress: bool = False
@@ -85,6 +87,8 @@ class AnnotationTuning:
         if not pairs:
             raise ValueError("test-time tuning needs an annotated object")
         model = copy.deepcopy(network).eval()  # eval: batch-norm statistics frozen (module docstring)
+        if self.backbone_lr_mult == 0:  # the backbone frozen: no gradient through it, and the copy's query encoding
+            model.backbone.requires_grad_(False)  # stays the input network's (shareable: medvos.networks.exported)
         device = next(model.parameters()).device
         if device.type == "cpu":  # the copy learns and then propagates in PyTorch: channels-last convolutions are
             model = model.to(memory_format=torch.channels_last)  # faster on the CPU (model card, "Speed")

@@ -259,6 +259,61 @@ class OnnxNetwork(nn.Module):
         return torch.cat(out)
 
 
+class SharedQueryNetwork(nn.Module):
+    """A network tuned on one video with its backbone frozen (``tune_backbone_lr_mult: 0``), running the query
+    encoding, per-frame and most of the time, in the exported graph of the network it was tuned from (the same
+    backbone, so the same function), and the rest (support encoding, pseudo mask, fusion, neck, head: what tuning
+    changed) in PyTorch. No export per video: the tuned network propagates at about the exported network's speed.
+    Build it with :meth:`of`, which checks that the backbones are identical."""
+
+    def __init__(self, exported: OnnxNetwork, tuned: nn.Module) -> None:
+        super().__init__()
+        self.exported, self.tuned = exported, tuned
+
+    @classmethod
+    def of(cls, base: nn.Module, tuned: nn.Module) -> SharedQueryNetwork | None:
+        """``tuned`` sharing ``base``'s exported query graph, or None where ``base`` is not exported or the
+        backbones differ (a tuning that trained the backbone)."""
+        if not isinstance(base, OnnxNetwork) or not hasattr(tuned, "backbone"):
+            return None
+        ours, theirs = base.torch_network.backbone.state_dict(), tuned.backbone.state_dict()
+        if ours.keys() != theirs.keys() or not all(torch.equal(ours[k], theirs[k].to(ours[k].device))
+                                                  for k in ours):
+            return None
+        return cls(base, tuned)
+
+    def train(self, mode: bool = True) -> SharedQueryNetwork:
+        if mode:
+            raise RuntimeError("a network sharing an exported graph is for inference only (train the PyTorch one)")
+        return super().train(False)
+
+    def encode_query(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.exported.encode_query(query)
+
+    def encode_support(self, support: torch.Tensor, support_mask: torch.Tensor) -> Any:
+        return self.tuned.encode_support(support, support_mask)
+
+    def segment_encoded(self, query_enc: tuple[torch.Tensor, torch.Tensor], support: Any,
+                        out_size: tuple[int, int]) -> torch.Tensor:
+        return self.tuned.segment_encoded(query_enc, support, out_size)
+
+
+def for_tuned(tuned: nn.Module, base: nn.Module, runtime: str, image_size: int | tuple[int, int],
+              clip_length: int, num_frames: int) -> nn.Module:
+    """The runtime of a network tuned on one video of ``num_frames`` from ``base`` (as :func:`for_runtime` prepared
+    it): sharing ``base``'s exported query graph where the backbone was not tuned (:class:`SharedQueryNetwork`),
+    else exported itself where the video is long enough for an export to pay (:data:`EXPORT_PAYS_FRAMES`), else
+    PyTorch. What it returns is ready to run (:func:`for_runtime` leaves it as it is)."""
+    if runtime == "torch":
+        return tuned
+    shared = SharedQueryNetwork.of(base, tuned)
+    if shared is not None:
+        return shared
+    if num_frames >= EXPORT_PAYS_FRAMES:
+        return for_runtime(tuned, runtime, image_size, clip_length, keep=False)
+    return tuned
+
+
 def _grid_mask(mask: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
     """The support mask ``(1, K, 1, H, W)`` area-averaged onto the deep feature grid, as the pseudo mask does it
     (outside the graph: adaptive pooling to a traced size does not export)."""
@@ -281,7 +336,7 @@ def for_runtime(network: nn.Module, runtime: str, image_size: int | tuple[int, i
     folder, not the cache, and not kept among the sessions."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r} (expected one of {RUNTIMES})")
-    if runtime == "torch" or isinstance(network, OnnxNetwork):
+    if runtime == "torch" or isinstance(network, (OnnxNetwork, SharedQueryNetwork)):
         return network
     device = next(network.parameters()).device
     if device.type != "cpu":
