@@ -154,7 +154,17 @@ RUNNERS: dict[str, Any] = {"onnxruntime": _OrtRunner, "openvino": _OpenVinoRunne
                            "openvino-bf16": lambda path, threads: _OpenVinoRunner(path, threads, "bf16")}
 
 
-class OnnxNetwork(nn.Module):
+class _InferenceOnly(nn.Module):
+    """A network that runs (part of) an exported graph: eval mode only."""
+
+    def train(self, mode: bool = True) -> _InferenceOnly:
+        if mode:
+            raise RuntimeError(f"{type(self).__name__} runs an exported graph: it is for inference only (train the "
+                               "PyTorch network)")
+        return super().train(False)
+
+
+class OnnxNetwork(_InferenceOnly):
     """A few-shot network whose query encoding and segmentation run as exported graphs in OpenVINO or ONNX Runtime
     (see the module docstring).
 
@@ -216,11 +226,6 @@ class OnnxNetwork(nn.Module):
                 ["q_mid", "q_deep", "s_deep", "s_mask", "s_mid"], ["logits"],
                 {"s_deep": {1: "shots"}, "s_mask": {1: "shots"}})
 
-    def train(self, mode: bool = True) -> OnnxNetwork:
-        if mode:
-            raise RuntimeError("an ONNX Runtime network is for inference only (train the PyTorch network)")
-        return super().train(False)
-
     def encode_support(self, support: torch.Tensor, support_mask: torch.Tensor) -> Any:
         with torch.inference_mode() if not torch.is_inference_mode_enabled() else contextlib.nullcontext():
             return self.torch_network.encode_support(support, support_mask)
@@ -259,7 +264,7 @@ class OnnxNetwork(nn.Module):
         return torch.cat(out)
 
 
-class SharedQueryNetwork(nn.Module):
+class SharedQueryNetwork(_InferenceOnly):
     """A network tuned on one video with its backbone frozen (``tune_backbone_lr_mult: 0``), running the query
     encoding, per-frame and most of the time, in the exported graph of the network it was tuned from (the same
     backbone, so the same function), and the rest (support encoding, pseudo mask, fusion, neck, head: what tuning
@@ -281,11 +286,6 @@ class SharedQueryNetwork(nn.Module):
                                                   for k in ours):
             return None
         return cls(base, tuned)
-
-    def train(self, mode: bool = True) -> SharedQueryNetwork:
-        if mode:
-            raise RuntimeError("a network sharing an exported graph is for inference only (train the PyTorch one)")
-        return super().train(False)
 
     def encode_query(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.exported.encode_query(query)
