@@ -16,7 +16,7 @@ from test_memory_tree import ColourTemplateNet, dice, distractor_video
 from medvos.flow import DenseFlow, forward_backward_error, warp
 from medvos.inference.defaults import make_propagator
 from medvos.inference.edges import EdgeRefinement
-from medvos.inference.motion import CueFusion, MotionAwarePropagator
+from medvos.inference.motion import CueFusion, MotionAwarePropagator, soft_dice
 from medvos.inference.propagator import FewShotPropagator
 
 
@@ -65,6 +65,14 @@ def test_drifted_prior_is_abandoned_after_a_persistent_confident_detection_elsew
     assert streak == 3 and np.array_equal(fused > 0.5, appearance > 0.5)
     gone, _, _ = rule(appearance, np.zeros_like(prior), still)  # a vanished prior is abandoned at once
     assert np.array_equal(gone, appearance)
+
+
+def test_soft_dice_measures_agreement_of_two_probability_maps():
+    a, b = disk(20, 20), disk(45, 45)
+    assert soft_dice(a, a) == pytest.approx(1.0) and soft_dice(a, b) == 0.0
+    assert soft_dice(a, 0.5 * a) == pytest.approx(2 / 3)  # 2 * 0.5 / (1 + 0.5) of the same support
+    _, drift, _ = CueFusion()(a, b, np.zeros_like(a))
+    assert drift == pytest.approx(1.0)  # the drift is its complement
 
 
 def test_annotation_cue_counts_only_where_reliable_and_in_agreement_with_the_track():

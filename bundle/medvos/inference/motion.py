@@ -54,6 +54,11 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log((p + _EPS) / (1 - p + _EPS))
 
 
+def soft_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Soft Dice of two probability maps: how well two cues agree (0 when both are empty)."""
+    return float(2 * (a * b).sum() / max(float(a.sum() + b.sum()), 1e-6))
+
+
 @dataclass(frozen=True)
 class CueFusion:
     """The per-frame rule combining appearance and motion (the defaults are ``inference.yaml``'s, chosen on the
@@ -102,8 +107,7 @@ class CueFusion:
         if self.anchor_weight <= 0:
             return appearance
         moved = anchor > self.threshold
-        agreement = float(2 * (anchor * prior).sum() / max(float(anchor.sum() + prior.sum()), 1e-6))
-        if not moved.any() or agreement <= self.anchor_agreement:
+        if not moved.any() or soft_dice(anchor, prior) <= self.anchor_agreement:
             return appearance
         weight = self.anchor_weight * self.reliability(anchor_error, self._near(moved))
         return (1.0 / (1.0 + np.exp(-(_logit(appearance) + weight * _logit(anchor))))).astype(np.float32)
@@ -120,7 +124,7 @@ class CueFusion:
         frames, so one flickering appearance frame does not throw away a good track. A vanished prior is abandoned
         at once."""
         a, w = appearance.astype(np.float32), prior.astype(np.float32)
-        drift = 1.0 - float(2 * (a * w).sum() / max(float(a.sum() + w.sum()), 1e-6))
+        drift = 1.0 - soft_dice(a, w)
         if anchor is not None and anchor_error is not None:
             a = self.with_anchor(a, w, anchor.astype(np.float32), anchor_error)
         moved = w > self.threshold
