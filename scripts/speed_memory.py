@@ -159,7 +159,7 @@ def tuned_speed(net: torch.nn.Module, frames: torch.Tensor, labels: np.ndarray, 
     tuned = for_tuned(tuned, base, runtime, args.image_size, args.clip_length, frames.shape[0])
     ran = ("torch + " + runtime + " query graph" if isinstance(tuned, SharedQueryNetwork)
            else runtime if isinstance(tuned, OnnxNetwork) else "torch")
-    prop = make_propagator(tuned, args.image_size, args.clip_length, tuned=True, runtime="torch")
+    prop = make_propagator(tuned, args.image_size, args.clip_length, tuned=True, prepared=True)
     warm = 2 * args.clip_length
     prop.propagate(frames[:warm], torch.from_numpy(labels[:warm]), [0])
     t0 = time.perf_counter()

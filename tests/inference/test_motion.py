@@ -156,6 +156,21 @@ def test_motion_settings_follow_the_appearance_network_tuned_or_not():
         make_propagator(net, 64, 4, motion=True, motion_weight={"tuned": 2.0})
 
 
+def test_a_prepared_network_is_used_as_it_is_whatever_the_runtime(monkeypatch):
+    """The predictor's tuned copy already runs where ``for_tuned`` chose: ``prepared`` keeps it out of any export."""
+    import medvos.networks.exported as exported
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("a prepared network was handed to for_runtime")
+
+    monkeypatch.setattr(exported, "for_runtime", no_export)
+    net = ColourTemplateNet().eval()
+    prop = make_propagator(net, 64, 4, tuned=True, prepared=True, runtime="openvino", memory_tree=False, motion=True)
+    assert prop.base.network is net
+    with pytest.raises(AssertionError, match="prepared"):
+        make_propagator(net, 64, 4, runtime="openvino", memory_tree=False, motion=True)
+
+
 def test_motion_aware_propagation_follows_a_cut_and_streams_every_frame_once():
     frames, labels = jumping_video()
     net = ColourTemplateNet().eval()

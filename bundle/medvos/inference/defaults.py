@@ -58,13 +58,15 @@ def for_appearance(options: dict[str, Any], tuned: bool) -> dict[str, Any]:
 
 
 def make_propagator(network: nn.Module, image_size: int, clip_length: int, tuned: bool = False,
-                    **overrides: Any) -> Any:
+                    prepared: bool = False, **overrides: Any) -> Any:
     """The propagator `inferring` builds with the defaults of ``inference.yaml`` (``overrides`` replace them, e.g.
     ``memory_tree=False``): :class:`MemoryTreePropagator` or :class:`FewShotPropagator` (the appearance cue),
     wrapped by :class:`MotionAwarePropagator` when ``motion`` is on (its output refined along the frames' edges);
     the network runs in ``runtime`` (PyTorch, or its per-frame path exported to ONNX Runtime:
     :func:`medvos.networks.exported.for_runtime`). ``tuned``: the
-    network was tuned on the cine's annotation (:func:`for_appearance` picks the motion settings for it)."""
+    network was tuned on the cine's annotation (:func:`for_appearance` picks the motion settings for it).
+    ``prepared``: the network already runs where it should (:func:`medvos.networks.exported.for_tuned` chose); it
+    is used as it is, whatever ``runtime`` says."""
     from medvos.inference.edges import EdgeRefinement
     from medvos.inference.memory_tree import MemoryTreePropagator
     from medvos.inference.motion import CueFusion, MotionAwarePropagator
@@ -76,7 +78,8 @@ def make_propagator(network: nn.Module, image_size: int, clip_length: int, tuned
     opts = for_appearance({**inference_defaults(), **overrides}, tuned)
     from medvos.networks.exported import for_runtime
 
-    network = for_runtime(network, str(opts["runtime"]), image_size, clip_length)
+    if not prepared:
+        network = for_runtime(network, str(opts["runtime"]), image_size, clip_length)
     if opts["memory_tree"]:
         prop = MemoryTreePropagator(network, image_size, clip_length, opts["threshold"], opts["fusion"],
                                     pathways=int(opts["pathways"]))

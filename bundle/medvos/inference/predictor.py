@@ -102,8 +102,7 @@ class VideoPredictor:
                 images, labels = predictor.annotated_at_size(state, image_size)
                 tuned = for_tuned(tuning(network, images, labels), ready, runtime, image_size, clip_length,
                                   state.cine.num_frames)
-                return make_propagator(tuned, image_size, clip_length, tuned=True,  # prepared: kept as it is
-                                       **{**options, "runtime": "torch"})
+                return make_propagator(tuned, image_size, clip_length, tuned=True, prepared=True, **options)
 
         return cls(lambda: make_propagator(ready, image_size, clip_length, **options), clip_length, tune)
 
