@@ -144,3 +144,24 @@ def test_the_predictor_runs_a_frozen_backbone_tuning_on_the_exported_query_graph
     assert masks["torch"][1:].any()
     agree = np.mean(masks["torch"] == masks["onnxruntime"])
     assert agree > 0.995, agree
+
+
+def test_the_scale_range_widens_the_sizes_the_tuning_sees():
+    """``tune_scale_range`` replaces phase 1's random scaling in the tuning's views: wider, the object's area
+    spreads more; ``None`` is phase 1's own augmentation; the option reaches the tuning from the defaults."""
+    from medvos.inference.defaults import tuning_options
+    from medvos.inference.tuning import _phase1_parts
+
+    yy, xx = np.mgrid[:64, :64]
+    disk = torch.from_numpy(((yy - 32) ** 2 + (xx - 32) ** 2 < 12 ** 2).astype(np.float32))[None]
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def areas(scale):
+        augment = _phase1_parts(64, scale)[0]
+        augment.set_random_state(0)
+        return np.array([float(augment({"image": image, "label": disk})["label"].sum()) for _ in range(40)])
+
+    assert areas(0.6).std() > 1.5 * areas(0.2).std()
+    assert np.array_equal(areas(None), areas(0.2))  # phase 1's range is 0.2
+    assert tuning_options({"tune_scale_range": 0.5})[0]["scale_range"] == 0.5
+    assert tuning_options({})[0]["scale_range"] is None

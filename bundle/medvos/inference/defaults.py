@@ -14,7 +14,8 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference.yaml"
 KEYS = ("fusion", "threshold", "memory_tree", "pathways", "motion", "motion_weight", "flow_tolerance",
         "redetect_support", "redetect_confidence", "redetect_frames", "anchor_weight", "anchor_agreement",
         "edge_radius", "runtime")
-TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate", "tune_backbone_lr_mult")  # test-time tuning
+TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate", "tune_backbone_lr_mult",  # test-time tuning
+               "tune_scale_range")
 # (medvos.inference.tuning)
 
 
@@ -38,7 +39,8 @@ def tuning_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     seconds = given["tune_seconds"]
     return ({"steps": int(given["tune_steps"] or 0), "seconds": None if seconds is None else float(seconds),
              "learning_rate": float(given["tune_learning_rate"]),
-             "backbone_lr_mult": float(given["tune_backbone_lr_mult"])},
+             "backbone_lr_mult": float(given["tune_backbone_lr_mult"]),
+             "scale_range": None if given["tune_scale_range"] is None else float(given["tune_scale_range"])},
             {k: v for k, v in options.items() if k not in TUNING_KEYS})
 
 

@@ -31,15 +31,23 @@ logger = logging.getLogger(__name__)
 TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train.yaml"
 
 
-@lru_cache(maxsize=4)
-def _phase1_parts(image_size: int) -> tuple[Any, Any]:
+AFFINE = "train#augment#transforms#0"  # phase 1's random affine (the first of ``train#augment``)
+
+
+@lru_cache(maxsize=8)
+def _phase1_parts(image_size: int, scale_range: float | None = None) -> tuple[Any, Any]:
     """``(train#augment, loss)`` of ``train.yaml`` at ``image_size`` (phase 1's augmentation and loss, their one
-    source)."""
+    source); ``scale_range``: its random affine's instead of phase 1's (views from ``1 - s`` to ``1 + s`` times
+    the size)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(TRAIN_CONFIG))
     parser["image_size"] = int(image_size)
+    if scale_range is not None:
+        if not str(parser[AFFINE + "#_target_"]).endswith("RandAffined"):
+            raise ValueError(f"{TRAIN_CONFIG}: {AFFINE} is not RandAffined; cannot set the tuning's scale range")
+        parser[AFFINE + "#scale_range"] = [float(scale_range), float(scale_range)]
     return parser.get_parsed_content("train#augment"), parser.get_parsed_content("loss")
 
 
@@ -53,6 +61,8 @@ class AnnotationTuning:
             backbone, so the tuned copy shares the input network's exported query graph:
             :class:`medvos.networks.exported.SharedQueryNetwork`).
         batch_size: episodes per step.
+        scale_range: the views' random scaling (``None``: phase 1's, ``train.yaml``), so the copy also knows the
+            target larger or smaller than annotated.
         seed: of the augmentation and of the episode draw (the same cine and annotation give the same model).
         progress: a progress bar.
     """
@@ -62,6 +72,7 @@ class AnnotationTuning:
     learning_rate: float = 1e-4
     backbone_lr_mult: float = 0.0
     batch_size: int = 4
+    scale_range: float | None = None
     seed: int = 0
     progress: bool = False
 
@@ -80,7 +91,7 @@ class AnnotationTuning:
 
     def _tune(self, network: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> nn.Module:
         size = int(images.shape[-1])
-        augment, loss_fn = _phase1_parts(size)
+        augment, loss_fn = _phase1_parts(size, self.scale_range)
         augment = copy.deepcopy(augment).set_random_state(self.seed)
         rng = np.random.default_rng(self.seed)
         pairs = [(i, int(v)) for i in range(len(labels)) for v in torch.unique(labels[i]).tolist() if v]
