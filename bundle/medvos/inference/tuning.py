@@ -37,8 +37,8 @@ AFFINE = "train#augment#transforms#0"  # phase 1's random affine (the first of `
 @lru_cache(maxsize=8)
 def _phase1_parts(image_size: int, scale_range: float | None = None) -> tuple[Any, Any]:
     """``(train#augment, loss)`` of ``train.yaml`` at ``image_size`` (phase 1's augmentation and loss, their one
-    source); ``scale_range``: its random affine's instead of phase 1's (views from ``1 - s`` to ``1 + s`` times
-    the size)."""
+    source); ``scale_range``: its random affine's instead of phase 1's (a scale factor from ``1 - s`` to ``1 + s``:
+    the object from ``1 / (1 + s)`` to ``1 / (1 - s)`` times its size)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -61,8 +61,9 @@ class AnnotationTuning:
             backbone, so the tuned copy shares the input network's exported query graph:
             :class:`medvos.networks.exported.SharedQueryNetwork`).
         batch_size: episodes per step.
-        scale_range: the views' random scaling (``None``: phase 1's, ``train.yaml``), so the copy also knows the
-            target larger or smaller than annotated.
+        scale_range: the views' random scale factor, ``1 +- s`` (the object ``1 / (1 + s)`` to ``1 / (1 - s)``
+            times its size; ``None``: phase 1's 0.2, ``train.yaml``): the target changes size between frames far
+            more than one frame's views show at phase 1's range, so the copy is shown it larger and smaller.
         seed: of the augmentation and of the episode draw (the same cine and annotation give the same model).
         progress: a progress bar.
     """
@@ -72,7 +73,7 @@ class AnnotationTuning:
     learning_rate: float = 1e-4
     backbone_lr_mult: float = 0.0
     batch_size: int = 4
-    scale_range: float | None = None
+    scale_range: float | None = 0.5
     seed: int = 0
     progress: bool = False
 
