@@ -163,6 +163,8 @@ def test_the_scale_range_widens_the_sizes_the_tuning_sees():
 
     assert areas(0.6).std() > 1.5 * areas(0.2).std()
     assert np.array_equal(areas(None), areas(0.2))  # phase 1's range is 0.2
+    with pytest.raises(ValueError, match="tune_scale_range 1.2"):
+        _phase1_parts(64, 1.2)  # a scale factor of -0.2 would flip the view
     assert tuning_options({"tune_scale_range": 0.5})[0]["scale_range"] == 0.5
     assert tuning_options({})[0]["scale_range"] == 0.5  # inference.yaml's default (model card)
     assert tuning_options({"tune_scale_range": None})[0]["scale_range"] is None

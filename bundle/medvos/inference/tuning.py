@@ -45,6 +45,8 @@ def _phase1_parts(image_size: int, scale_range: float | None = None) -> tuple[An
     parser.read_config(str(TRAIN_CONFIG))
     parser["image_size"] = int(image_size)
     if scale_range is not None:
+        if not 0 <= float(scale_range) < 1:
+            raise ValueError(f"tune_scale_range {scale_range}: expected 0 <= s < 1 (the scale factor is 1 +- s)")
         if not str(parser[AFFINE + "#_target_"]).endswith("RandAffined"):
             raise ValueError(f"{TRAIN_CONFIG}: {AFFINE} is not RandAffined; cannot set the tuning's scale range")
         parser[AFFINE + "#scale_range"] = [float(scale_range), float(scale_range)]
