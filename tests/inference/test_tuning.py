@@ -150,7 +150,7 @@ def test_the_scale_range_widens_the_sizes_the_tuning_sees():
     """``tune_scale_range`` replaces phase 1's random scaling in the tuning's views: wider, the object's area
     spreads more; ``None`` is phase 1's own augmentation; the option reaches the tuning from the defaults."""
     from medvos.inference.defaults import tuning_options
-    from medvos.inference.tuning import _phase1_parts
+    from medvos.inference.tuning import AnnotationTuning, _phase1_parts
 
     yy, xx = np.mgrid[:64, :64]
     disk = torch.from_numpy(((yy - 32) ** 2 + (xx - 32) ** 2 < 12 ** 2).astype(np.float32))[None]
@@ -165,6 +165,9 @@ def test_the_scale_range_widens_the_sizes_the_tuning_sees():
     assert np.array_equal(areas(None), areas(0.2))  # phase 1's range is 0.2
     with pytest.raises(ValueError, match="tune_scale_range 1.2"):
         _phase1_parts(64, 1.2)  # a scale factor of -0.2 would flip the view
+    with pytest.raises(ValueError, match="tune_scale_range -0.1"):
+        AnnotationTuning(scale_range=-0.1)  # refused where the tuning is set up, before any cine is read
     assert tuning_options({"tune_scale_range": 0.5})[0]["scale_range"] == 0.5
     assert tuning_options({})[0]["scale_range"] == 0.5  # inference.yaml's default (model card)
     assert tuning_options({"tune_scale_range": None})[0]["scale_range"] is None
+    assert tuning_options({"tune_seconds": "2.5"})[0]["seconds"] == 2.5

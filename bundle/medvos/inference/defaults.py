@@ -36,11 +36,14 @@ def tuning_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     """``options`` split into the test-time tuning's (as :class:`medvos.inference.tuning.AnnotationTuning` arguments,
     ``inference.yaml``'s where not given) and the rest."""
     given = {**inference_defaults(), **{k: v for k, v in options.items() if k in TUNING_KEYS}}
-    seconds = given["tune_seconds"]
-    return ({"steps": int(given["tune_steps"] or 0), "seconds": None if seconds is None else float(seconds),
+
+    def optional(key: str) -> float | None:
+        return None if given[key] is None else float(given[key])
+
+    return ({"steps": int(given["tune_steps"] or 0), "seconds": optional("tune_seconds"),
              "learning_rate": float(given["tune_learning_rate"]),
              "backbone_lr_mult": float(given["tune_backbone_lr_mult"]),
-             "scale_range": None if given["tune_scale_range"] is None else float(given["tune_scale_range"])},
+             "scale_range": optional("tune_scale_range")},
             {k: v for k, v in options.items() if k not in TUNING_KEYS})
 
 

@@ -90,9 +90,9 @@ class VideoPredictor:
         from medvos.networks.exported import for_runtime, for_tuned
 
         tune_opts, options = tuning_options(options)
+        tuning = AnnotationTuning(**tune_opts)  # a bad tuning option is refused before the export
         runtime = str({**inference_defaults(), **options}["runtime"])
         ready = for_runtime(network, runtime, image_size, clip_length)
-        tuning = AnnotationTuning(**tune_opts)
         if tuning.on and hasattr(network, "tau"):
             logger.info("test-time tuning is for phase-1 models; %s is relearned: it propagates as it is",
                         type(network).__name__)

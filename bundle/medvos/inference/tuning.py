@@ -34,6 +34,11 @@ TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train.yaml"
 AFFINE = "train#augment#transforms#0"  # phase 1's random affine (the first of ``train#augment``)
 
 
+def _check_scale_range(scale_range: float) -> None:
+    if not 0 <= float(scale_range) < 1:
+        raise ValueError(f"tune_scale_range {scale_range}: expected 0 <= s < 1 (the scale factor is 1 +- s)")
+
+
 @lru_cache(maxsize=8)
 def _phase1_parts(image_size: int, scale_range: float | None = None) -> tuple[Any, Any]:
     """``(train#augment, loss)`` of ``train.yaml`` at ``image_size`` (phase 1's augmentation and loss, their one
@@ -45,8 +50,7 @@ def _phase1_parts(image_size: int, scale_range: float | None = None) -> tuple[An
     parser.read_config(str(TRAIN_CONFIG))
     parser["image_size"] = int(image_size)
     if scale_range is not None:
-        if not 0 <= float(scale_range) < 1:
-            raise ValueError(f"tune_scale_range {scale_range}: expected 0 <= s < 1 (the scale factor is 1 +- s)")
+        _check_scale_range(scale_range)
         if not str(parser[AFFINE + "#_target_"]).endswith("RandAffined"):
             raise ValueError(f"{TRAIN_CONFIG}: {AFFINE} is not RandAffined; cannot set the tuning's scale range")
         parser[AFFINE + "#scale_range"] = [float(scale_range), float(scale_range)]
@@ -78,6 +82,10 @@ class AnnotationTuning:
     scale_range: float | None = 0.5
     seed: int = 0
     progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scale_range is not None:  # refused when the predictor is built, not once the cine is read
+            _check_scale_range(self.scale_range)
 
     @property
     def on(self) -> bool:
