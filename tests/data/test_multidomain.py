@@ -122,3 +122,24 @@ def test_frame_scores_count_objects_only():
     two = gt.copy()
     two[:, 6:, 6:] = 2
     np.testing.assert_allclose(frame_scores(gt, two)["dice"], [0.5, 0.5, 0.5], atol=1e-6)  # object 2 missed
+
+
+def test_dataset_balanced_episodes_give_each_image_set_one_share(tmp_path):
+    """``balanced="dataset"``: a set with two structures gets the share of a set with one, split between them."""
+    entries = []
+    for name, labels in (("toy", {1: "left", 2: "right"}), ("solo", {1: "lesion"})):
+        root = _image_set(tmp_path / name)
+        dl = prepare.image_set(root, name, labels, r"^(patient\d+)_", 0.0)
+        entries += [{**e, "image": str(root / e["image"]), "label": str(root / e["label"])} for e in dl["training"]]
+    bank = FrameBank(entries, 32, progress=False)
+    assert sorted(bank.by_group) == ["solo/lesion", "toy/left", "toy/right"]
+    np.random.seed(0)
+    by_dataset = EpisodeDataset(bank, shots=1, length=600, balanced="dataset")
+    shares = Counter(by_dataset._target(i) for i in range(600))
+    assert shares["solo/lesion"] == 300  # every other episode
+    assert 120 <= shares["toy/left"] <= 180 and shares["toy/left"] + shares["toy/right"] == 300
+    by_target = EpisodeDataset(bank, shots=1, length=600, balanced=True)
+    assert Counter(by_target._target(i) for i in range(600)) == {t: 200 for t in bank.by_group}
+    assert by_dataset[1]["image"].shape == (7, 32, 32)
+    with pytest.raises(ValueError, match="balanced"):
+        EpisodeDataset(bank, balanced="patient")

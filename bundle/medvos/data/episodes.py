@@ -83,16 +83,32 @@ class EpisodeDataset(Dataset):
         shots: K supports per query.
         transform: MONAI dict transform applied independently to query and to each support.
         length: episodes per epoch (default: one per frame).
-        balanced: pick the target first (episode ``i`` takes target ``i mod #targets``), then a random query of
-            it, so every target is seen equally often whatever its size; else one episode per frame.
+        balanced: ``True`` (or ``"target"``): pick the target first (episode ``i`` takes target ``i mod #targets``),
+            then a random query of it, so every target is seen equally often whatever its size. ``"dataset"``: pick
+            the dataset first (the group's part before ``/``) in turn, then one of its targets at random, so a set
+            with three structures (a cardiac MRI set: LV, RV, myocardium) gets one share, not three. ``False``: one
+            episode per frame.
     """
 
     def __init__(self, bank: FrameBank, shots: int = 1, transform: Callable | None = None,
-                 length: int | None = None, balanced: bool = False) -> None:
+                 length: int | None = None, balanced: bool | str = False) -> None:
+        if balanced not in (False, True, "target", "dataset"):
+            raise ValueError(f"balanced must be False, True, 'target' or 'dataset', got {balanced!r}")
         self.bank, self.shots, self.transform = bank, shots, transform
         self.length = length or len(bank)
-        self.balanced = balanced
+        self.balanced = "target" if balanced is True else balanced
         self.targets = sorted(bank.by_group)
+        by_dataset: dict[str, list[str]] = defaultdict(list)
+        for target in self.targets:
+            by_dataset[target.split("/")[0]].append(target)
+        self.datasets = dict(sorted(by_dataset.items()))
+
+    def _target(self, index: int) -> str:
+        """The target episode ``index`` draws from (balanced modes only)."""
+        if self.balanced == "target":
+            return self.targets[index % len(self.targets)]
+        targets = list(self.datasets.values())[index % len(self.datasets)]
+        return targets[np.random.randint(len(targets))]
 
     def __len__(self) -> int:
         return self.length
@@ -111,7 +127,7 @@ class EpisodeDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if self.balanced:
-            qi = int(np.random.choice(self.bank.by_group[self.targets[index % len(self.targets)]]))
+            qi = int(np.random.choice(self.bank.by_group[self._target(index)]))
         else:
             qi = index % len(self.bank)
         group = self.bank.by_group[self.bank.groups[qi]]
