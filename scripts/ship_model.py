@@ -20,7 +20,8 @@ import torch
 
 from medvos.io.atomic import atomic_path, atomic_write_bytes
 from medvos.io.result_set import sha256_file
-from medvos.networks.checkpoint import CheckpointError, checkpoint_spec, load_model, model_state
+from medvos.networks.checkpoint import (FINGERPRINT_SUFFIX, CheckpointError, checkpoint_spec, load_model, model_state,
+                                       write_fingerprint)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,12 +32,14 @@ def ship(source: Path, out: Path, metadata: Path, spec_from: Path | None = None)
         raise CheckpointError(f"{source}: no spec (architecture, input size): train it with this version of medvos")
     if spec_from is None:
         load_model(source)  # rebuilds from the file alone; refuses non-finite weights
-    with atomic_path(out) as tmp:
-        torch.save({"model": model_state(source), "spec": spec}, tmp)
-    load_model(out)
+    with atomic_path(out) as tmp:  # checked under its temporary name: the file it replaces may be fingerprinted
+        torch.save({"model": model_state(source), "spec": spec}, tmp)  # (metadata.json, a sidecar), and that
+        load_model(tmp)  # record is the old file's until the new one is in place
+        sha256, size = sha256_file(tmp), tmp.stat().st_size
+    if out.with_name(out.name + FINGERPRINT_SUFFIX).is_file():
+        write_fingerprint(out)  # a sidecar of the replaced file would refuse the new one
     meta = json.loads(metadata.read_text())
-    meta["shipped_model"] = {"file": f"models/{out.name}", "sha256": sha256_file(out), "bytes": out.stat().st_size,
-                             "spec": spec}
+    meta["shipped_model"] = {"file": f"models/{out.name}", "sha256": sha256, "bytes": size, "spec": spec}
     atomic_write_bytes(metadata, (json.dumps(meta, indent=4) + "\n").encode())
     return meta["shipped_model"]
 

@@ -78,6 +78,33 @@ def test_corrupt_and_non_finite_checkpoints_are_refused(tmp_path):
         load_model(wrong)
 
 
+def test_shipping_replaces_a_fingerprinted_model(tmp_path):
+    """``scripts/ship_model.py`` over a file whose sha256 is recorded (the shipped model in metadata.json, or a
+    sidecar): the new file is checked under its temporary name, then the record follows it."""
+    from ship_model import main  # scripts/ is on pytest's pythonpath
+
+    from medvos.networks.checkpoint import write_fingerprint
+    from medvos.networks.image_model import FewShotSegNet
+
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text(json.dumps({"version": "x"}))
+    out = tmp_path / "models" / "general.pt"
+    shipped = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16)
+        source = tmp_path / f"run{seed}.pt"
+        torch.save({"model": net.state_dict(), "optimizer": {}, "spec": ModelSpec(net, 64).state_dict()}, source)
+        shipped.append(main([str(source), "--out", str(out), "--metadata", str(metadata)]))
+        if seed == 0:
+            write_fingerprint(out)  # the first file recorded, as the bundle's is in metadata.json
+        assert set(load_state(out)) == {"model", "spec"}  # no optimiser state
+    assert shipped[0]["sha256"] != shipped[1]["sha256"]
+    assert json.loads(metadata.read_text())["shipped_model"]["sha256"] == shipped[1]["sha256"]
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == shipped[1]["sha256"]
+    load_model(out)  # the sidecar was brought up to date, so the new file loads
+
+
 def test_the_shipped_models_load_checks_its_recorded_sha256():
     from medvos.networks.checkpoint import recorded_sha256
 
