@@ -101,13 +101,13 @@ class EpisodeDataset(Dataset):
         by_dataset: dict[str, list[str]] = defaultdict(list)
         for target in self.targets:
             by_dataset[target.split("/")[0]].append(target)
-        self.datasets = dict(sorted(by_dataset.items()))
+        self.datasets = [by_dataset[name] for name in sorted(by_dataset)]  # each image set's targets
 
     def _target(self, index: int) -> str:
         """The target episode ``index`` draws from (balanced modes only)."""
         if self.balanced == "target":
             return self.targets[index % len(self.targets)]
-        targets = list(self.datasets.values())[index % len(self.datasets)]
+        targets = self.datasets[index % len(self.datasets)]
         return targets[np.random.randint(len(targets))]
 
     def __len__(self) -> int:

@@ -31,9 +31,6 @@ logger = logging.getLogger(__name__)
 TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train.yaml"
 
 
-AFFINE = "train#augment#transforms#0"  # phase 1's random affine (the first of ``train#augment``)
-
-
 def _check_scale_range(scale_range: float) -> None:
     if not 0 <= float(scale_range) < 1:
         raise ValueError(f"tune_scale_range {scale_range}: expected 0 <= s < 1 (the scale factor is 1 +- s)")
@@ -42,8 +39,8 @@ def _check_scale_range(scale_range: float) -> None:
 @lru_cache(maxsize=8)
 def _phase1_parts(image_size: int, scale_range: float | None = None) -> tuple[Any, Any]:
     """``(train#augment, loss)`` of ``train.yaml`` at ``image_size`` (phase 1's augmentation and loss, their one
-    source); ``scale_range``: its random affine's instead of phase 1's (a scale factor from ``1 - s`` to ``1 + s``:
-    the object from ``1 / (1 + s)`` to ``1 / (1 - s)`` times its size)."""
+    source); ``scale_range``: its ``augment_scale_range`` instead of phase 1's (a scale factor from ``1 - s`` to
+    ``1 + s``: the object from ``1 / (1 + s)`` to ``1 / (1 - s)`` times its size)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -51,9 +48,7 @@ def _phase1_parts(image_size: int, scale_range: float | None = None) -> tuple[An
     parser["image_size"] = int(image_size)
     if scale_range is not None:
         _check_scale_range(scale_range)
-        if not str(parser[AFFINE + "#_target_"]).endswith("RandAffined"):
-            raise ValueError(f"{TRAIN_CONFIG}: {AFFINE} is not RandAffined; cannot set the tuning's scale range")
-        parser[AFFINE + "#scale_range"] = [float(scale_range), float(scale_range)]
+        parser["augment_scale_range"] = float(scale_range)
     return parser.get_parsed_content("train#augment"), parser.get_parsed_content("loss")
 
 
