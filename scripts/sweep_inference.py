@@ -8,7 +8,8 @@ and over sets (the mean of the set means, so every set counts equally).
         --grid tune_steps=0,30 --grid tune_learning_rate=0.0001,0.0003 --out sweep.json
 
 Each ``--set NAME=DATALIST:SPLIT[:ID_PREFIX]``; each ``--grid KEY=V1,V2,...`` names an option of ``inference.yaml``
-(:data:`medvos.inference.defaults.KEYS` and ``TUNING_KEYS``); the others keep their defaults. Unlike
+(:data:`medvos.inference.defaults.KEYS` and ``TUNING_KEYS``), or ``relearn_steps`` (test-time relearning on each cine
+first, `inferring --relearn_steps`; its seconds count in ``seconds_per_cine``); the others keep their defaults. Unlike
 ``scripts/tune_motion.py`` nothing is cached, so any option (test-time tuning included) can be swept; the cost is
 one `inferring` run per cine and combination. Results are written after every combination (``--out``), and a
 rerun with the same ``--out`` skips the combinations already there.
@@ -47,8 +48,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     grid: dict[str, list[Any]] = {}
     for g in args.grid:
         key, values = g.split("=", 1)
-        if key not in KEYS + TUNING_KEYS:
-            raise SystemExit(f"--grid {key}: not an inference option ({KEYS + TUNING_KEYS})")
+        if key not in KEYS + TUNING_KEYS + ("relearn_steps",):
+            raise SystemExit(f"--grid {key}: not an inference option ({KEYS + TUNING_KEYS + ('relearn_steps',)})")
         grid[key] = [yaml.safe_load(v) for v in values.split(",")]
     results = json.loads(args.out.read_text()) if args.out.is_file() else {"combinations": []}
     done = {json.dumps(c["options"], sort_keys=True) for c in results["combinations"]}

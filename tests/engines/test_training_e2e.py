@@ -37,6 +37,11 @@ def test_training_tiny(tmp_path, synthetic_root):
     assert run.data.params["image_size"] == "64" and "train_loss" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"dice_per_frame.png", "phase1_config.json", "model.pt"} <= artifacts
+    from medvos.networks.checkpoint import load_state
+
+    options = load_state(tmp_path / "models" / "model.pt")["spec"]["training"]["options"]  # the file names its recipe
+    assert options["max_epochs"] == 2 and options["episodes_per_epoch"] == 8 and options["image_size"] == 64
+    assert options["augment_scale_range"] == 0.2 and "network" not in options and "device" not in options
 
 
 def test_verify_net_in_out():

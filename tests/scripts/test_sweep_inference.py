@@ -24,3 +24,24 @@ def test_sweep_scores_a_grid_and_resumes(tmp_path, synthetic_root):
     assert again == json.loads(out.read_text())["combinations"] == rows
     with pytest.raises(SystemExit, match="not an inference option"):
         main(["--set", f"s={synthetic_root / 'datalist.json'}:test", "--grid", "nonsense=1", "--out", str(out)])
+
+
+def test_sweep_relearns_on_each_cine_first(tmp_path, synthetic_root, monkeypatch):
+    import medvos.engines.test_time as test_time
+
+    calls = []
+    relearn = test_time.relearn_on_cine
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["steps"])
+        return relearn(*args, **kwargs)
+
+    monkeypatch.setattr(test_time, "relearn_on_cine", counted)
+    args = ["--set", f"synthetic={synthetic_root / 'datalist.json'}:test", "--grid", "relearn_steps=0,1",
+            "--grid", "tune_steps=0", "--out", str(tmp_path / "sweep.json")]
+    plain, relearned = main(args)["combinations"]
+    assert relearned["options"] == {"relearn_steps": 1, "tune_steps": 0}
+    videos = relearned["sets"]["synthetic"]["videos"]
+    assert videos.keys() == plain["sets"]["synthetic"]["videos"].keys()
+    assert calls == [1] * len(videos)  # once per cine, in the relearning combination only
+    assert all(0.0 <= d <= 1.0 for d in videos.values())

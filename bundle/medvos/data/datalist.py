@@ -59,8 +59,14 @@ def write_datalist(path: str | Path, datalist: dict[str, Any]) -> Path:
     return atomic_write_bytes(path, json.dumps(datalist, indent=1).encode())
 
 
-def summarise(entries: list[dict[str, Any]], datalist_path: str | Path | None = None) -> dict[str, Any]:
-    """What a model was trained on, for its checkpoint: entry counts per target (``group``) and patients."""
+RUN_ONLY = ("network", "device", "datalist_path")  # hyperparameters the spec holds elsewhere or that name a machine
+
+
+def summarise(entries: list[dict[str, Any]], datalist_path: str | Path | None = None,
+              hyperparams: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a model was trained on, for its checkpoint: entry counts per target (``group``) and patients, and the
+    run's options (``hyperparams``, the workflow's logged hyperparameters, less :data:`RUN_ONLY`), so a shipped file
+    names its own recipe."""
     from collections import Counter
 
     targets = Counter(str(e.get("group", "videos")) for e in entries)
@@ -70,6 +76,8 @@ def summarise(entries: list[dict[str, Any]], datalist_path: str | Path | None = 
         out["patients"] = len(patients)
     if datalist_path is not None:
         out["datalist"] = Path(datalist_path).name
+    if hyperparams:
+        out["options"] = {k: v for k, v in hyperparams.items() if k not in RUN_ONLY}
     return out
 
 
