@@ -174,8 +174,10 @@ def test_a_prepared_network_is_used_as_it_is_whatever_the_runtime(monkeypatch):
 def test_motion_aware_propagation_follows_a_cut_and_streams_every_frame_once():
     frames, labels = jumping_video()
     net = ColourTemplateNet().eval()
-    # the hold-then-re-detect logic alone: no edge refinement (on a flat background it would blur the held track)
-    prop = MotionAwarePropagator(FewShotPropagator(net, 64, 4), CueFusion(redetect_frames=3), EdgeRefinement(0))
+    # the hold-then-re-detect logic alone: no edge refinement (on a flat background it would blur the held track);
+    # waiting 3 frames goes with the untuned network's motion weight (inference.yaml)
+    prop = MotionAwarePropagator(FewShotPropagator(net, 64, 4), CueFusion(motion_weight=2.5, redetect_frames=3),
+                                 EdgeRefinement(0))
     sup = prop.supports({0: (frames[0], torch.from_numpy(labels[0]))})
     seen, drift = [], np.zeros(16)
     out = np.zeros_like(labels)

@@ -79,7 +79,7 @@ class CueFusion:
             Dice).
     """
 
-    motion_weight: float = 1.75
+    motion_weight: float = 1.0
     flow_tolerance: float = 8.0
     redetect_support: float = 0.3
     redetect_confidence: float = 0.6
