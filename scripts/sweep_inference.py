@@ -35,6 +35,7 @@ from medvos.metrics import video_scores
 from medvos.networks.checkpoint import SHIPPED_MODEL
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / SHIPPED_MODEL
+SWEEPABLE = KEYS + TUNING_KEYS + ("relearn_steps",)  # the inference options, and test-time relearning
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     grid: dict[str, list[Any]] = {}
     for g in args.grid:
         key, values = g.split("=", 1)
-        if key not in KEYS + TUNING_KEYS + ("relearn_steps",):
-            raise SystemExit(f"--grid {key}: not an inference option ({KEYS + TUNING_KEYS + ('relearn_steps',)})")
+        if key not in SWEEPABLE:
+            raise SystemExit(f"--grid {key}: not an inference option ({SWEEPABLE})")
         grid[key] = [yaml.safe_load(v) for v in values.split(",")]
     results = json.loads(args.out.read_text()) if args.out.is_file() else {"combinations": []}
     done = {json.dumps(c["options"], sort_keys=True) for c in results["combinations"]}
