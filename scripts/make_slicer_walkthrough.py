@@ -13,7 +13,7 @@ the way the plugin reads it (volumes and labels with SimpleITK, settings from ``
 2. **annotate frame 0**: the object drawn on frame 0 (``--drawing``: polygons in pixel coordinates per frame, what
    an annotator draws with Slicer's segment editor), ``PUT /datastore/label`` (Submit Label);
 3. **run**: ``POST /infer/propagate`` (every frame; per-frame confidence and drift in the answer);
-4. **next sample**: the strategy names the frame where appearance and motion start to disagree;
+4. **next sample**: the strategy names the frame whose annotation stands to correct the most;
 5. **correct**: the object drawn on that frame (from ``--drawing``), submitted, run again;
 6. **train**: ``POST /train/relearn`` and ``GET /info`` polled as Slicer's progress bar polls it; the relearned model
    then propagates.

@@ -210,10 +210,57 @@ def test_next_frame_goes_to_where_drift_starts():
 
     conf = [1.0, 0.9, 0.8, 0.95, 0.9, 0.7, 0.9, 0.9]
     drift = [0.0, 0.1, 0.2, 0.9, 0.9, 1.0, 0.9, 0.3]
-    frame, urgency, reason = next_frame(conf, drift, {0})
+    frame, urgency, reason = next_frame(conf, drift, {0}, mode="drift_onset")
     assert frame == 3 and urgency == pytest.approx(1 - 2.8 / 3) and "drift starts" in reason  # not the worst (5)
-    assert next_frame(conf, [0.1, 0.1, 1.0, 0.1, 0.1, 0.1, 0.1, 0.1], {0})[:2] == (5, 0.7)  # one flicker: no drift
+    flicker = [0.1, 0.1, 1.0, 0.1, 0.1, 0.1, 0.1, 0.1]
+    assert next_frame(conf, flicker, {0}, mode="drift_onset")[:2] == (5, 0.7)  # one flicker: no drift
     assert next_frame(conf, None, set(range(8))) is None
+
+
+def test_next_frame_measures_drift_against_the_cines_own_level():
+    """An appearance cue that disagrees with motion from the first frame on (an untuned network on an unseen
+    anatomy) is not a drift: next to the annotation motion is as right as it will ever be. The least confident frame
+    is proposed instead; a rise well above that level still counts."""
+    from medvos.monai_label.strategy import drift_level, next_frame
+
+    conf = [1.0, 0.9, 0.8, 0.95, 0.9, 0.6, 0.9, 0.9, 0.9, 0.9]
+    flat = [0.0, 0.75, 0.8, 0.85, 0.8, 0.8, 0.75, 0.8, 0.85, 0.8]
+    assert drift_level(flat, {0}) == pytest.approx(0.8)
+    # a fixed onset: "drift starts" at the first frame
+    assert next_frame(conf, flat, {0}, mode="drift_onset", relative=False)[0] == 1
+    frame, urgency, reason = next_frame(conf, flat, {0}, mode="drift_onset")
+    assert (frame, urgency) == (5, 0.6) and "confidence" in reason
+    rising = flat[:6] + [1.0, 1.0, 1.0, 0.95]
+    frame, _, reason = next_frame(conf, rising, {0}, mode="drift_onset")
+    assert frame == 6 and "drift starts" in reason
+    # the level is taken next to every annotation, on both sides
+    assert drift_level([0.0, 0.1, 0.9, 0.9, 0.2, 0.0], {0, 5}, near=1) == pytest.approx(0.15)
+
+
+def test_next_frame_aims_the_correction_where_it_reaches_most_frames():
+    """The default: the frame whose annotation stands to correct the most, far from the annotated frames and
+    where the cues disagree (measured on the development sets to gain more per correction than the drift onset)."""
+    from medvos.monai_label.strategy import correction_gain, frame_error, next_frame
+
+    # distance alone: the middle of the longest stretch without an annotation (frames 10..30 here)
+    assert int(correction_gain([1.0] * 31, {0, 10, 30}).argmax()) in (19, 20, 21)
+    assert 8 <= int(correction_gain([1.0] * 21, {0}).argmax()) <= 12  # after the only annotation: splits the rest
+    # annotating a frame corrects what it comes nearer to, by how much nearer (by hand, annotations 0 and 4, frame 2:
+    # itself fully, 1 and 3 not at all, they stay one frame from an annotation; frame 7 of 0..8 brings 6 from 6 to 1)
+    assert correction_gain([1.0] * 5, {0, 4})[2] == pytest.approx(1.0)
+    by_hand = (6 - 1) / 6 + 1 + (8 - 1) / 8 + (5 - 2) / 5 + (4 - 3) / 4  # frames 6, 7, 8, 5, 4
+    assert correction_gain([1.0] * 9, {0})[7] == pytest.approx(by_hand)
+    assert correction_gain([1.0] * 5, {0, 4})[[0, 4]].tolist() == [0.0, 0.0]
+    # the drift pulls the pick towards the stretch where appearance and motion disagree
+    conf = [1.0] + [0.9] * 20
+    quiet = [0.0] + [0.1] * 20
+    drifting = [0.0] + [0.1] * 12 + [0.9] * 8
+    t_quiet, u_quiet, reason = next_frame(conf, quiet, {0})
+    t_drift, u_drift, _ = next_frame(conf, drifting, {0})
+    assert t_drift > t_quiet and u_drift < u_quiet and "correct the most" in reason  # and it is more urgent
+    assert frame_error(conf, None, prior=0.5)[1] == pytest.approx(0.5 + 0.5 * 0.1)  # no drift: 1 - confidence
+    with pytest.raises(ValueError, match="mode"):
+        next_frame(conf, quiet, {0}, mode="worst")
 
 
 
