@@ -19,7 +19,8 @@ correction and the Dice the picked frame had before it, for the app's rule and f
         --set cvc=general.json:validation:cvc_clinicdb/ --set synthetic=bundle/data/synthetic/datalist.json:test \
         --out next_sample.json
 
-Each propagation is the full `inferring` path; picks that name the same frame share one run.
+Each propagation is the full `inferring` path; picks that name the same frame share one run. Cines of fewer than 3
+frames are skipped (nothing is left to score).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import yaml
 from tqdm import tqdm
 
 from medvos.data.videos import VideoDataset, video_entries
+from medvos.inference.defaults import KEYS, TUNING_KEYS
 from medvos.inference.predictor import VideoPredictor
 from medvos.inference.workflow import run_inference
 from medvos.io.atomic import atomic_write_bytes
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = dict(APP_OPTIONS)
     for g in args.grid:
         key, value = g.split("=", 1)
+        if key not in KEYS + TUNING_KEYS:
+            raise SystemExit(f"--grid {key}: not an inference option ({KEYS + TUNING_KEYS})")
         options[key] = yaml.safe_load(value)
     size, clip = input_size(args.checkpoint, 256)[0], checkpoint_clip_length(args.checkpoint, 8)
     net = load_model(args.checkpoint, None, clip, None).eval()
@@ -92,6 +96,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for i in tqdm(range(len(data)), desc=name, unit="cine"):
             d = data[i]
             gt = d["label"][:, 0].numpy()
+            if len(gt) < 3:  # no frame is left to score once two are annotated
+                continue
             t0 = time.perf_counter()
             first = propagate(d["entry"], [0])
             seconds = time.perf_counter() - t0

@@ -35,3 +35,5 @@ def test_next_sample_gain_scores_each_pick_with_the_true_mask_as_correction(tmp_
         assert summary["gain"] == pytest.approx(np.mean(gains), abs=1e-4)
     with pytest.raises(SystemExit, match="not a pick"):
         main(["--set", f"s={synthetic_root / 'datalist.json'}:test", "--picks", "best", "--out", str(out)])
+    with pytest.raises(SystemExit, match="not an inference option"):
+        main(["--set", f"s={synthetic_root / 'datalist.json'}:test", "--grid", "nonsense=1", "--out", str(out)])
