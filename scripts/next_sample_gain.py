@@ -42,11 +42,11 @@ from medvos.inference.predictor import VideoPredictor
 from medvos.inference.workflow import run_inference
 from medvos.io.atomic import atomic_write_bytes
 from medvos.metrics import video_scores
+from medvos.monai_label.infer import APP_OPTIONS
 from medvos.monai_label.strategy import DISTANCE_PRIOR, correction_gain, frame_error, next_frame
 from medvos.networks.checkpoint import SHIPPED_MODEL, checkpoint_clip_length, input_size, load_model
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / SHIPPED_MODEL
-APP_OPTIONS = {"tune_steps": 0}  # the app's default (medvos.monai_label.infer.PropagateInfer)
 
 Pick = Callable[[list[float], list[float], list[float], set[int]], int]
 PICKS: dict[str, Pick] = {
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     after[t] = float(video_scores(res["labels"], gt, [0, t])["dice"])
                 rest = [x for k, x in enumerate(dice) if k not in (0, t)]
                 row["picks"][pick_name] = {"frame": t, "dice_at_frame": round(dice[t], 4),
-                                           "before_on_rest": round(float(np.mean(rest)), 4) if rest else None,
+                                           "before_on_rest": round(float(np.mean(rest)), 4),
                                            "after": round(after[t], 4)}
             rows[str(d.get("id", i))] = row
         summary = {p: {"after": round(float(np.mean([r["picks"][p]["after"] for r in rows.values()])), 4),

@@ -28,6 +28,9 @@ from medvos.networks.relearn_model import CLIP_LENGTH
 
 logger = logging.getLogger(__name__)
 RELEARNED_FILE = "relearned.pt"
+# the app's inference options where they differ from `inferring`'s: test-time tuning costs seconds per request (model
+# card), so it is off unless ``options`` ask for it
+APP_OPTIONS: dict[str, Any] = {"tune_steps": 0}
 
 
 def _stamp(path: str | Path) -> tuple[str, int, int]:
@@ -66,8 +69,7 @@ class PropagateInfer(InferTask):
         self.model_dir = Path(model_dir)
         self.base_model = Path(base_model)
         self.image_size, self.clip_length, self.tau_hidden = image_size, clip_length, tau_hidden
-        # test-time tuning costs seconds per request (model card): off in the app unless ``options`` ask for it
-        self.threshold, self.options = threshold, {"tune_steps": 0, **(options or {})}
+        self.threshold, self.options = threshold, {**APP_OPTIONS, **(options or {})}
         self._lock = threading.Lock()
         self._net: tuple[tuple, nn.Module] | None = None
         self._predictor: tuple[tuple, VideoPredictor] | None = None
