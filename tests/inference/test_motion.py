@@ -16,7 +16,7 @@ from test_memory_tree import ColourTemplateNet, dice, distractor_video
 from medvos.flow import DenseFlow, forward_backward_error, warp
 from medvos.inference.defaults import make_propagator
 from medvos.inference.edges import EdgeRefinement
-from medvos.inference.motion import CueFusion, MotionAwarePropagator, soft_dice
+from medvos.inference.motion import CueFusion, MotionAwarePropagator, meeting_weight, soft_dice
 from medvos.inference.propagator import FewShotPropagator
 
 
@@ -203,6 +203,32 @@ def test_annotation_in_the_middle_and_two_annotations_meet_in_both_directions():
     out2, _, conf2 = two.propagate(frames, torch.from_numpy(labels), [3, 20])
     assert np.array_equal(out2[3], labels[3]) and np.array_equal(out2[20], labels[20])
     assert np.mean([dice(out2[t] > 0, labels[t] > 0) for t in range(24)]) > 0.9
+
+
+def test_meeting_weights_each_pass_by_nearness_and_agreement_with_appearance():
+    assert meeting_weight(0.75, 0.9, 0.0) == 0.75  # agreement 0: nearness alone, whatever the drifts
+    assert meeting_weight(0.75, 0.2, 0.2, 2.0) == pytest.approx(0.75)  # equal agreement: nearness decides
+    # forward: 0.25 * 0.8^2 = 0.16; backward: 0.75 * 0.2^2 = 0.03
+    assert meeting_weight(0.25, 0.2, 0.8, 2.0) == pytest.approx(0.16 / 0.19)
+    assert meeting_weight(1.0, 1.0, 0.0, 1.0) == 1.0 and meeting_weight(0.0, 0.0, 1.0, 1.0) == 0.0  # at the annotations
+
+
+def test_a_pass_from_a_misleading_annotation_yields_where_they_meet():
+    """Frame 12 annotated with half the disk (the target partly hidden there): its backward pass keeps the half disk
+    where motion is reliable and disagrees with appearance; weighted by agreement (the default), the forward pass from
+    frame 0 decides those frames."""
+    frames, labels = distractor_video(appear=10**6)
+    given = labels.copy()
+    given[12, :, : 14 + 12] = 0  # the disk's left half hidden
+    net = ColourTemplateNet().eval()
+    scores = {}
+    for agreement in (0.0, None):  # nearness alone; inference.yaml's default
+        given_opts = {} if agreement is None else {"meeting_agreement": agreement}
+        prop = make_propagator(net, 64, 4, memory_tree=False, motion=True, edge_radius=0, motion_weight=2.5,
+                               **given_opts)
+        out, _, _ = prop.propagate(frames, torch.from_numpy(given), [0, 12])
+        scores[agreement] = np.mean([dice(out[t] > 0, labels[t] > 0) for t in range(6, 12)])
+    assert scores[0.0] < 0.85 and scores[None] > scores[0.0] + 0.03, scores  # 0.72 and 0.76
 
 
 def test_next_frame_goes_to_where_drift_starts():

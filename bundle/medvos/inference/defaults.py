@@ -13,7 +13,7 @@ from torch import nn
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference.yaml"
 KEYS = ("fusion", "threshold", "memory_tree", "pathways", "motion", "motion_weight", "flow_tolerance",
         "redetect_support", "redetect_confidence", "redetect_frames", "anchor_weight", "anchor_agreement",
-        "edge_radius", "runtime")
+        "meeting_agreement", "edge_radius", "runtime")
 TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate", "tune_backbone_lr_mult",  # test-time tuning
                "tune_scale_range")
 # (medvos.inference.tuning)
@@ -96,4 +96,5 @@ def make_propagator(network: nn.Module, image_size: int, clip_length: int, tuned
                      float(opts["redetect_confidence"]), int(opts["redetect_frames"]),
                      threshold=float(opts["threshold"]), anchor_weight=float(opts["anchor_weight"]),
                      anchor_agreement=float(opts["anchor_agreement"]))
-    return MotionAwarePropagator(prop, rule, EdgeRefinement(int(opts["edge_radius"])))
+    return MotionAwarePropagator(prop, rule, EdgeRefinement(int(opts["edge_radius"])),
+                                 float(opts["meeting_agreement"]))

@@ -147,6 +147,19 @@ class CueFusion:
         return fused.astype(np.float32), drift, streak
 
 
+def meeting_weight(near: float, drift_forward: float, drift_backward: float, agreement: float = 0.0) -> float:
+    """Weight of the forward pass where it meets the backward one on a frame between two annotations. ``near``:
+    ``(b - t) / (b - a)``, 1 next to the forward pass's annotation ``a``, 0 next to the backward pass's ``b``; each
+    pass's weight is its nearness times its agreement with appearance on this frame, ``(1 - drift) ** agreement``
+    (0: nearness alone). A pass that started from a misleading annotation (the target partly hidden there) disagrees
+    with appearance on the frames it reaches, and yields to the other."""
+    if agreement <= 0:
+        return near
+    f = near * max(1.0 - drift_forward, _EPS) ** agreement
+    b = (1.0 - near) * max(1.0 - drift_backward, _EPS) ** agreement
+    return f / (f + b) if f + b > 0 else near
+
+
 @dataclass
 class _Track:
     """Where a pass stands: the last frame's grey image, fused probability per object and contradiction streaks, and
@@ -181,15 +194,18 @@ class _Frame:
 class MotionAwarePropagator:
     """Wraps a propagator (:class:`FewShotPropagator` or :class:`MemoryTreePropagator`): its probabilities are the
     appearance cue, fused with the flow-warped previous result (and the annotation warped straight on) by ``rule``;
-    the output is refined along the frames' edges by ``refine``. Same ``supports``/``stream`` interface; the base
+    the output is refined along the frames' edges by ``refine``; where a forward and a backward pass meet, each is
+    weighted by nearness and agreement (:func:`meeting_weight`, exponent ``meeting_agreement``). Same ``supports``/``stream`` interface; the base
     network runs at its input size on frames resized once, and flow is computed at that size.
 
     Memory: frames after the last annotation stream; frames before it are held (at the input size: a grey image and
     one probability map per object, about 0.2 MB at 256 px) until the next annotated frame closes their segment.
     """
 
-    def __init__(self, base: Any, rule: CueFusion | None = None, refine: EdgeRefinement | None = None) -> None:
+    def __init__(self, base: Any, rule: CueFusion | None = None, refine: EdgeRefinement | None = None,
+                 meeting_agreement: float = 1.0) -> None:
         self.base = base
+        self.meeting_agreement = float(meeting_agreement)
         base.probability_dtype = np.float32  # the base streams float32: no float16 round trip per frame
         self.rule = rule or CueFusion(threshold=base.threshold)
         self.refine = refine if refine is not None else EdgeRefinement()
@@ -302,7 +318,7 @@ class MotionAwarePropagator:
             if frame.forward is None or a is None:
                 out.append((t, back, drift, frame.size, frame.grey))
                 continue
-            wf = (b - t) / (b - a)  # weight of the forward result: 1 next to annotation a, 0 next to b
+            wf = meeting_weight((b - t) / (b - a), frame.drift, drift, self.meeting_agreement)
             fused = {v: wf * frame.forward[v] + (1 - wf) * back[v] for v in back}
             out.append((t, fused, wf * frame.drift + (1 - wf) * drift, frame.size, frame.grey))
         return out[::-1]
