@@ -117,9 +117,9 @@ def test_the_shipped_models_load_checks_its_recorded_sha256():
 def test_shipped_model_out_of_the_box_on_a_real_carotid_recording(tmp_path, recording, floor):
     """`inferring` defaults (appearance + motion), 1-shot first frame, on real ultrasound recordings the model never
     trained on. Model card: 0.950 and 0.903 Dice with the 0.15.0 model, 0.944 and 0.895 with the 0.12.0 model and
-    0.13.0's defaults (0.947 and 0.907 with 0.12.0's, 0.933 and 0.843 with the 0.3.0-0.11.0 model); DIS optical flow alone 0.804 (steady) and 0.300 (the
-    mask drifts away at a probe movement); the 0.3.0 network alone 0.593 and 0.583; copying the first mask 0.051 and
-    0.188."""
+    0.13.0's defaults (0.947 and 0.907 with 0.12.0's, 0.933 and 0.843 with the 0.3.0-0.11.0 model); DIS optical flow
+    alone 0.804 (steady) and 0.300 (the mask drifts away at a probe movement); the 0.3.0 network alone 0.593 and
+    0.583; copying the first mask 0.051 and 0.188."""
     import subprocess
     import sys
 

@@ -29,7 +29,8 @@ warps' blur are snapped to the image's own edges.
 
 ``drift = 1 - soft Dice(A, W)`` per frame is the disagreement of the two cues (``confidence.csv``, the MONAI Label
 strategy). Frames before, between and after annotated frames are covered: after the last annotation a forward
-pass streams; elsewhere forward and backward passes meet, each frame weighted towards its nearer annotation.
+pass streams; elsewhere forward and backward passes meet, each frame weighted towards its nearer annotation and
+towards the pass that agrees better with appearance there (:func:`meeting_weight`).
 """
 
 from __future__ import annotations
@@ -195,8 +196,9 @@ class MotionAwarePropagator:
     """Wraps a propagator (:class:`FewShotPropagator` or :class:`MemoryTreePropagator`): its probabilities are the
     appearance cue, fused with the flow-warped previous result (and the annotation warped straight on) by ``rule``;
     the output is refined along the frames' edges by ``refine``; where a forward and a backward pass meet, each is
-    weighted by nearness and agreement (:func:`meeting_weight`, exponent ``meeting_agreement``). Same ``supports``/``stream`` interface; the base
-    network runs at its input size on frames resized once, and flow is computed at that size.
+    weighted by nearness and agreement (:func:`meeting_weight`, exponent ``meeting_agreement``). Same
+    ``supports``/``stream`` interface; the base network runs at its input size on frames resized once, and flow is
+    computed at that size.
 
     Memory: frames after the last annotation stream; frames before it are held (at the input size: a grey image and
     one probability map per object, about 0.2 MB at 256 px) until the next annotated frame closes their segment.
@@ -308,7 +310,7 @@ class MotionAwarePropagator:
     def _close(self, pending: list[tuple[int, _Frame]], anchor: dict[int, np.ndarray], grey: np.ndarray,
                b: int) -> list[_Out]:
         """Backward pass from the anchor frame ``b`` over the pending frames; meet the forward pass (each frame
-        weighted towards its nearer annotation)."""
+        weighted by :func:`meeting_weight`)."""
         out = []
         nxt = _Track.at_anchor(grey, anchor)
         a = pending[0][0] - 1 if pending and pending[0][1].forward is not None else None
