@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,11 @@ PICKS: dict[str, Pick] = {
     "worst": lambda conf, drift, dice, done: min((t for t in range(len(dice)) if t not in done),
                                                  key=dice.__getitem__),
 }
+
+
+def mean(values: Iterable[float]) -> float:
+    """The mean, rounded as the results file stores figures."""
+    return round(float(np.mean(list(values))), 4)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -117,13 +122,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                            "before_on_rest": round(float(np.mean(rest)), 4),
                                            "after": round(after[t], 4)}
             rows[str(d.get("id", i))] = row
-        summary = {p: {"after": round(float(np.mean([r["picks"][p]["after"] for r in rows.values()])), 4),
-                       "gain": round(float(np.mean([r["picks"][p]["after"] - r["picks"][p]["before_on_rest"]
-                                                     for r in rows.values()])), 4),
-                       "dice_at_frame": round(float(np.mean([r["picks"][p]["dice_at_frame"]
-                                                             for r in rows.values()])), 4)}
+        summary = {p: {"after": mean(r["picks"][p]["after"] for r in rows.values()),
+                       "gain": mean(r["picks"][p]["after"] - r["picks"][p]["before_on_rest"] for r in rows.values()),
+                       "dice_at_frame": mean(r["picks"][p]["dice_at_frame"] for r in rows.values())}
                    for p in picks}
-        out["sets"][name] = {"before": round(float(np.mean([r["before"] for r in rows.values()])), 4),
+        out["sets"][name] = {"before": mean(r["before"] for r in rows.values()),
                              "picks": summary, "cines": rows}
         print(name, "before", out["sets"][name]["before"], json.dumps(summary), flush=True)
         atomic_write_bytes(args.out, json.dumps(out, indent=1).encode())

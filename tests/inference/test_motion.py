@@ -144,7 +144,8 @@ def jumping_video(t: int = 16, jump: int = 8) -> tuple[torch.Tensor, np.ndarray]
 
 def test_motion_settings_follow_the_appearance_network_tuned_or_not():
     """A bare ``CueFusion()`` (the rule of a bare :class:`MotionAwarePropagator`) is `inferring`'s default with a
-    tuned appearance network; untuned, ``inference.yaml``'s ``untuned`` values apply; a plain value serves both."""
+    tuned appearance network, and so is a bare propagator's meeting weight; untuned, ``inference.yaml``'s
+    ``untuned`` values apply; a plain value serves both."""
     net = ColourTemplateNet().eval()
     tuned = make_propagator(net, 64, 4, tuned=True, memory_tree=False, motion=True).rule
     untuned = make_propagator(net, 64, 4, memory_tree=False, motion=True).rule
@@ -152,6 +153,9 @@ def test_motion_settings_follow_the_appearance_network_tuned_or_not():
     assert (untuned.motion_weight, untuned.redetect_support, untuned.redetect_frames) == (2.5, 0.15, 3)
     assert (tuned.anchor_weight, untuned.anchor_weight, untuned.anchor_agreement) == (1.0, 2.0, 0.6)
     assert make_propagator(net, 64, 4, memory_tree=False, motion=True, motion_weight=1.5).rule.motion_weight == 1.5
+    # the meeting weight of a bare MotionAwarePropagator is inference.yaml's (written in both places, like CueFusion's)
+    bare = MotionAwarePropagator(FewShotPropagator(net, 64, 4))
+    assert make_propagator(net, 64, 4, memory_tree=False, motion=True).meeting_agreement == bare.meeting_agreement
     with pytest.raises(ValueError, match="motion_weight"):
         make_propagator(net, 64, 4, motion=True, motion_weight={"tuned": 2.0})
 
