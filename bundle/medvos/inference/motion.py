@@ -36,7 +36,7 @@ towards the pass that agrees better with appearance there (:func:`meeting_weight
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -78,6 +78,11 @@ class CueFusion:
             reliable (0: off).
         anchor_agreement: the annotation's cue counts only where it agrees with the chained prior this well (soft
             Dice).
+        motion_cap: the most confident probability either motion cue may assert, ``p`` clipped to ``[1 - cap,
+            cap]`` before its logit is added (1: no cap). The carried prior is the previous *fused* result, so its
+            logit sums the appearance of every earlier frame: uncapped, the track's memory outweighs a confident
+            appearance that sees the target slowly slide off it; capped, motion decides where appearance is unsure
+            and yields where it is sure.
     """
 
     motion_weight: float = 1.0
@@ -89,6 +94,18 @@ class CueFusion:
     threshold: float = 0.5
     anchor_weight: float = 1.0
     anchor_agreement: float = 0.6
+    motion_cap: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.motion_cap <= 1.0:
+            raise ValueError(f"motion_cap must be in (0.5, 1] (a probability a motion cue may assert), got "
+                             f"{self.motion_cap}")
+
+    def _motion_logit(self, p: np.ndarray) -> np.ndarray:
+        """A motion cue's logit, its confidence capped at ``motion_cap``."""
+        if self.motion_cap < 1.0:
+            p = np.clip(p, 1.0 - self.motion_cap, self.motion_cap)
+        return _logit(p)
 
     def _near(self, mask: np.ndarray) -> np.ndarray:
         """The neighbourhood of ``mask`` (bool ``(H, W)``)."""
@@ -111,7 +128,7 @@ class CueFusion:
         if not moved.any() or soft_dice(anchor, prior) <= self.anchor_agreement:
             return appearance
         weight = self.anchor_weight * self.reliability(anchor_error, self._near(moved))
-        return (1.0 / (1.0 + np.exp(-(_logit(appearance) + weight * _logit(anchor))))).astype(np.float32)
+        return (1.0 / (1.0 + np.exp(-(_logit(appearance) + weight * self._motion_logit(anchor))))).astype(np.float32)
 
     def __call__(self, appearance: np.ndarray, prior: np.ndarray, flow_error: np.ndarray, streak: int = 0,
                  anchor: np.ndarray | None = None, anchor_error: np.ndarray | None = None
@@ -144,8 +161,13 @@ class CueFusion:
             touching = np.isin(comp, [k for k in np.unique(comp[near]) if k])
             a = np.where(fg & ~touching, np.minimum(a, self.threshold - _EPS), a)
         reliability = self.reliability(flow_error, near)
-        fused = 1.0 / (1.0 + np.exp(-(_logit(a) + self.motion_weight * reliability * _logit(w))))
+        fused = 1.0 / (1.0 + np.exp(-(_logit(a) + self.motion_weight * reliability * self._motion_logit(w))))
         return fused.astype(np.float32), drift, streak
+
+
+def _worst(drift: dict[int, float]) -> float:
+    """A frame's drift: the largest over its objects (0 with none)."""
+    return max(drift.values(), default=0.0)
 
 
 def meeting_weight(near: float, drift_forward: float, drift_backward: float, agreement: float = 0.0) -> float:
@@ -183,13 +205,14 @@ image at the input size (``None``: an annotated frame)."""
 
 @dataclass
 class _Frame:
-    """A frame waiting for the backward pass: its grey image, appearance and forward result per object."""
+    """A frame waiting for the backward pass: its grey image, appearance, forward result and forward drift per
+    object."""
 
     grey: np.ndarray
     size: tuple[int, int]
     appearance: dict[int, np.ndarray]
     forward: dict[int, np.ndarray] | None = None
-    drift: float = 0.0
+    drift: dict[int, float] = field(default_factory=dict)
 
 
 class MotionAwarePropagator:
@@ -230,8 +253,10 @@ class MotionAwarePropagator:
         return self.base.supports(small)
 
     # ------------------------------------------------------------------------------------------------- stream
-    def _step(self, prev: _Track, appearance: dict[int, np.ndarray], dst: np.ndarray) -> tuple[_Track, float]:
-        """Fuse one frame (grey ``dst``) from the track on the previous frame; the new track and the drift."""
+    def _step(self, prev: _Track, appearance: dict[int, np.ndarray], dst: np.ndarray
+              ) -> tuple[_Track, dict[int, float]]:
+        """Fuse one frame (grey ``dst``) from the track on the previous frame; the new track and the drift per
+        object."""
         to_dst = self.flow(prev.grey, dst)
         err_dst = forward_backward_error(to_dst, self.check(dst, prev.grey))
         to_anchor, err_anchor = None, None
@@ -240,14 +265,13 @@ class MotionAwarePropagator:
             if prev.origin[0] is not prev.grey:  # not the frame next to the annotation (there both flows are one)
                 to_anchor = self.flow(prev.origin[0], dst)
                 err_anchor = forward_backward_error(to_anchor, self.check(dst, prev.origin[0]))
-        out, streak, drift = {}, {}, 0.0
+        out, streak, drift = {}, {}, {}
         for v, a in appearance.items():
             prior = np.clip(warp(prev.probs[v].astype(np.float32), to_dst), 0, 1)
             anchor = None
             if to_anchor is not None and v in prev.origin[1]:
                 anchor = np.clip(warp(prev.origin[1][v].astype(np.float32), to_anchor), 0, 1)
-            out[v], d, streak[v] = self.rule(a, prior, err_dst, prev.streak.get(v, 0), anchor, err_anchor)
-            drift = max(drift, d)
+            out[v], drift[v], streak[v] = self.rule(a, prior, err_dst, prev.streak.get(v, 0), anchor, err_anchor)
         return _Track(dst, out, streak, prev.origin), drift
 
     def _window(self, start: int, probs: list[dict[int, np.ndarray]], drift: list[float],
@@ -300,17 +324,19 @@ class MotionAwarePropagator:
                     prev, frame.drift = self._step(prev, appearance, grey)
                     frame.forward = prev.probs
                 if t > last_anchor:
-                    out.append((t, frame.forward, frame.drift, size, grey))
+                    out.append((t, frame.forward, _worst(frame.drift), size, grey))
                 else:
                     pending.append((t, frame))
             yield from self._chunks(out)
         if pending:  # only if an anchor frame never came (a shorter cine than annotated): forward results stand
-            yield from self._chunks([(t, f.forward or f.appearance, f.drift, f.size, f.grey) for t, f in pending])
+            yield from self._chunks([(t, f.forward or f.appearance, _worst(f.drift), f.size, f.grey)
+                                     for t, f in pending])
 
     def _close(self, pending: list[tuple[int, _Frame]], anchor: dict[int, np.ndarray], grey: np.ndarray,
                b: int) -> list[_Out]:
-        """Backward pass from the anchor frame ``b`` over the pending frames; meet the forward pass (each frame
-        weighted by :func:`meeting_weight`)."""
+        """Backward pass from the anchor frame ``b`` over the pending frames; meet the forward pass (each frame and
+        object weighted by :func:`meeting_weight`, from that object's drifts: one object's disagreement does not
+        move another's weight)."""
         out = []
         nxt = _Track.at_anchor(grey, anchor)
         a = pending[0][0] - 1 if pending and pending[0][1].forward is not None else None
@@ -318,11 +344,14 @@ class MotionAwarePropagator:
             nxt, drift = self._step(nxt, frame.appearance, frame.grey)
             back = nxt.probs
             if frame.forward is None or a is None:
-                out.append((t, back, drift, frame.size, frame.grey))
+                out.append((t, back, _worst(drift), frame.size, frame.grey))
                 continue
-            wf = meeting_weight((b - t) / (b - a), frame.drift, drift, self.meeting_agreement)
-            fused = {v: wf * frame.forward[v] + (1 - wf) * back[v] for v in back}
-            out.append((t, fused, wf * frame.drift + (1 - wf) * drift, frame.size, frame.grey))
+            fused, met = {}, {}
+            for v in back:
+                wf = meeting_weight((b - t) / (b - a), frame.drift[v], drift[v], self.meeting_agreement)
+                fused[v] = wf * frame.forward[v] + (1 - wf) * back[v]
+                met[v] = wf * frame.drift[v] + (1 - wf) * drift[v]
+            out.append((t, fused, _worst(met), frame.size, frame.grey))
         return out[::-1]
 
     def _chunks(self, frames: list[_Out]) -> Iterator[Window]:
