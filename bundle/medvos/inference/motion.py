@@ -9,7 +9,8 @@ previous fused probability warped by DIS flow):
 - *product of experts in logit space*: ``logit F = logit A_tracked + motion_weight * r * logit W``, where the flow
   reliability ``r = exp(-(e / flow_tolerance)^2)`` falls with ``e``, the mean forward-backward flow error around the
   prior. Smooth, consistent flow (steady ultrasound) makes motion decide the boundary; large motion, cuts and
-  occlusions (frames far apart) hand the decision to appearance;
+  occlusions (frames far apart) hand the decision to appearance. ``motion_cap`` (off by default) bounds how sure a
+  motion cue may be, so that a sure appearance outweighs a track that slides off the target;
 - *re-detection*: when the prior has vanished, or appearance gives it little support (mean ``A`` inside it below
   ``redetect_support``) while confidently finding the object elsewhere (mean ``A`` there above
   ``redetect_confidence``) on ``redetect_frames`` consecutive frames, motion has drifted and appearance alone
@@ -27,10 +28,11 @@ The output (not what is carried to the next frame) is refined along the frame's 
 (:class:`medvos.inference.edges.EdgeRefinement`, ``edge_radius``): the network's 1/8-resolution boundary and the
 warps' blur are snapped to the image's own edges.
 
-``drift = 1 - soft Dice(A, W)`` per frame is the disagreement of the two cues (``confidence.csv``, the MONAI Label
-strategy). Frames before, between and after annotated frames are covered: after the last annotation a forward
-pass streams; elsewhere forward and backward passes meet, each frame weighted towards its nearer annotation and
-towards the pass that agrees better with appearance there (:func:`meeting_weight`).
+``drift = 1 - soft Dice(A, W)`` per object is the disagreement of the two cues; a frame's drift (``confidence.csv``,
+the MONAI Label strategy) is the largest over its objects. Frames before, between and after annotated frames are
+covered: after the last annotation a forward pass streams; elsewhere forward and backward passes meet, each frame and
+object weighted towards its nearer annotation and towards the pass that agrees better with appearance there for that
+object (:func:`meeting_weight`).
 """
 
 from __future__ import annotations
