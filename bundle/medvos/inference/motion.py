@@ -57,6 +57,11 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log((p + _EPS) / (1 - p + _EPS))
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`_logit` (up to its epsilon), as float32."""
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
 def soft_dice(a: np.ndarray, b: np.ndarray) -> float:
     """Soft Dice of two probability maps: how well two cues agree (0 when both are empty)."""
     return float(2 * (a * b).sum() / max(float(a.sum() + b.sum()), 1e-6))
@@ -130,7 +135,7 @@ class CueFusion:
         if not moved.any() or soft_dice(anchor, prior) <= self.anchor_agreement:
             return appearance
         weight = self.anchor_weight * self.reliability(anchor_error, self._near(moved))
-        return (1.0 / (1.0 + np.exp(-(_logit(appearance) + weight * self._motion_logit(anchor))))).astype(np.float32)
+        return _sigmoid(_logit(appearance) + weight * self._motion_logit(anchor))
 
     def __call__(self, appearance: np.ndarray, prior: np.ndarray, flow_error: np.ndarray, streak: int = 0,
                  anchor: np.ndarray | None = None, anchor_error: np.ndarray | None = None
@@ -163,8 +168,7 @@ class CueFusion:
             touching = np.isin(comp, [k for k in np.unique(comp[near]) if k])
             a = np.where(fg & ~touching, np.minimum(a, self.threshold - _EPS), a)
         reliability = self.reliability(flow_error, near)
-        fused = 1.0 / (1.0 + np.exp(-(_logit(a) + self.motion_weight * reliability * self._motion_logit(w))))
-        return fused.astype(np.float32), drift, streak
+        return _sigmoid(_logit(a) + self.motion_weight * reliability * self._motion_logit(w)), drift, streak
 
 
 def _worst(drift: dict[int, float]) -> float:
