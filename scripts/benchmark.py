@@ -39,9 +39,11 @@ from medvos.benchmarking.evaluation import evaluate_methods, machine_info, markd
 from medvos.benchmarking.methods import Method, copy_method, flow_method, model_method
 from medvos.io.atomic import atomic_write_bytes
 from medvos.inference.defaults import inference_defaults
+from medvos.inference.tuning import AnnotationTuning
 from medvos.networks.checkpoint import SHIPPED_MODEL, is_relearned
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / SHIPPED_MODEL
+TUNED = AnnotationTuning().steps  # the tuned variant where the defaults do not tune
 
 
 def method_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -62,8 +64,8 @@ def method_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                                                        "relearn_steps": args.relearn_steps}
         if args.tune_variants and not is_relearned(path):
             steps = int(defaults["tune_steps"] or 0)
-            label = f"{name}, no test-time tuning" if steps else f"{name} + test-time tuning (65 steps)"
-            specs[label] = {"kind": "model", "checkpoint": str(path), "tune_steps": 0 if steps else 65}
+            label = f"{name}, no test-time tuning" if steps else f"{name} + test-time tuning ({TUNED} steps)"
+            specs[label] = {"kind": "model", "checkpoint": str(path), "tune_steps": 0 if steps else TUNED}
         if args.tree_variants:
             other = f"{name}, single path" if tree else f"{name} + memory tree"
             specs[other] = {"kind": "model", "checkpoint": str(path), "memory_tree": not tree}

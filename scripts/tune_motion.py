@@ -14,7 +14,7 @@ Each ``--set NAME=DATALIST:SPLIT[:ID_PREFIX]``; each ``--grid KEY=V1,V2,...`` (`
 defaults, which are ``inference.yaml``'s for a tuned network). Test-time tuning as ``inference.yaml`` sets it
 unless ``--tune-steps`` / ``--tune-learning-rate`` say otherwise (``--tune-steps 0``: the untuned network).
 ``--cache DIR`` keeps each set's appearance and flows, so a rerun with another grid skips the network (the tuning
-costs about 20 s per cine on 2 cores). Default checkpoint: the shipped model. The final numbers come from
+costs about 10 s per cine on 2 cores). Default checkpoint: the shipped model. The final numbers come from
 ``scripts/benchmark.py`` or ``scripts/sweep_inference.py`` (the full ``inferring`` path).
 """
 

@@ -120,7 +120,8 @@ def test_a_frozen_backbone_is_left_as_it_was(annotated):
     assert backbone and all(torch.equal(before[k], after[k]) for k in backbone)
     assert any(not torch.equal(before[k], after[k]) for k in before if k not in backbone)
     assert _loss_on(tuned, images, labels) < 0.8 * _loss_on(net, images, labels)
-    trained = AnnotationTuning(steps=10, learning_rate=3e-3, backbone_lr_mult=0.1)(net, images, labels).state_dict()
+    trained = AnnotationTuning(steps=10, learning_rate=3e-3, backbone_lr_mult=0.1, views=0)(net, images,
+                                                                                            labels).state_dict()
     assert any(not torch.equal(before[k], trained[k]) for k in backbone)  # a multiplier above 0 tunes G
 
 
@@ -171,3 +172,62 @@ def test_the_scale_range_widens_the_sizes_the_tuning_sees():
     assert tuning_options({})[0]["scale_range"] == 0.5  # inference.yaml's default (model card)
     assert tuning_options({"tune_scale_range": None})[0]["scale_range"] is None
     assert tuning_options({"tune_seconds": "2.5"})[0]["seconds"] == 2.5
+
+
+def test_a_bank_of_views_gives_the_full_networks_logits():
+    """A bank view's cached encodings (frozen backbone) give the logits the whole network gives on the same query
+    and masked support, so tuning on the bank learns what tuning on fresh views learns, with the backbone run once
+    per view instead of per step."""
+    from medvos.inference.tuning import _ViewBank
+    from medvos.networks.image_model import pack_episode
+
+    net = _net()
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, SIZE, SIZE, generator=gen)
+    masks = torch.zeros(3, 1, SIZE, SIZE)
+    masks[0, :, 8:30, 10:28] = 1
+    masks[2, :, 20:40, 5:25] = 1  # view 1 shows no object: a query only
+    drawn = iter(zip(images, masks))
+    bank = _ViewBank.encode(net, [(0, 1)], lambda i, value, need: next(drawn), 3, np.random.default_rng(0),
+                            torch.device("cpu"))
+    assert bank.values == [1, 1, 1] and bank.has_object == [True, False, True]
+    rng = np.random.default_rng(3)
+    with torch.no_grad():
+        logits, targets = bank.episodes(net, 6, rng, SIZE)
+    rng = np.random.default_rng(3)  # the same draw, by hand: supports are views that show the object, not the query
+    pairs = []
+    for _ in range(6):
+        q = int(rng.integers(3))
+        others = [j for j in (0, 2) if j != q]
+        pairs.append((q, others[int(rng.integers(len(others)))]))
+    assert all(s in (0, 2) and s != q for q, s in pairs)
+    qs, ss = [q for q, _ in pairs], [s for _, s in pairs]
+    with torch.no_grad():
+        full = net(pack_episode(images[qs], images[ss][:, None], masks[ss][:, None]))
+    assert torch.allclose(logits, full, atol=1e-5) and torch.equal(targets, masks[qs])
+
+
+def test_tuning_on_a_bank_of_views(annotated):
+    """``views=N`` (``tune_views``): the annotation is learnt from N views encoded once; reproducible, the input
+    network and the backbone untouched; refused without a frozen backbone or with a single view."""
+    from medvos.inference.defaults import tuning_options
+    from medvos.inference.tuning import AnnotationTuning
+
+    images, labels = annotated
+    net = _net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    tuned = AnnotationTuning(steps=10, learning_rate=3e-3, views=8)(net, images, labels)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    after = tuned.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
+    assert _loss_on(tuned, images, labels) < 0.8 * _loss_on(net, images, labels)
+    again = AnnotationTuning(steps=10, learning_rate=3e-3, views=8)(net, images, labels).state_dict()
+    assert all(torch.equal(after[k], again[k]) for k in after)
+    fresh = AnnotationTuning(steps=10, learning_rate=3e-3, views=0)(net, images, labels).state_dict()
+    assert any(not torch.equal(after[k], fresh[k]) for k in after if after[k].is_floating_point())
+    with pytest.raises(ValueError, match="tune_views 4 needs the backbone frozen"):
+        AnnotationTuning(views=4, backbone_lr_mult=0.1)
+    with pytest.raises(ValueError, match="tune_views 1"):
+        AnnotationTuning(views=1)
+    assert tuning_options({"tune_views": 16})[0]["views"] == 16 and tuning_options({})[0]["views"] == 64
+    assert tuning_options({"tune_seed": 3})[0]["seed"] == 3 and tuning_options({})[0]["seed"] == 0

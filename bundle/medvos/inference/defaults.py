@@ -15,7 +15,7 @@ KEYS = ("fusion", "threshold", "memory_tree", "pathways", "motion", "motion_weig
         "redetect_support", "redetect_confidence", "redetect_frames", "anchor_weight", "anchor_agreement",
         "motion_cap", "meeting_agreement", "edge_radius", "runtime")
 TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate", "tune_backbone_lr_mult",  # test-time tuning
-               "tune_scale_range")
+               "tune_scale_range", "tune_views", "tune_seed")
 # (medvos.inference.tuning)
 
 
@@ -43,7 +43,8 @@ def tuning_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return ({"steps": int(given["tune_steps"] or 0), "seconds": optional("tune_seconds"),
              "learning_rate": float(given["tune_learning_rate"]),
              "backbone_lr_mult": float(given["tune_backbone_lr_mult"]),
-             "scale_range": optional("tune_scale_range")},
+             "scale_range": optional("tune_scale_range"), "views": int(given["tune_views"] or 0),
+             "seed": int(given["tune_seed"])},
             {k: v for k, v in options.items() if k not in TUNING_KEYS})
 
 

@@ -65,22 +65,33 @@ class AnnotationTuning:
         scale_range: the views' random scale factor, ``1 +- s`` (the object ``1 / (1 + s)`` to ``1 / (1 - s)``
             times its size; ``None``: phase 1's 0.2, ``train.yaml``): the target changes size between frames far
             more than one frame's views show at phase 1's range, so the copy is shown it larger and smaller.
+        views: 0: every step draws fresh augmented views (``batch_size`` queries and supports, each through the
+            backbone); N: N views are drawn and encoded by the frozen backbone once, and every step pairs a query
+            and a support from them, so a step runs only what learns (pseudo mask, fusion, neck, head). Needs the
+            backbone frozen (``backbone_lr_mult`` 0): its features of a view then never change.
         seed: of the augmentation and of the episode draw (the same cine and annotation give the same model).
         progress: a progress bar.
     """
 
-    steps: int = 65
+    steps: int = 200
     seconds: float | None = None
     learning_rate: float = 1e-4
     backbone_lr_mult: float = 0.0
     batch_size: int = 4
     scale_range: float | None = 0.5
+    views: int = 64
     seed: int = 0
     progress: bool = False
 
     def __post_init__(self) -> None:
         if self.scale_range is not None:  # refused when the predictor is built, not once the cine is read
             _check_scale_range(self.scale_range)
+        if self.views < 0 or self.views == 1:
+            raise ValueError(f"tune_views {self.views}: expected 0 (fresh views every step) or at least 2")
+        if self.views and self.backbone_lr_mult:
+            raise ValueError(f"tune_views {self.views} needs the backbone frozen (tune_backbone_lr_mult 0, not "
+                             f"{self.backbone_lr_mult}): a learning backbone changes every view's features; tune_views 0 "
+                             "tunes it on fresh views")
 
     @property
     def on(self) -> bool:
@@ -127,16 +138,21 @@ class AnnotationTuning:
         torch.manual_seed(self.seed)
         bar = tqdm(total=self.steps, desc="test-time tuning", unit="step", disable=not self.progress)
         try:
+            bank = _ViewBank.encode(model, pairs, view, self.views, rng, device) if self.views else None
             for done in range(1, self.steps + 1):
-                queries, targets, supports, masks = [], [], [], []
-                for _ in range(self.batch_size):
-                    i, value = pairs[int(rng.integers(len(pairs)))]
-                    same = [k for k, v in pairs if v == value]
-                    q, y = view(i, value, False)
-                    s, m = view(same[int(rng.integers(len(same)))], value, True)
-                    queries.append(q), targets.append(y), supports.append(s[None]), masks.append(m[None])
-                x = pack_episode(torch.stack(queries), torch.stack(supports), torch.stack(masks)).to(device)
-                loss = loss_fn(model(x), torch.stack(targets).to(device))
+                if bank is not None:
+                    logits, target = bank.episodes(model, self.batch_size, rng, size)
+                else:
+                    queries, targets, supports, masks = [], [], [], []
+                    for _ in range(self.batch_size):
+                        i, value = pairs[int(rng.integers(len(pairs)))]
+                        same = [k for k, v in pairs if v == value]
+                        q, y = view(i, value, False)
+                        s, m = view(same[int(rng.integers(len(same)))], value, True)
+                        queries.append(q), targets.append(y), supports.append(s[None]), masks.append(m[None])
+                    x = pack_episode(torch.stack(queries), torch.stack(supports), torch.stack(masks)).to(device)
+                    logits, target = model(x), torch.stack(targets).to(device)
+                loss = loss_fn(logits, target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -150,3 +166,55 @@ class AnnotationTuning:
         logger.info("test-time tuning: %d steps in %.1f s on %d annotated frame(s)", done, time.perf_counter() - t0,
                     len(images))
         return model.eval()
+
+
+@dataclass
+class _ViewBank:
+    """Augmented views of the annotated frames, encoded once by a frozen backbone (``AnnotationTuning.views``).
+
+    ``values[j]`` is view ``j``'s object, ``has_object[j]`` whether the augmentation kept it in sight (a view
+    without it still serves as a query: the object is absent there); supports are views that show it."""
+
+    query: tuple[torch.Tensor, torch.Tensor]  # (G(q), F(q)) of every view
+    support: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (F, mask, G) of every view as a masked support
+    targets: torch.Tensor  # (V, 1, S, S)
+    values: list[int]
+    has_object: list[bool]
+
+    @classmethod
+    def encode(cls, model: nn.Module, pairs: list[tuple[int, int]], view: Any, count: int,
+               rng: np.random.Generator, device: torch.device, chunk: int = 16) -> _ViewBank:
+        drawn = []
+        for j in range(count):  # every annotated (frame, object) in turn, so each object gets its share
+            i, value = pairs[j % len(pairs)]
+            drawn.append((value, *view(i, value, False)))
+        for value in {v for _, v in pairs}:  # every object needs a view that shows it (a support)
+            if not any(v == value and y.any() for v, _, y in drawn):
+                i = next(k for k, v in pairs if v == value)
+                drawn.append((value, *view(i, value, True)))
+        images = torch.stack([x for _, x, _ in drawn]).to(device)
+        targets = torch.stack([y for _, _, y in drawn]).to(device)
+        queries, supports = [], []
+        with torch.no_grad():
+            for start in range(0, len(drawn), chunk):
+                x, y = images[start:start + chunk], targets[start:start + chunk]
+                queries.append(model.encode_query(x))
+                supports.append(model.encode_support(x[:, None], y[:, None]))
+        return cls(tuple(torch.cat(parts) for parts in zip(*queries)),
+                   tuple(torch.cat(parts) for parts in zip(*supports)), targets,
+                   [v for v, _, _ in drawn], [bool(y.any()) for _, _, y in drawn])
+
+    def episodes(self, model: nn.Module, batch_size: int, rng: np.random.Generator, size: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and targets of ``batch_size`` episodes: a random query view, and a support view of the same
+        object that shows it (another view where there is one)."""
+        qs, ss = [], []
+        for _ in range(batch_size):
+            q = int(rng.integers(len(self.values)))
+            shows = [j for j, v in enumerate(self.values) if v == self.values[q] and self.has_object[j]]
+            others = [j for j in shows if j != q] or shows
+            qs.append(q), ss.append(others[int(rng.integers(len(others)))])
+        query = tuple(part[qs] for part in self.query)
+        support = tuple(part[ss] for part in self.support)
+        logits = model.decode(model.temporal(model.encoded_neck_features(query, support)), (size, size))
+        return logits, self.targets[qs]
