@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """What the MONAI Label app's *Next Sample* is worth: on development cines with a mask on every frame, propagate from
-the first frame as the app does (its options: no test-time tuning unless ``--grid tune_steps=...``), ask
+the first frame as the app does (its options, :data:`medvos.monai_label.infer.APP_OPTIONS`: a short test-time tuning
+since 0.17.0, none before; ``--grid tune_steps=...`` to change it), ask
 :func:`medvos.monai_label.strategy.next_frame` which frame to annotate next, give it that frame's true mask (the
 annotator's correction) and propagate again from both frames. Reports per set the mean Dice before and after the
 correction and the Dice the picked frame had before it, for the app's rule and for reference picks:

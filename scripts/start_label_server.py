@@ -33,8 +33,9 @@ def command(args: argparse.Namespace, extra: list[str]) -> list[str]:
             cmd += ["--conf", key, str(getattr(args, key)).lower()]
     if args.runtime:
         cmd += ["--conf", "runtime", args.runtime]
-    if args.tune_steps:
-        cmd += ["--conf", "tune_steps", str(args.tune_steps)]
+    for key in ("tune_steps", "tune_views"):
+        if getattr(args, key) is not None:
+            cmd += ["--conf", key, str(getattr(args, key))]
     if args.image_size:
         cmd += ["--conf", "image_size", str(args.image_size)]
     if args.tracking_uri:
@@ -65,8 +66,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="fuse appearance with flow-warped motion (default: as in inference.yaml)")
     ap.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino", "openvino-bf16"], default=None,
                     help="what runs the network (default: as in inference.yaml)")
-    ap.add_argument("--tune-steps", type=int, default=0,
-                    help="test-time tuning steps per infer request (default 0: off in the app, seconds per request)")
+    ap.add_argument("--tune-steps", type=int, default=None,
+                    help="test-time tuning steps per infer request (default: the app's 30; 0: off)")
+    ap.add_argument("--tune-views", type=int, default=None,
+                    help="augmented views the tuning pairs its episodes from (default: the app's 16)")
     ap.add_argument("--max-epochs", type=int, default=3, help="relearning epochs of the 'relearn' task")
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--labels", default=None,

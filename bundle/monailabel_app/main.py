@@ -59,10 +59,11 @@ class MedVOSApp(MONAILabelApp):
                 if conf[key].lower() not in ("true", "false"):
                     raise ValueError(f"--conf {key} {conf[key]!r}: expected true or false")
                 options[key] = conf[key].lower() == "true"
-        if "tune_steps" in conf:  # test-time tuning: off in the app unless asked for (seconds per request)
-            if not conf["tune_steps"].isdigit():
-                raise ValueError(f"--conf tune_steps {conf['tune_steps']!r}: expected a number of steps")
-            options["tune_steps"] = int(conf["tune_steps"])
+        for key in ("tune_steps", "tune_views"):  # test-time tuning (the app's: APP_OPTIONS; tune_steps 0: off)
+            if key in conf:
+                if not conf[key].isdigit():
+                    raise ValueError(f"--conf {key} {conf[key]!r}: expected a whole number")
+                options[key] = int(conf[key])
         if "runtime" in conf:
             from medvos.networks.exported import RUNTIMES
 

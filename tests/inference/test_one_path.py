@@ -66,7 +66,7 @@ def test_validation_benchmark_inferring_app_agree(case):
     from medvos.data.videos import VideoDataset
     from medvos.benchmarking.methods import model_method
     from medvos.inference.defaults import inference_defaults
-    from medvos.monai_label.infer import PropagateInfer
+    from medvos.monai_label.infer import APP_OPTIONS, PropagateInfer
 
     root, entry = case
     ckpt = root / "model.pt"
@@ -91,10 +91,13 @@ def test_validation_benchmark_inferring_app_agree(case):
             entry["image"], entry["label"], annotated=[0], output=root / name)
         return np.transpose(np.asarray(nib.load(root / name).dataobj), (2, 1, 0))
 
-    # the app leaves test-time tuning off unless asked (seconds per request): then it equals inferring's
+    # the app tunes less (APP_OPTIONS: seconds per request): it equals inferring with the same options
+    short = model_method(ckpt, **APP_OPTIONS)(frames, labels, [0], entry)
+    assert not np.array_equal(short, default), "the tunings differ: the test must tell them apart"
+    np.testing.assert_array_equal(app("app.nii.gz"), short)
+    np.testing.assert_array_equal(_inferring(root, entry, ckpt, *(a for k, v in APP_OPTIONS.items()
+                                                                  for a in (f"--{k}", str(v)))), short)
     untuned = model_method(ckpt, tune_steps=0)(frames, labels, [0], entry)
-    assert not np.array_equal(untuned, default), "tuning changes the masks: the test must tell them apart"
-    np.testing.assert_array_equal(app("app.nii.gz"), untuned)
-    np.testing.assert_array_equal(_inferring(root, entry, ckpt, "--tune_steps", "0"), untuned)
-    steps = int(inference_defaults()["tune_steps"])
-    np.testing.assert_array_equal(app("app_tuned.nii.gz", tune_steps=steps), default)
+    np.testing.assert_array_equal(app("app_untuned.nii.gz", tune_steps=0), untuned)
+    full = {k: inference_defaults()[k] for k in APP_OPTIONS}  # inferring's own tuning, asked of the app
+    np.testing.assert_array_equal(app("app_tuned.nii.gz", **full), default)

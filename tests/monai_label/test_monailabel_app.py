@@ -213,6 +213,7 @@ def test_uploaded_label_matches_in_process_propagation(server):
 
     from medvos.inference.predictor import VideoPredictor
     from medvos.inference.workflow import run_inference
+    from medvos.monai_label.infer import APP_OPTIONS
     from medvos.networks.checkpoint import load_model
     from medvos.networks.image_model import FewShotSegNet
 
@@ -224,7 +225,7 @@ def test_uploaded_label_matches_in_process_propagation(server):
     with torch.inference_mode():
         ref = run_inference(str(paths["image"]), str(paths["first_frame"]), server["root"] / "ref", net.eval(),
                             SIZE, WINDOW, outputs=(), progress=False,
-                            predictor=VideoPredictor.with_defaults(net, SIZE, WINDOW, tune_steps=0))  # the app's default
+                            predictor=VideoPredictor.with_defaults(net, SIZE, WINDOW, **APP_OPTIONS))  # the app's
     assert np.array_equal(np.transpose(ref["labels"], (2, 1, 0)), np.asarray(volume(r.content).dataobj))
 
 

@@ -12,12 +12,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from next_sample_gain import main  # noqa: E402
 
+from medvos.monai_label.infer import APP_OPTIONS  # noqa: E402
+
 
 def test_next_sample_gain_scores_each_pick_with_the_true_mask_as_correction(tmp_path, synthetic_root):
     out = tmp_path / "next.json"
     res = main(["--set", f"synthetic={synthetic_root / 'datalist.json'}:test", "--picks", "rule,middle,worst",
                 "--out", str(out)])
-    assert json.loads(out.read_text()) == res and res["options"] == {"tune_steps": 0}  # the app's options
+    assert json.loads(out.read_text()) == res and res["options"] == APP_OPTIONS  # the app's options
     cines = res["sets"]["synthetic"]["cines"]
     assert cines
     for row in cines.values():
