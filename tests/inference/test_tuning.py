@@ -188,8 +188,7 @@ def test_a_bank_of_views_gives_the_full_networks_logits():
     masks[0, :, 8:30, 10:28] = 1
     masks[2, :, 20:40, 5:25] = 1  # view 1 shows no object: a query only
     drawn = iter(zip(images, masks))
-    bank = _ViewBank.encode(net, [(0, 1)], lambda i, value, need: next(drawn), 3, np.random.default_rng(0),
-                            torch.device("cpu"))
+    bank = _ViewBank.encode(net, [(0, 1)], lambda i, value, need: next(drawn), 3, torch.device("cpu"))
     assert bank.values == [1, 1, 1] and bank.has_object == [True, False, True]
     rng = np.random.default_rng(3)
     with torch.no_grad():

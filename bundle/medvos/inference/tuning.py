@@ -90,8 +90,8 @@ class AnnotationTuning:
             raise ValueError(f"tune_views {self.views}: expected 0 (fresh views every step) or at least 2")
         if self.views and self.backbone_lr_mult:
             raise ValueError(f"tune_views {self.views} needs the backbone frozen (tune_backbone_lr_mult 0, not "
-                             f"{self.backbone_lr_mult}): a learning backbone changes every view's features; tune_views 0 "
-                             "tunes it on fresh views")
+                             f"{self.backbone_lr_mult}): a learning backbone changes every view's features; "
+                             "tune_views 0 tunes it on fresh views")
 
     @property
     def on(self) -> bool:
@@ -138,7 +138,7 @@ class AnnotationTuning:
         torch.manual_seed(self.seed)
         bar = tqdm(total=self.steps, desc="test-time tuning", unit="step", disable=not self.progress)
         try:
-            bank = _ViewBank.encode(model, pairs, view, self.views, rng, device) if self.views else None
+            bank = _ViewBank.encode(model, pairs, view, self.views, device) if self.views else None
             for done in range(1, self.steps + 1):
                 if bank is not None:
                     logits, target = bank.episodes(model, self.batch_size, rng, size)
@@ -182,8 +182,10 @@ class _ViewBank:
     has_object: list[bool]
 
     @classmethod
-    def encode(cls, model: nn.Module, pairs: list[tuple[int, int]], view: Any, count: int,
-               rng: np.random.Generator, device: torch.device, chunk: int = 16) -> _ViewBank:
+    def encode(cls, model: nn.Module, pairs: list[tuple[int, int]], view: Any, count: int, device: torch.device,
+               chunk: int = 16) -> _ViewBank:
+        """``count`` views drawn by ``view(frame, object, need_object) -> (image, mask)`` over the annotated
+        ``(frame, object)`` pairs, each encoded as a query and as a masked support (``chunk`` views at a time)."""
         drawn = []
         for j in range(count):  # every annotated (frame, object) in turn, so each object gets its share
             i, value = pairs[j % len(pairs)]

@@ -29,7 +29,7 @@ from medvos.networks.relearn_model import CLIP_LENGTH
 logger = logging.getLogger(__name__)
 RELEARNED_FILE = "relearned.pt"
 # the app's inference options where they differ from `inferring`'s: a shorter test-time tuning (30 steps on a bank of
-# 16 views, about 2 s, against `inferring`'s 200 on 64) keeps an infer request within seconds (model card, "The app's
+# 16 views, about 2.7 s, against `inferring`'s 200 on 64) keeps an infer request within seconds (model card, "The app's
 # short tuning"); ``options`` override it (``tune_steps`` 0: untuned)
 APP_OPTIONS: dict[str, Any] = {"tune_steps": 30, "tune_views": 16}
 
