@@ -181,6 +181,10 @@ class _ViewBank:
     values: list[int]
     has_object: list[bool]
 
+    def __post_init__(self) -> None:  # per object, the views that can be its support (listed once, not per episode)
+        self.shows = {v: [j for j, (w, seen) in enumerate(zip(self.values, self.has_object)) if w == v and seen]
+                      for v in set(self.values)}
+
     @classmethod
     def encode(cls, model: nn.Module, pairs: list[tuple[int, int]], view: Any, count: int, device: torch.device,
                chunk: int = 16) -> _ViewBank:
@@ -213,7 +217,7 @@ class _ViewBank:
         qs, ss = [], []
         for _ in range(batch_size):
             q = int(rng.integers(len(self.values)))
-            shows = [j for j, v in enumerate(self.values) if v == self.values[q] and self.has_object[j]]
+            shows = self.shows[self.values[q]]
             others = [j for j in shows if j != q] or shows
             qs.append(q), ss.append(others[int(rng.integers(len(others)))])
         query = tuple(part[qs] for part in self.query)
