@@ -12,7 +12,7 @@ input size): mean and worst Dice per set, and the mean over sets (per cine in ``
 Each ``--set NAME=DATALIST:SPLIT[:ID_PREFIX]``; each ``--grid KEY=V1,V2,...`` (``CueFusion`` fields and
 ``edge_radius``; the product is scored; what is not in the grid takes ``CueFusion``'s and ``EdgeRefinement``'s
 defaults, which are ``inference.yaml``'s for a tuned network). Test-time tuning as ``inference.yaml`` sets it
-unless ``--tune-steps`` / ``--tune-learning-rate`` say otherwise (``--tune-steps 0``: the untuned network).
+unless ``--tune-steps`` / ``--tune-learning-rate`` / ``--tune-seed`` / ``--tune-views`` say otherwise (``--tune-steps 0``: the untuned network).
 ``--cache DIR`` keeps each set's appearance and flows, so a rerun with another grid skips the network (the tuning
 costs about 10 s per cine on 2 cores). Default checkpoint: the shipped model. The final numbers come from
 ``scripts/benchmark.py`` or ``scripts/sweep_inference.py`` (the full ``inferring`` path).
@@ -36,7 +36,7 @@ from medvos.data.videos import VideoDataset, video_entries
 from medvos.flow import DenseFlow, forward_backward_error, grey_frame, warp
 from medvos.inference.defaults import tuning_options
 from medvos.inference.edges import EdgeRefinement
-from medvos.inference.motion import CueFusion
+from medvos.inference.motion import CueFusion, Streak
 from medvos.inference.predictor import VideoPredictor
 from medvos.inference.propagator import _resize
 from medvos.io.atomic import atomic_write_bytes
@@ -95,7 +95,7 @@ def score(cines: list[dict[str, Any]], rule: CueFusion, refine: EdgeRefinement) 
     """Per cine, the mean Dice over frames 1.. of the forward motion-fused pass, its output refined by ``refine``."""
     dice = []
     for c in cines:
-        prev, streak, fused = c["first"], 0, [c["first"]]
+        prev, streak, fused = c["first"], Streak(), [c["first"]]
         first = c["first"].astype(np.float32)
         for t, ((to, err), (to0, err0)) in enumerate(zip(c["flows"], c["anchor_flows"]), start=1):
             anchor = np.clip(warp(first, to0), 0, 1) if rule.anchor_weight > 0 else None
@@ -114,18 +114,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--grid", action="append", default=[], help="KEY=V1,V2,... (CueFusion fields; repeatable)")
     ap.add_argument("--tune-steps", type=int, help="test-time tuning steps (default: inference.yaml's; 0: off)")
     ap.add_argument("--tune-learning-rate", type=float, help="test-time tuning learning rate (inference.yaml's)")
+    ap.add_argument("--tune-seed", type=int, help="test-time tuning seed (inference.yaml's)")
+    ap.add_argument("--tune-views", type=int, help="test-time tuning bank of views (inference.yaml's; 0: fresh views)")
     ap.add_argument("--cache", type=Path, help="folder keeping each set's appearance and flows between runs")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    tuning = {k: v for k, v in {"tune_steps": args.tune_steps, "tune_learning_rate": args.tune_learning_rate}.items()
-              if v is not None}
+    tuning = {k: v for k, v in {"tune_steps": args.tune_steps, "tune_learning_rate": args.tune_learning_rate,
+                                "tune_seed": args.tune_seed, "tune_views": args.tune_views}.items() if v is not None}
     sets = {name: cache(args.checkpoint, spec, tuning, args.cache)
             for name, spec in (s.split("=", 1) for s in args.set)}
     keys = [g.split("=", 1)[0] for g in args.grid]
     values = [[float(v) for v in g.split("=", 1)[1].split(",")] for g in args.grid]
     rows = []
     for combo in itertools.product(*values) if values else [()]:
-        settings = {k: (int(v) if k in ("redetect_frames", "edge_radius") else v) for k, v in zip(keys, combo)}
+        settings = {k: (int(v) if k in ("redetect_frames", "hold_frames", "edge_radius") else v) for k, v in zip(keys, combo)}
         fusion = {k: v for k, v in settings.items() if k != "edge_radius"}
         refine = EdgeRefinement(settings["edge_radius"]) if "edge_radius" in settings else EdgeRefinement()
         per_cine = {name: score(cines, CueFusion(**fusion), refine) for name, cines in sets.items()}

@@ -16,7 +16,7 @@ from test_memory_tree import ColourTemplateNet, dice, distractor_video
 from medvos.flow import DenseFlow, forward_backward_error, warp
 from medvos.inference.defaults import make_propagator
 from medvos.inference.edges import EdgeRefinement
-from medvos.inference.motion import CueFusion, MotionAwarePropagator, meeting_weight, soft_dice
+from medvos.inference.motion import CueFusion, MotionAwarePropagator, Streak, meeting_weight, soft_dice
 from medvos.inference.propagator import FewShotPropagator
 
 
@@ -43,7 +43,7 @@ def test_reliable_motion_drops_a_far_look_alike_and_keeps_the_boundary():
     prior = disk(20, 20)
     appearance = np.clip(disk(20, 21) * 0.9 + disk(48, 48) * 0.9, 0.02, 0.98)  # the object and a look-alike
     fused, drift, streak = CueFusion()(appearance, prior, np.zeros_like(prior))
-    assert streak == 0 and drift > 0.3  # appearance supports the prior: no contradiction; half its mass is elsewhere
+    assert streak == Streak(0, 0) and drift > 0.3  # appearance supports the prior: no contradiction; half its mass is elsewhere
     assert dice(fused > 0.5, disk(20, 20) > 0) > 0.9 and not (fused[40:, 40:] > 0.5).any()
 
 
@@ -58,13 +58,38 @@ def test_unreliable_flow_hands_the_boundary_to_appearance():
 def test_drifted_prior_is_abandoned_after_a_persistent_confident_detection_elsewhere():
     prior, appearance = disk(20, 20), np.clip(disk(45, 45) * 0.95, 0.02, 0.97)
     rule, still = CueFusion(redetect_frames=3), np.zeros_like(prior)
-    held, drift, streak = rule(appearance, prior, still, 0)  # one contradicting frame: the track holds
-    assert streak == 1 and drift > 0.9 and dice(held > 0.5, prior > 0) > 0.95
+    held, drift, streak = rule(appearance, prior, still)  # one contradicting frame: the track holds
+    assert streak.contradicted == 1 and drift > 0.9 and dice(held > 0.5, prior > 0) > 0.95
     _, _, streak = rule(appearance, prior, still, streak)
     fused, _, streak = rule(appearance, prior, still, streak)  # the third in a row: appearance decides
-    assert streak == 3 and np.array_equal(fused > 0.5, appearance > 0.5)
+    assert streak.contradicted == 3 and np.array_equal(fused > 0.5, appearance > 0.5)
     gone, _, _ = rule(appearance, np.zeros_like(prior), still)  # a vanished prior is abandoned at once
     assert np.array_equal(gone, appearance)
+
+
+def test_an_appearance_drop_out_is_held_by_motion_for_hold_frames_then_let_go():
+    """Appearance loses the target everywhere (nothing near the track, nothing confident elsewhere): motion alone
+    carries the track for ``hold_frames`` frames; a drop-out that lasts longer is let go, and appearance that finds
+    the target again ends it."""
+    prior, still = disk(20, 20) * 0.8, np.zeros((64, 64), np.float32)  # a track as sure as a fused result is
+    gone = np.full_like(prior, 0.02)
+    gone[50:54, 50:54] = 0.55  # a faint blob elsewhere: below redetect_confidence, no re-detection
+    rule, streak = CueFusion(hold_below=0.25, hold_frames=2), Streak()
+    for held in (1, 2):
+        fused, drift, streak = rule(gone, prior, still, streak)
+        assert streak == Streak(0, held) and drift > 0.9 and dice(fused > 0.5, prior > 0) > 0.95
+    fused, _, streak = rule(gone, prior, still, streak)  # the third frame in a row: appearance decides again
+    assert streak.held == 3 and dice(fused > 0.5, prior > 0) < 0.5
+    back = np.clip(disk(20, 21) * 0.95, 0.02, 0.97)
+    _, _, streak = rule(back, prior, still, streak)
+    assert streak.held == 0
+    off, _, _ = CueFusion(hold_below=0.0)(gone, prior, still)  # 0: never held
+    assert dice(off > 0.5, prior > 0) < 0.5
+    confident = np.clip(disk(45, 45) * 0.95, 0.02, 0.97)  # confident elsewhere: re-detection's case, not a drop-out
+    _, _, streak = rule(confident, prior, still)
+    assert streak.held == 0 and streak.contradicted == 1
+    with pytest.raises(ValueError, match="hold_below"):
+        CueFusion(hold_below=1.5)
 
 
 def test_capped_motion_decides_where_appearance_is_unsure_and_yields_where_it_is_sure():
@@ -106,7 +131,7 @@ def test_annotation_cue_counts_only_where_reliable_and_in_agreement_with_the_tra
     unreliable = rule.with_anchor(appearance, crept, anchor, np.full_like(still, 40.0))
     assert np.abs(unreliable - appearance).max() < 0.01
     assert np.array_equal(CueFusion(anchor_weight=0).with_anchor(appearance, crept, anchor, still), appearance)
-    fused, _, _ = rule(appearance, crept, still, 0, anchor, still)  # through the rule: between the two
+    fused, _, _ = rule(appearance, crept, still, Streak(), anchor, still)  # through the rule: between the two
     both, either = (anchor > 0) & (crept > 0), (anchor > 0) | (crept > 0)
     assert (fused > 0.5)[both].all() and not (fused > 0.5)[~either].any()
 
@@ -127,7 +152,7 @@ def test_edge_refinement_moves_a_soft_boundary_onto_the_image_edge():
 class _Recording(CueFusion):
     """The default rule, recording the annotation cue it was given per call."""
 
-    def __call__(self, appearance, prior, flow_error, streak=0, anchor=None, anchor_error=None):  # noqa: ANN001
+    def __call__(self, appearance, prior, flow_error, streak=Streak(), anchor=None, anchor_error=None):  # noqa: ANN001
         self.calls.append(anchor)
         return super().__call__(appearance, prior, flow_error, streak, anchor, anchor_error)
 

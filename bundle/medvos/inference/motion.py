@@ -17,6 +17,14 @@ previous fused probability warped by DIS flow):
   decides (``inference.yaml``: at once with a network tuned on the annotation, whose detections elsewhere are
   usually right; after 3 frames with an untuned one, so that one flickering frame does not throw away a good track).
 
+- *holding through an appearance drop-out*: on some frames (an artefact, a speckle pattern, a look the tuning never
+  saw) appearance loses the target altogether: nothing near the track and nothing confident elsewhere. Its logit
+  would then erase a good track in one frame, and the track would not come back. When appearance's own foreground
+  within the prior's neighbourhood covers less than ``hold_below`` of the prior (and finds nothing above
+  ``redetect_confidence`` elsewhere), appearance abstains and the prior alone carries the track (its logit times
+  the flow reliability ``r``), for at most ``hold_frames`` consecutive such frames: a target that really left is
+  let go.
+
 - *the annotation as a second motion cue*: the previous result carries every warp's small error on to the next frame,
   so on a long steady stretch the track creeps off the target while each step's flow still checks out. The annotated
   frame's mask warped straight onto this frame (flow from the annotated frame, no accumulation) is added to the
@@ -39,7 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -67,6 +75,14 @@ def soft_dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a * b).sum() / max(float(a.sum() + b.sum()), 1e-6))
 
 
+class Streak(NamedTuple):
+    """What a track remembers of its recent frames, per object: how many consecutive frames appearance contradicted
+    it (re-detection) and on how many it lost the target near it (holding through a drop-out)."""
+
+    contradicted: int = 0
+    held: int = 0
+
+
 @dataclass(frozen=True)
 class CueFusion:
     """The per-frame rule combining appearance and motion (the defaults are ``inference.yaml``'s, chosen on the
@@ -90,6 +106,10 @@ class CueFusion:
             logit sums the appearance of every earlier frame: uncapped, the track's memory outweighs a confident
             appearance that sees the target slowly slide off it; capped, motion decides where appearance is unsure
             and yields where it is sure.
+        hold_below: appearance abstains (the prior alone carries the track) when its foreground within the prior's
+            neighbourhood covers less than this fraction of the prior's area and it finds nothing confident
+            elsewhere (0: never)...
+        hold_frames: ...for at most this many consecutive frames.
     """
 
     motion_weight: float = 1.0
@@ -102,11 +122,16 @@ class CueFusion:
     anchor_weight: float = 1.0
     anchor_agreement: float = 0.6
     motion_cap: float = 1.0
+    hold_below: float = 0.1
+    hold_frames: int = 3
 
     def __post_init__(self) -> None:
         if not 0.5 < self.motion_cap <= 1.0:
             raise ValueError(f"motion_cap must be in (0.5, 1] (a probability a motion cue may assert), got "
                              f"{self.motion_cap}")
+        if not 0 <= self.hold_below <= 1 or self.hold_frames < 0:
+            raise ValueError(f"hold_below must be in [0, 1] and hold_frames at least 0, got {self.hold_below} and "
+                             f"{self.hold_frames}")
 
     def _motion_logit(self, p: np.ndarray) -> np.ndarray:
         """A motion cue's logit, its confidence capped at ``motion_cap``."""
@@ -137,38 +162,49 @@ class CueFusion:
         weight = self.anchor_weight * self.reliability(anchor_error, self._near(moved))
         return _sigmoid(_logit(appearance) + weight * self._motion_logit(anchor))
 
-    def __call__(self, appearance: np.ndarray, prior: np.ndarray, flow_error: np.ndarray, streak: int = 0,
+    def __call__(self, appearance: np.ndarray, prior: np.ndarray, flow_error: np.ndarray, streak: Streak = Streak(),
                  anchor: np.ndarray | None = None, anchor_error: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, float, int]:
+                 ) -> tuple[np.ndarray, float, Streak]:
         """``(fused probability, drift, streak)`` for one object on one frame; all maps ``(H, W)``. ``anchor``: the
         annotated frame's mask warped straight onto this frame, with its flow's forward-backward ``anchor_error``
         (:meth:`with_anchor`; ``None``: the chained prior alone).
 
-        ``streak`` counts the consecutive earlier frames on which appearance contradicted the prior (the returned
-        one includes this frame; 0 when it did not); motion is abandoned once that has lasted ``redetect_frames``
-        frames, so one flickering appearance frame does not throw away a good track. A vanished prior is abandoned
-        at once."""
+        ``streak`` (:class:`Streak`) counts the consecutive earlier frames on which appearance contradicted the prior
+        and those on which it lost the target near it (the returned one includes this frame). Motion is abandoned
+        once a contradiction has lasted ``redetect_frames`` frames, so one flickering appearance frame does not
+        throw away a good track; a vanished prior is abandoned at once. Appearance abstains on the first
+        ``hold_frames`` frames of a drop-out (``hold_below``)."""
         a, w = appearance.astype(np.float32), prior.astype(np.float32)
         drift = 1.0 - soft_dice(a, w)
+        moved = w > self.threshold
+        lost = False
+        if moved.any():  # appearance's own say (before the annotation cue) near the track and elsewhere
+            near = self._near(moved)
+            own = a > self.threshold
+            elsewhere = own & ~near
+            lost = (float((own & near).sum()) < self.hold_below * float(moved.sum())
+                    and not (elsewhere.any() and float(a[elsewhere].mean()) > self.redetect_confidence))
+        held = streak.held + 1 if lost else 0
+        if lost and held <= self.hold_frames:  # a drop-out: the prior alone, as reliable as its flow
+            return _sigmoid(self.reliability(flow_error, near) * self._motion_logit(w)), drift, Streak(0, held)
         if anchor is not None and anchor_error is not None:
             a = self.with_anchor(a, w, anchor.astype(np.float32), anchor_error)
-        moved = w > self.threshold
         if not moved.any():
-            return a, drift, streak + 1
-        near = self._near(moved)
+            return a, drift, Streak(streak.contradicted + 1, held)
         fg = a > self.threshold
         far = fg & ~near
         contradicted = (far.any() and float(a[moved].mean()) < self.redetect_support
                         and float(a[far].mean()) > self.redetect_confidence)
-        streak = streak + 1 if contradicted else 0
-        if streak >= self.redetect_frames:
-            return a, drift, streak
+        count = streak.contradicted + 1 if contradicted else 0
+        if count >= self.redetect_frames:
+            return a, drift, Streak(count, held)
         if far.any():
             n, comp = cv2.connectedComponents(fg.astype(np.uint8))
             touching = np.isin(comp, [k for k in np.unique(comp[near]) if k])
             a = np.where(fg & ~touching, np.minimum(a, self.threshold - _EPS), a)
         reliability = self.reliability(flow_error, near)
-        return _sigmoid(_logit(a) + self.motion_weight * reliability * self._motion_logit(w)), drift, streak
+        return (_sigmoid(_logit(a) + self.motion_weight * reliability * self._motion_logit(w)), drift,
+                Streak(count, held))
 
 
 def _worst(drift: dict[int, float]) -> float:
@@ -196,7 +232,7 @@ class _Track:
 
     grey: np.ndarray
     probs: dict[int, np.ndarray]
-    streak: dict[int, int]
+    streak: dict[int, Streak]
     origin: tuple[np.ndarray, dict[int, np.ndarray]] | None = None
 
     @classmethod
@@ -277,7 +313,7 @@ class MotionAwarePropagator:
             anchor = None
             if to_anchor is not None and v in prev.origin[1]:
                 anchor = np.clip(warp(prev.origin[1][v].astype(np.float32), to_anchor), 0, 1)
-            out[v], drift[v], streak[v] = self.rule(a, prior, err_dst, prev.streak.get(v, 0), anchor, err_anchor)
+            out[v], drift[v], streak[v] = self.rule(a, prior, err_dst, prev.streak.get(v, Streak()), anchor, err_anchor)
         return _Track(dst, out, streak, prev.origin), drift
 
     def _window(self, start: int, probs: list[dict[int, np.ndarray]], drift: list[float],
