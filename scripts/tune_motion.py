@@ -12,7 +12,8 @@ input size): mean and worst Dice per set, and the mean over sets (per cine in ``
 Each ``--set NAME=DATALIST:SPLIT[:ID_PREFIX]``; each ``--grid KEY=V1,V2,...`` (``CueFusion`` fields and
 ``edge_radius``; the product is scored; what is not in the grid takes ``CueFusion``'s and ``EdgeRefinement``'s
 defaults, which are ``inference.yaml``'s for a tuned network). Test-time tuning as ``inference.yaml`` sets it
-unless ``--tune-steps`` / ``--tune-learning-rate`` / ``--tune-seed`` / ``--tune-views`` say otherwise (``--tune-steps 0``: the untuned network).
+unless ``--tune-steps`` / ``--tune-learning-rate`` / ``--tune-seed`` / ``--tune-views`` say otherwise
+(``--tune-steps 0``: the untuned network).
 ``--cache DIR`` keeps each set's appearance and flows, so a rerun with another grid skips the network (the tuning
 costs about 10 s per cine on 2 cores). Default checkpoint: the shipped model. The final numbers come from
 ``scripts/benchmark.py`` or ``scripts/sweep_inference.py`` (the full ``inferring`` path).
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     values = [[float(v) for v in g.split("=", 1)[1].split(",")] for g in args.grid]
     rows = []
     for combo in itertools.product(*values) if values else [()]:
-        settings = {k: (int(v) if k in ("redetect_frames", "hold_frames", "edge_radius") else v) for k, v in zip(keys, combo)}
+        settings = {k: (int(v) if k in ("redetect_frames", "hold_frames", "edge_radius") else v)
+                    for k, v in zip(keys, combo)}
         fusion = {k: v for k, v in settings.items() if k != "edge_radius"}
         refine = EdgeRefinement(settings["edge_radius"]) if "edge_radius" in settings else EdgeRefinement()
         per_cine = {name: score(cines, CueFusion(**fusion), refine) for name, cines in sets.items()}

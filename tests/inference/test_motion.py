@@ -43,7 +43,8 @@ def test_reliable_motion_drops_a_far_look_alike_and_keeps_the_boundary():
     prior = disk(20, 20)
     appearance = np.clip(disk(20, 21) * 0.9 + disk(48, 48) * 0.9, 0.02, 0.98)  # the object and a look-alike
     fused, drift, streak = CueFusion()(appearance, prior, np.zeros_like(prior))
-    assert streak == Streak(0, 0) and drift > 0.3  # appearance supports the prior: no contradiction; half its mass is elsewhere
+    # appearance supports the prior: no contradiction; half its mass is elsewhere
+    assert streak == Streak(0, 0) and drift > 0.3
     assert dice(fused > 0.5, disk(20, 20) > 0) > 0.9 and not (fused[40:, 40:] > 0.5).any()
 
 
