@@ -230,3 +230,5 @@ def test_tuning_on_a_bank_of_views(annotated):
         AnnotationTuning(views=1)
     assert tuning_options({"tune_views": 16})[0]["views"] == 16 and tuning_options({})[0]["views"] == 64
     assert tuning_options({"tune_seed": 3})[0]["seed"] == 3 and tuning_options({})[0]["seed"] == 0
+    # a bare AnnotationTuning is inference.yaml's tuning (its defaults are written in both places, like CueFusion's)
+    assert AnnotationTuning() == AnnotationTuning(**tuning_options({})[0])
