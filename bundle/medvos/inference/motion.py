@@ -177,10 +177,11 @@ class CueFusion:
         a, w = appearance.astype(np.float32), prior.astype(np.float32)
         drift = 1.0 - soft_dice(a, w)
         moved = w > self.threshold
-        lost = False
-        if moved.any():  # appearance's own say (before the annotation cue) near the track and elsewhere
+        tracked, lost = bool(moved.any()), False
+        if tracked:
             near = self._near(moved)
-            own = a > self.threshold
+        if tracked and self.hold_below > 0:  # appearance's own say (before the annotation cue) near the track and
+            own = a > self.threshold  # elsewhere
             elsewhere = own & ~near
             lost = (float((own & near).sum()) < self.hold_below * float(moved.sum())
                     and not (elsewhere.any() and float(a[elsewhere].mean()) > self.redetect_confidence))
@@ -189,7 +190,7 @@ class CueFusion:
             return _sigmoid(self.reliability(flow_error, near) * self._motion_logit(w)), drift, Streak(0, held)
         if anchor is not None and anchor_error is not None:
             a = self.with_anchor(a, w, anchor.astype(np.float32), anchor_error)
-        if not moved.any():
+        if not tracked:
             return a, drift, Streak(streak.contradicted + 1, held)
         fg = a > self.threshold
         far = fg & ~near

@@ -139,6 +139,7 @@ class AnnotationTuning:
         bar = tqdm(total=self.steps, desc="test-time tuning", unit="step", disable=not self.progress)
         try:
             bank = _ViewBank.encode(model, pairs, view, self.views, device) if self.views else None
+            frames_of = {v: [k for k, w in pairs if w == v] for _, v in pairs}  # per object, its annotated frames
             for done in range(1, self.steps + 1):
                 if bank is not None:
                     logits, target = bank.episodes(model, self.batch_size, rng, size)
@@ -146,7 +147,7 @@ class AnnotationTuning:
                     queries, targets, supports, masks = [], [], [], []
                     for _ in range(self.batch_size):
                         i, value = pairs[int(rng.integers(len(pairs)))]
-                        same = [k for k, v in pairs if v == value]
+                        same = frames_of[value]
                         q, y = view(i, value, False)
                         s, m = view(same[int(rng.integers(len(same)))], value, True)
                         queries.append(q), targets.append(y), supports.append(s[None]), masks.append(m[None])
