@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import REPO, shared
@@ -143,3 +144,26 @@ def test_dataset_balanced_episodes_give_each_image_set_one_share(tmp_path):
     assert by_dataset[1]["image"].shape == (7, 32, 32)
     with pytest.raises(ValueError, match="balanced"):
         EpisodeDataset(bank, balanced="patient")
+
+
+def test_self_support_episodes_pair_a_frame_with_itself(tmp_path):
+    """``self_support``: that fraction of episodes takes the query's own frame as support (the same instance, as in
+    a cine); the rest, and any query with an empty mask, take other patients' frames."""
+    root = _image_set(tmp_path / "set")
+    dl = prepare.image_set(root, "toy", {1: "left"}, r"^(patient\d+)_", 0.0)
+    entries = [{**e, "image": str(root / e["image"]), "label": str(root / e["label"])} for e in dl["training"]]
+    bank = FrameBank(entries, 32, progress=False)
+
+    def own_frame(ep):  # no transform: a self-support episode packs the query's very pixels as its support
+        return torch.equal(ep["image"][:3], ep["image"][3:6])
+
+    np.random.seed(0)
+    half = EpisodeDataset(bank, shots=2, length=400, self_support=0.5)
+    own = [own_frame(half[i]) for i in range(400)]
+    assert 160 <= sum(own) <= 240
+    assert all(own_frame(EpisodeDataset(bank, self_support=1.0)[i]) for i in range(len(bank)))
+    assert not any(own_frame(EpisodeDataset(bank, self_support=0.0)[i]) for i in range(len(bank)))
+    bank.masks[0][:] = 0  # nothing to support with: other patients' frames instead
+    assert not own_frame(EpisodeDataset(bank, self_support=1.0)[0])
+    with pytest.raises(ValueError, match="self_support"):
+        EpisodeDataset(bank, self_support=1.5)

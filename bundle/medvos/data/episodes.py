@@ -88,12 +88,19 @@ class EpisodeDataset(Dataset):
             the dataset first (the group's part before ``/``) in turn, then one of its targets at random, so a set
             with three structures (a cardiac MRI set: LV, RV, myocardium) gets one share, not three. ``False``: one
             episode per frame.
+        self_support: the fraction of episodes whose supports are other augmented views of the query's own frame
+            (the same object instance, as in a cine, where the annotated frame shows the very target to follow:
+            STM's static-image pre-training, Oh et al., ICCV 2019); the rest draw supports from other patients.
+            A query with an empty mask always takes other frames' supports.
     """
 
     def __init__(self, bank: FrameBank, shots: int = 1, transform: Callable | None = None,
-                 length: int | None = None, balanced: bool | str = False) -> None:
+                 length: int | None = None, balanced: bool | str = False, self_support: float = 0.0) -> None:
         if balanced not in (False, True, "target", "dataset"):
             raise ValueError(f"balanced must be False, True, 'target' or 'dataset', got {balanced!r}")
+        if not 0.0 <= float(self_support) <= 1.0:
+            raise ValueError(f"self_support must be a fraction in [0, 1], got {self_support!r}")
+        self.self_support = float(self_support)
         self.bank, self.shots, self.transform = bank, shots, transform
         self.length = length or len(bank)
         self.balanced = "target" if balanced is True else balanced
@@ -130,10 +137,13 @@ class EpisodeDataset(Dataset):
             qi = int(np.random.choice(self.bank.by_group[self._target(index)]))
         else:
             qi = index % len(self.bank)
-        group = self.bank.by_group[self.bank.groups[qi]]
-        patient = self.bank.patients[qi]
-        others = ([j for j in group if self.bank.patients[j] != patient] or [j for j in group if j != qi] or [qi])
-        picks = np.random.choice(others, size=self.shots, replace=len(others) < self.shots)
+        if self.self_support and np.random.rand() < self.self_support and self.bank.masks[qi].any():
+            picks = np.full(self.shots, qi)
+        else:
+            group = self.bank.by_group[self.bank.groups[qi]]
+            patient = self.bank.patients[qi]
+            others = ([j for j in group if self.bank.patients[j] != patient] or [j for j in group if j != qi] or [qi])
+            picks = np.random.choice(others, size=self.shots, replace=len(others) < self.shots)
         query = self._view(qi, need_foreground=False)
         supports = [self._view(int(j), need_foreground=True) for j in picks]
         shots = [torch.cat([s["image"], s["label"]], dim=0) for s in supports]
