@@ -41,7 +41,8 @@ def test_training_tiny(tmp_path, synthetic_root):
 
     options = load_state(tmp_path / "models" / "model.pt")["spec"]["training"]["options"]  # the file names its recipe
     assert options["max_epochs"] == 2 and options["episodes_per_epoch"] == 8 and options["image_size"] == 64
-    assert options["augment_scale_range"] == 0.2 and "network" not in options and "device" not in options
+    assert options["augment_scale_range"] == 0.2 and options["self_support"] == 0.0
+    assert "network" not in options and "device" not in options
 
 
 def test_verify_net_in_out():
