@@ -41,6 +41,42 @@ def test_relearn_on_cine_adapts_a_copy(cine):
         relearn_on_cine(student, cine / "cine.nii.gz", cine / "mask.nii.gz", 48, [0], steps=1, progress=False)
 
 
+def test_relearning_starts_from_the_model_tuned_on_the_annotation(cine):
+    """With test-time tuning on (`inferring`'s default) relearning adds to it: the tuned model is the teacher and the
+    starting point (its tuned head, frozen while relearning, is in the student), and the predictor takes the motion
+    settings for a tuned network; tuning off relearns from the input model."""
+    from medvos.engines.test_time import relearn_on_cine
+    from medvos.inference.defaults import inference_defaults
+    from medvos.inference.predictor import VideoPredictor
+    from medvos.inference.tuning import AnnotationTuning
+    from medvos.networks.image_model import FewShotSegNet
+
+    torch.manual_seed(0)
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16).eval()
+    video, mask = cine / "cine.nii.gz", cine / "mask.nii.gz"
+    tuning = AnnotationTuning(steps=2, views=4, learning_rate=3e-3)
+    student = relearn_on_cine(net, video, mask, 48, [0], steps=1, clip_length=4, tau_hidden=16, tuning=tuning,
+                              progress=False)
+    reader = VideoPredictor(lambda: None)
+    state = reader.init_state(video)
+    reader.add_annotations(state, mask, [0])
+    tuned = tuning(net, *reader.annotated_at_size(state, 48)).state_dict()  # the same seed: the same tuned model
+    base, s = net.state_dict(), student.state_dict()
+    head = [k for k in base if k.startswith("head.") and base[k].is_floating_point()]
+    assert head and all(torch.equal(s[k], tuned[k]) for k in head)
+    assert not all(torch.equal(base[k], tuned[k]) for k in head)  # (tuning moved the head)
+    assert student.annotation_tuned
+    weight = inference_defaults()["motion_weight"]
+    strategy = VideoPredictor.with_defaults(student, 48, 4, runtime="torch").make_strategy()
+    assert strategy.rule.motion_weight == float(weight["tuned"])
+
+    plain = relearn_on_cine(net, video, mask, 48, [0], steps=1, clip_length=4, tau_hidden=16,
+                            tuning={"tune_steps": 0}, progress=False)
+    assert not plain.annotation_tuned and all(torch.equal(plain.state_dict()[k], base[k]) for k in head)
+    strategy = VideoPredictor.with_defaults(plain, 48, 4, runtime="torch").make_strategy()
+    assert strategy.rule.motion_weight == float(weight["untuned"])
+
+
 def test_inferring_with_test_time_relearning(cine, tmp_path):
     from medvos.networks.checkpoint import ModelSpec
     from medvos.networks.image_model import FewShotSegNet

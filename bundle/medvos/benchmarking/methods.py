@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from medvos.benchmarking.baselines import FlowPropagator, copy_mask
-from medvos.inference.defaults import inference_defaults
+from medvos.inference.defaults import TUNING_KEYS, inference_defaults
 from medvos.inference.predictor import VideoPredictor
 from medvos.networks.checkpoint import input_size, load_model, checkpoint_clip_length
 from medvos.networks.relearn_model import TAU_HIDDEN
@@ -39,7 +39,8 @@ def model_method(checkpoint: str | Path, image_size: int | None = None, clip_len
     """A checkpoint as a method, through the `inferring` path; ``options`` override the inference defaults
     (``memory_tree``, ``pathways``, ``fusion``, ``threshold``). ``image_size`` / ``window`` default to the
     checkpoint's own (older files without a spec: 256 / 8). ``relearn_steps`` > 0: test-time relearning on each
-    cine first (`inferring --relearn_steps`; its time is part of the method's time)."""
+    cine first (`inferring --relearn_steps`: from the model tuned on the annotation unless ``tune_steps`` is 0; its time
+    is part of the method's time)."""
     from medvos.inference.workflow import run_inference
 
     clip_length = clip_length or checkpoint_clip_length(checkpoint, 8)
@@ -53,7 +54,8 @@ def model_method(checkpoint: str | Path, image_size: int | None = None, clip_len
             from medvos.engines.test_time import relearn_on_cine
 
             model = relearn_on_cine(net, entry["image"], entry["label"], size, list(support), steps=relearn_steps,
-                                    clip_length=clip_length, tau_hidden=tau_hidden or TAU_HIDDEN, progress=False)
+                                    clip_length=clip_length, tau_hidden=tau_hidden or TAU_HIDDEN, progress=False,
+                                    tuning={k: v for k, v in options.items() if k in TUNING_KEYS})
         opts = {**inference_defaults(), **options}
         res = run_inference(entry["image"], entry["label"], Path("."), model, size, clip_length, opts["fusion"],
                             outputs=(), threshold=opts["threshold"], annotated=list(support), progress=False,

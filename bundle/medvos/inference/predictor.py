@@ -92,8 +92,9 @@ class VideoPredictor:
         tune_opts, options = tuning_options(options)
         tuning = AnnotationTuning(**tune_opts)  # a bad tuning option is refused before the export
         runtime = str({**inference_defaults(), **options}["runtime"])
-        ready = for_runtime(network, runtime, image_size, clip_length)
-        if tuning.on and hasattr(network, "tau"):
+        tuned = bool(getattr(network, "annotation_tuned", False))  # relearned on the cine from a tuned model
+        ready = for_runtime(network, runtime, image_size, clip_length, keep=not tuned)  # (that one: for one cine)
+        if tuning.on and hasattr(network, "tau") and not tuned:
             logger.info("test-time tuning is for phase-1 models; %s is relearned: it propagates as it is",
                         type(network).__name__)
         tune = None
@@ -104,7 +105,7 @@ class VideoPredictor:
                                   state.cine.num_frames)
                 return make_propagator(tuned, image_size, clip_length, tuned=True, prepared=True, **options)
 
-        return cls(lambda: make_propagator(ready, image_size, clip_length, **options), clip_length, tune)
+        return cls(lambda: make_propagator(ready, image_size, clip_length, tuned=tuned, **options), clip_length, tune)
 
     # ------------------------------------------------------------------------------------------------ state
     def init_state(self, video: Any, min_frames: int = 2) -> VideoState:

@@ -40,6 +40,7 @@ class RelearnNet(FewShotModel):
         self.channels = base.channels
         self.clip_length = tau.frames
         self.tau = tau
+        self.annotation_tuned = False  # grown from a model tuned on the cine's annotation (test-time relearning)
         # Paper: everything trains except the head (and, here, the frozen deep stage F of the pseudo mask).
         for p in self.backbone.parameters():
             p.requires_grad_(True)
