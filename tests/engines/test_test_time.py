@@ -95,3 +95,27 @@ def test_inferring_with_test_time_relearning(cine, tmp_path):
     assert "test-time relearning" in proc.stderr + proc.stdout
     rows = (out / "confidence.csv").read_text().splitlines()
     assert len(rows) == 13 and np.isclose(float(rows[1].split(",")[2]), 1.0)
+
+
+def test_a_network_relearned_on_one_cine_is_not_exported_into_the_cache(cine):
+    """The relearned network serves one cine: its exported graph goes to a temporary folder, so relearning on many
+    cines does not fill the export cache (a relearned checkpoint, served on many, is cached as any model)."""
+    from medvos.engines.test_time import relearn_on_cine
+    from medvos.inference.predictor import VideoPredictor
+    from medvos.networks.exported import OnnxNetwork, cache_dir
+    from medvos.networks.image_model import FewShotSegNet
+
+    def cached() -> list:
+        return sorted(cache_dir().glob("*.onnx")) if cache_dir().is_dir() else []
+
+    torch.manual_seed(1)
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16, neck_levels=2, neck_depth=2).eval()
+    student = relearn_on_cine(net, cine / "cine.nii.gz", cine / "mask.nii.gz", 48, [0], steps=1, clip_length=4,
+                              tau_hidden=16, tuning={"tune_steps": 0}, progress=False)
+    assert student.one_cine
+    before = cached()
+    strategy = VideoPredictor.with_defaults(student, 48, 4, runtime="openvino").make_strategy()
+    assert isinstance(strategy.network, OnnxNetwork) and cached() == before
+    student.one_cine = False  # as a relearned checkpoint: kept in the cache
+    VideoPredictor.with_defaults(student, 48, 4, runtime="openvino")
+    assert len(cached()) > len(before)

@@ -71,8 +71,9 @@ def relearn_on_cine(network: nn.Module, video: Any, annotation: Any, image_size:
             ``tune_*`` options, ``inference.yaml``'s where not given); ``None`` or off: relearn from ``network``.
 
     Returns:
-        The relearned :class:`RelearnNet` in eval mode, on ``network``'s device; its ``annotation_tuned`` says
-        whether it grew from a tuned model (the predictor then takes the motion settings for a tuned network).
+        The relearned :class:`RelearnNet` in eval mode, on ``network``'s device. It is marked ``one_cine`` (the
+        predictor exports it into a temporary folder, not the cache); its ``annotation_tuned`` says whether it grew
+        from a tuned model (the predictor then takes the motion settings for a tuned network).
     """
     from medvos.networks.relearn_model import RelearnNet
 
@@ -96,6 +97,7 @@ def relearn_on_cine(network: nn.Module, video: Any, annotation: Any, image_size:
     teacher = copy.deepcopy(network).eval()
     student = RelearnNet.from_sizes(teacher, clip_length, tau_hidden, tau_blocks).to(device)
     student.annotation_tuned = tuned
+    student.one_cine = True
     optimizer = torch.optim.AdamW(param_groups(student, learning_rate, backbone_lr_mult), lr=learning_rate,
                                   weight_decay=1e-4)
     step_fn = RelearnStep(teacher)

@@ -93,7 +93,8 @@ class VideoPredictor:
         tuning = AnnotationTuning(**tune_opts)  # a bad tuning option is refused before the export
         runtime = str({**inference_defaults(), **options}["runtime"])
         tuned = bool(getattr(network, "annotation_tuned", False))  # relearned on the cine from a tuned model
-        ready = for_runtime(network, runtime, image_size, clip_length, keep=not tuned)  # (that one: for one cine)
+        once = bool(getattr(network, "one_cine", False))  # relearned on the cine: exported for it alone
+        ready = for_runtime(network, runtime, image_size, clip_length, keep=not once)
         if tuning.on and hasattr(network, "tau") and not tuned:
             logger.info("test-time tuning is for phase-1 models; %s is relearned: it propagates as it is",
                         type(network).__name__)

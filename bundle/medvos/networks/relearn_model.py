@@ -41,6 +41,7 @@ class RelearnNet(FewShotModel):
         self.clip_length = tau.frames
         self.tau = tau
         self.annotation_tuned = False  # grown from a model tuned on the cine's annotation (test-time relearning)
+        self.one_cine = False  # relearned on one cine (test-time relearning): its runtime is not kept
         # Paper: everything trains except the head (and, here, the frozen deep stage F of the pseudo mask).
         for p in self.backbone.parameters():
             p.requires_grad_(True)
