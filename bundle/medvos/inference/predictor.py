@@ -92,10 +92,10 @@ class VideoPredictor:
         tune_opts, options = tuning_options(options)
         tuning = AnnotationTuning(**tune_opts)  # a bad tuning option is refused before the export
         runtime = str({**inference_defaults(), **options}["runtime"])
-        tuned = bool(getattr(network, "annotation_tuned", False))  # relearned on the cine from a tuned model
+        grown_tuned = bool(getattr(network, "annotation_tuned", False))  # relearned on the cine from a tuned model
         once = bool(getattr(network, "one_cine", False))  # relearned on the cine: exported for it alone
         ready = for_runtime(network, runtime, image_size, clip_length, keep=not once)
-        if tuning.on and hasattr(network, "tau") and not tuned:
+        if tuning.on and hasattr(network, "tau") and not grown_tuned:
             logger.info("test-time tuning is for phase-1 models; %s is relearned: it propagates as it is",
                         type(network).__name__)
         tune = None
@@ -106,7 +106,8 @@ class VideoPredictor:
                                   state.cine.num_frames)
                 return make_propagator(tuned, image_size, clip_length, tuned=True, prepared=True, **options)
 
-        return cls(lambda: make_propagator(ready, image_size, clip_length, tuned=tuned, **options), clip_length, tune)
+        return cls(lambda: make_propagator(ready, image_size, clip_length, tuned=grown_tuned, **options), clip_length,
+                   tune)
 
     # ------------------------------------------------------------------------------------------------ state
     def init_state(self, video: Any, min_frames: int = 2) -> VideoState:
