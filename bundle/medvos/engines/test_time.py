@@ -87,13 +87,14 @@ def relearn_on_cine(network: nn.Module, video: Any, annotation: Any, image_size:
     cine, given = state.cine, state.annotations
     frames = frames_at_size(reader, state, image_size)
     ann = [a for a in state.annotated if given[a].any()]  # (frames marking an object absent are no support)
-    masks = reader.annotated_at_size(state, image_size)[1].numpy()  # the labels of ``ann``, at the input size
+    images, labels = reader.annotated_at_size(state, image_size)  # the frames and labels of ``ann``, input size
+    masks = labels.numpy()
     values = sorted({int(v) for v in np.unique(masks) if v})
     if isinstance(tuning, dict):
         tuning = AnnotationTuning(**tuning_options(tuning)[0])
     tuned = tuning is not None and tuning.on
     if tuned:  # the teacher and the starting point: the model `inferring` would propagate with
-        network = tuning(network, *reader.annotated_at_size(state, image_size))
+        network = tuning(network, images, labels)
     teacher = copy.deepcopy(network).eval()
     student = RelearnNet.from_sizes(teacher, clip_length, tau_hidden, tau_blocks).to(device)
     student.annotation_tuned = tuned
