@@ -49,13 +49,15 @@ SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / SHIPPED_MO
 CACHE_VERSION = 2  # 2: grey frames and the flows from the annotated frame (the annotation cue, edge refinement)
 
 
-def cache(checkpoint: Path, spec: str, tuning: dict[str, Any], store: Path | None = None) -> list[dict[str, Any]]:
+def cache(checkpoint: Path, spec: str, tuning: dict[str, Any], store: Path | None = None,
+          mirrored: bool = False) -> list[dict[str, Any]]:
     """Per cine of ``spec``: the appearance probability, the grey frames, the flows from each frame to the next and
     from the annotated first frame to each (with their forward-backward errors) at the input size (frames as the
     predictor prepares them), the labels at native size and the first frame's at the input size. ``tuning``:
-    ``tune_*`` options of the predictor. Read from / written to ``store`` when given."""
+    ``tune_*`` options of the predictor. ``mirrored``: only the id and the probability of the left-right mirrored cine
+    (query and support mirrored, the probability mirrored back). Read from / written to ``store`` when given."""
     key = json.dumps({"checkpoint": sha256_file(checkpoint), "spec": spec, "tuning": tuning_options(tuning)[0],
-                      "cache": CACHE_VERSION}, sort_keys=True)
+                      "cache": CACHE_VERSION, **({"mirrored": True} if mirrored else {})}, sort_keys=True)
     path = store / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl" if store else None
     if path is not None and path.is_file():
         return pickle.loads(path.read_bytes())
@@ -73,6 +75,11 @@ def cache(checkpoint: Path, spec: str, tuning: dict[str, Any], store: Path | Non
         frames = torch.from_numpy(predictor.prepare(state, state.cine.frames[0 : state.cine.num_frames]))
         small = _resize(frames.float(), (size, size), "bilinear")
         first = _resize(torch.from_numpy(labels[:1, None]).float(), (size, size), "nearest")[0, 0]
+        if mirrored:
+            sup = prop.supports({0: (small[0].flip(-1), first.flip(-1).to(torch.uint8))})
+            prob = np.concatenate([w.probabilities[1] for w in prop.stream(prop.windows(small.flip(-1)), sup)])
+            out.append({"id": str(item["entry"].get("id")), "prob": np.ascontiguousarray(prob[..., ::-1])})
+            continue
         sup = prop.supports({0: (small[0], first.to(torch.uint8))})
         prob = np.concatenate([w.probabilities[1] for w in prop.stream(prop.windows(small), sup)])
         grey = [grey_frame(f) for f in small.numpy()]
