@@ -95,7 +95,7 @@ def relearn_on_cine(network: nn.Module, video: Any, annotation: Any, image_size:
     tuned = tuning is not None and tuning.on
     if tuned:  # the teacher and the starting point: the model `inferring` would propagate with
         network = tuning(network, images, labels)
-    teacher = copy.deepcopy(network).eval()
+    teacher = (network if tuned else copy.deepcopy(network)).eval()  # (the tuned model is already a copy)
     student = RelearnNet.from_sizes(teacher, clip_length, tau_hidden, tau_blocks).to(device)
     student.annotation_tuned = tuned
     student.one_cine = True
