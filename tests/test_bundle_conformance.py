@@ -95,7 +95,12 @@ def test_evaluation_and_inference_configs_read_the_checkpoint():
     assert p["predictor#clip_length"] == "@clip_length" and p["predictor#motion"] == "@motion"
     from medvos.inference.defaults import KEYS, TUNING_KEYS
 
-    assert all(p[f"predictor#{k}"] == f"@{k}" for k in KEYS + TUNING_KEYS)  # every default reaches the predictor
+    assert all(p[f"predictor#{k}"] == f"@{k}" for k in KEYS)  # every default reaches the predictor
+    # the tune_* options are gathered once and feed both the predictor's tuning and test-time relearning
+    assert p["predictor#tuning"] == "@tuning" and all(p[f"tuning#{k}"] == f"@{k}" for k in TUNING_KEYS)
+    assert "tuning=@tuning)" in p["network"]
+    p["tune_steps"] = 7  # a command-line override reaches both through the one dict
+    assert p.get_parsed_content("tuning")["tune_steps"] == 7
     assert set(p["outputs"]) <= set(p["sinks"]) and set(p["sinks"]) == set(SINKS)
     batch = _workflow("inference.yaml", "batch_inference.yaml")
     _is_run(batch, "batch_inferring")

@@ -100,6 +100,10 @@ def test_the_predictor_tunes_once_per_annotation(endo_nifti):
     assert calls == ["tune", "tune"]
     plain = VideoPredictor.with_defaults(net, SIZE, 4, runtime="torch", tune_steps=0)
     assert plain.tune is None
+    # inference.yaml hands the tune_* options gathered in one dict; a keyword beside it wins
+    assert VideoPredictor.with_defaults(net, SIZE, 4, runtime="torch", tuning={"tune_steps": 0}).tune is None
+    assert VideoPredictor.with_defaults(net, SIZE, 4, runtime="torch", tuning={"tune_steps": 0},
+                                        tune_steps=2).tune is not None
     s2 = plain.init_state(str(folder / "cine.nii.gz"))
     plain.add_annotation(s2, 0, labels[0])
     untuned = np.concatenate([w.labels for w in plain.propagate(s2)])

@@ -77,10 +77,11 @@ class VideoPredictor:
         self.tune = tune
 
     @classmethod
-    def with_defaults(cls, network: torch.nn.Module, image_size: int, clip_length: int, **options: Any
-                      ) -> VideoPredictor:
+    def with_defaults(cls, network: torch.nn.Module, image_size: int, clip_length: int,
+                      tuning: dict[str, Any] | None = None, **options: Any) -> VideoPredictor:
         """The `inferring` predictor: ``inference.yaml``'s defaults, ``options`` overriding them: the propagation
-        (:func:`medvos.inference.defaults.make_propagator`) and the test-time tuning (``tune_*``,
+        (:func:`medvos.inference.defaults.make_propagator`) and the test-time tuning (``tune_*``, in ``options`` or
+        gathered in ``tuning``, the dict `inferring` also hands to test-time relearning;
         :class:`medvos.inference.tuning.AnnotationTuning`). The network's runtime (the exported graph, compiled) is
         prepared here, once, not per video; a network tuned on one video shares its exported query graph when the
         tuning left the backbone as it was, else runs in PyTorch unless the video is long enough for an export to
@@ -89,7 +90,7 @@ class VideoPredictor:
         from medvos.inference.defaults import inference_defaults, make_propagator, tuning_options
         from medvos.networks.exported import for_runtime, for_tuned
 
-        tune_opts, options = tuning_options(options)
+        tune_opts, options = tuning_options({**(tuning or {}), **options})
         tuning = AnnotationTuning(**tune_opts)  # a bad tuning option is refused before the export
         runtime = str({**inference_defaults(), **options}["runtime"])
         grown_tuned = bool(getattr(network, "annotation_tuned", False))  # relearned on the cine from a tuned model
