@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--frames", type=int, default=2, help="frames taken as annotated (one per stretch)")
     ap.add_argument("--min-trust", type=float, default=0.0, help="a frame below this trust is not taken")
     ap.add_argument("--tune-steps", type=int, help="test-time tuning steps (default: inference.yaml's; 0: off)")
+    ap.add_argument("--tune-seed", type=int, help="test-time tuning seed (default: inference.yaml's)")
     ap.add_argument("--report-only", action="append", default=[], help="a set left out of the mean (repeatable)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     size = input_size(args.checkpoint, 256)[0]
     net = load_model(args.checkpoint, None, clip_length, None)
     net = net.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
-    steps = {} if args.tune_steps is None else {"tune_steps": args.tune_steps}
+    steps = {k: v for k, v in {"tune_steps": args.tune_steps, "tune_seed": args.tune_seed}.items() if v is not None}
     predictor = VideoPredictor.with_defaults(net, size, clip_length, **steps)
     sets: dict[str, Any] = {}
     for name, spec in (s.split("=", 1) for s in args.set):
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dev = [s for n, s in sets.items() if n not in args.report_only]
     mean = {k: float(np.mean([s[k] for s in dev])) for k in ("first", "second")} if dev else {}
     print("development mean", {k: round(v, 4) for k, v in mean.items()})
-    res = {"checkpoint": str(args.checkpoint), "frames": args.frames, "min_trust": args.min_trust, "sets": sets,
+    res = {"checkpoint": str(args.checkpoint), "tuning": steps, "frames": args.frames, "min_trust": args.min_trust, "sets": sets,
            "mean": mean}
     if args.out:
         atomic_write_bytes(args.out, json.dumps(res, indent=1).encode())

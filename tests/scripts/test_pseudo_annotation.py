@@ -19,7 +19,8 @@ def test_one_frame_per_stretch_the_most_trusted_with_a_mask():
 
 def test_pseudo_annotation_scores_both_passes(tmp_path, synthetic_root):
     res = main(["--set", f"synthetic={synthetic_root / 'datalist.json'}:test", "--frames", "1", "--tune-steps", "0",
-                "--out", str(tmp_path / "p.json")])
+                "--tune-seed", "1", "--out", str(tmp_path / "p.json")])
+    assert res["tuning"] == {"tune_steps": 0, "tune_seed": 1}
     cines = res["sets"]["synthetic"]["videos"]
     assert cines and all(0.0 <= v["first"] <= 1.0 and 0.0 <= v["second"] <= 1.0 for v in cines.values())
     assert all(len(v["picked"]) <= 1 and all(t > 0 for t in v["picked"]) for v in cines.values())
