@@ -28,9 +28,8 @@ from medvos.data.videos import VideoDataset, video_entries
 from medvos.inference.predictor import VideoPredictor
 from medvos.io.atomic import atomic_write_bytes
 from medvos.metrics import video_scores
-from medvos.networks.checkpoint import SHIPPED_MODEL, checkpoint_clip_length, input_size, load_model
-
-SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / SHIPPED_MODEL
+from medvos.networks.checkpoint import checkpoint_clip_length, input_size, load_model
+from tune_motion import SHIPPED
 
 
 def trusted_frames(confidence: np.ndarray, drift: np.ndarray, labels: np.ndarray, count: int,
