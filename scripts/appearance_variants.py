@@ -28,7 +28,8 @@ from medvos.inference.motion import CueFusion
 from medvos.inference.propagator import _resize
 from medvos.io.atomic import atomic_write_bytes
 from medvos.metrics import frame_scores
-from tune_motion import SHIPPED, cache, score
+from medvos.networks.checkpoint import SHIPPED_PATH
+from tune_motion import cache, score
 
 
 def alone(cines: list[dict[str, Any]], threshold: float = 0.5) -> list[float]:
@@ -42,7 +43,7 @@ def alone(cines: list[dict[str, Any]], threshold: float = 0.5) -> list[float]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", type=Path, default=SHIPPED)
+    ap.add_argument("--checkpoint", type=Path, default=SHIPPED_PATH)
     ap.add_argument("--set", action="append", required=True, help="NAME=DATALIST:SPLIT[:ID_PREFIX] (repeatable)")
     ap.add_argument("--seeds", default="0", help="tuning seeds, comma-separated (the first is the plain variant)")
     ap.add_argument("--tune-steps", type=int, help="test-time tuning steps (default: inference.yaml's)")

@@ -40,9 +40,8 @@ from medvos.benchmarking.methods import Method, copy_method, flow_method, model_
 from medvos.io.atomic import atomic_write_bytes
 from medvos.inference.defaults import inference_defaults
 from medvos.inference.tuning import AnnotationTuning
-from medvos.networks.checkpoint import SHIPPED_MODEL, is_relearned
+from medvos.networks.checkpoint import SHIPPED_PATH, is_relearned
 
-SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / SHIPPED_MODEL
 TUNED = AnnotationTuning().steps  # the tuned variant where the defaults do not tune
 
 
@@ -54,7 +53,7 @@ def method_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
              ([("relearned model", args.relearned)] if args.relearned else []) + \
              [tuple(m.split("=", 1)) for m in args.model]
     if not models:
-        models = [("general model", SHIPPED)]
+        models = [("general model", SHIPPED_PATH)]
     defaults = inference_defaults()
     tree = bool(defaults["memory_tree"])
     for name, path in models:

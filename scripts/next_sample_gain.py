@@ -38,16 +38,15 @@ import yaml
 from tqdm import tqdm
 
 from medvos.data.videos import VideoDataset, video_entries
-from medvos.inference.defaults import KEYS, TUNING_KEYS
+from medvos.inference.defaults import OPTIONS
 from medvos.inference.predictor import VideoPredictor
 from medvos.inference.workflow import run_inference
 from medvos.io.atomic import atomic_write_bytes
 from medvos.metrics import video_scores
 from medvos.monai_label.infer import APP_OPTIONS
 from medvos.monai_label.strategy import DISTANCE_PRIOR, correction_gain, frame_error, next_frame
-from medvos.networks.checkpoint import SHIPPED_MODEL, checkpoint_clip_length, input_size, load_model
+from medvos.networks.checkpoint import SHIPPED_PATH, checkpoint_clip_length, input_size, load_model
 
-SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / SHIPPED_MODEL
 
 Pick = Callable[[list[float], list[float], list[float], set[int]], int]
 PICKS: dict[str, Pick] = {
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", action="append", required=True, help="NAME=DATALIST:SPLIT[:ID_PREFIX] (repeatable)")
     ap.add_argument("--grid", action="append", default=[], help="KEY=VALUE: an inference option other than the app's")
-    ap.add_argument("--checkpoint", type=Path, default=SHIPPED)
+    ap.add_argument("--checkpoint", type=Path, default=SHIPPED_PATH)
     ap.add_argument("--picks", default=",".join(PICKS), help=f"which picks to score (of {', '.join(PICKS)})")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -85,8 +84,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = dict(APP_OPTIONS)
     for g in args.grid:
         key, value = g.split("=", 1)
-        if key not in KEYS + TUNING_KEYS:
-            raise SystemExit(f"--grid {key}: not an inference option ({KEYS + TUNING_KEYS})")
+        if key not in OPTIONS:
+            raise SystemExit(f"--grid {key}: not an inference option ({OPTIONS})")
         options[key] = yaml.safe_load(value)
     size, clip = input_size(args.checkpoint, 256)[0], checkpoint_clip_length(args.checkpoint, 8)
     net = load_model(args.checkpoint, None, clip, None).eval()

@@ -8,7 +8,7 @@ and over sets (the mean of the set means, so every set counts equally).
         --grid tune_steps=0,30 --grid tune_learning_rate=0.0001,0.0003 --out sweep.json
 
 Each ``--set NAME=DATALIST:SPLIT[:ID_PREFIX]``; each ``--grid KEY=V1,V2,...`` names an option of ``inference.yaml``
-(:data:`medvos.inference.defaults.KEYS` and ``TUNING_KEYS``), or ``relearn_steps`` (test-time relearning on each cine
+(:data:`medvos.inference.defaults.OPTIONS`), or ``relearn_steps`` (test-time relearning on each cine
 first, `inferring --relearn_steps`; its seconds count in ``seconds_per_cine``); the others keep their defaults. Unlike
 ``scripts/tune_motion.py`` nothing is cached, so any option (test-time tuning included) can be swept; the cost is
 one `inferring` run per cine and combination. Results are written after every combination (``--out``), and a
@@ -29,20 +29,19 @@ from tqdm import tqdm
 
 from medvos.benchmarking.methods import model_method
 from medvos.data.videos import VideoDataset, video_entries
-from medvos.inference.defaults import KEYS, TUNING_KEYS
+from medvos.inference.defaults import OPTIONS
 from medvos.io.atomic import atomic_write_bytes
 from medvos.metrics import video_scores
-from medvos.networks.checkpoint import SHIPPED_MODEL
+from medvos.networks.checkpoint import SHIPPED_PATH
 
-SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / SHIPPED_MODEL
-SWEEPABLE = KEYS + TUNING_KEYS + ("relearn_steps",)  # the inference options, and test-time relearning
+SWEEPABLE = OPTIONS + ("relearn_steps",)  # the inference options, and test-time relearning
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", action="append", required=True, help="NAME=DATALIST:SPLIT[:ID_PREFIX] (repeatable)")
     ap.add_argument("--grid", action="append", default=[], help="KEY=V1,V2,... (repeatable)")
-    ap.add_argument("--checkpoint", type=Path, default=SHIPPED)
+    ap.add_argument("--checkpoint", type=Path, default=SHIPPED_PATH)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     sets = dict(s.split("=", 1) for s in args.set)

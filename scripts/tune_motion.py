@@ -43,9 +43,8 @@ from medvos.inference.propagator import _resize
 from medvos.io.atomic import atomic_write_bytes
 from medvos.io.result_set import sha256_file
 from medvos.metrics import frame_scores
-from medvos.networks.checkpoint import SHIPPED_MODEL, checkpoint_clip_length, input_size, load_model
+from medvos.networks.checkpoint import SHIPPED_PATH, checkpoint_clip_length, input_size, load_model
 
-SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / SHIPPED_MODEL
 CACHE_VERSION = 2  # 2: grey frames and the flows from the annotated frame (the annotation cue, edge refinement)
 
 
@@ -117,7 +116,7 @@ def score(cines: list[dict[str, Any]], rule: CueFusion, refine: EdgeRefinement) 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", type=Path, default=SHIPPED)
+    ap.add_argument("--checkpoint", type=Path, default=SHIPPED_PATH)
     ap.add_argument("--set", action="append", required=True, help="NAME=DATALIST:SPLIT[:ID_PREFIX] (repeatable)")
     ap.add_argument("--grid", action="append", default=[], help="KEY=V1,V2,... (CueFusion fields; repeatable)")
     ap.add_argument("--tune-steps", type=int, help="test-time tuning steps (default: inference.yaml's; 0: off)")

@@ -93,9 +93,9 @@ def test_evaluation_and_inference_configs_read_the_checkpoint():
         assert "checkpoint_clip_length(@checkpoint" in p["clip_length"] and "input_size(@checkpoint" in p["image_size"]
     assert p["predictor#_target_"] == "medvos.inference.predictor.VideoPredictor.with_defaults"
     assert p["predictor#clip_length"] == "@clip_length" and p["predictor#motion"] == "@motion"
-    from medvos.inference.defaults import KEYS, TUNING_KEYS
+    from medvos.inference.defaults import KEYS, PREDICTOR_KEYS, TUNING_KEYS
 
-    assert all(p[f"predictor#{k}"] == f"@{k}" for k in KEYS)  # every default reaches the predictor
+    assert all(p[f"predictor#{k}"] == f"@{k}" for k in KEYS + PREDICTOR_KEYS)  # every default reaches the predictor
     # the tune_* options are gathered once and feed both the predictor's tuning and test-time relearning
     assert p["predictor#tuning"] == "@tuning" and all(p[f"tuning#{k}"] == f"@{k}" for k in TUNING_KEYS)
     assert "tuning=@tuning)" in p["network"]

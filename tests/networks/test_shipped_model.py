@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import REPO, shared
-from medvos.networks.checkpoint import (SHIPPED_MODEL, CheckpointError, ModelSpec, checkpoint_spec, load_model,
-                                       load_state)
+from medvos.networks.checkpoint import (SHIPPED_MODEL, SHIPPED_PATH, CheckpointError, ModelSpec, checkpoint_spec,
+                                       load_model, load_state)
 
 SHIPPED = REPO / "bundle" / "models" / SHIPPED_MODEL
 
@@ -19,6 +19,7 @@ SHIPPED = REPO / "bundle" / "models" / SHIPPED_MODEL
 def test_shipped_model_matches_metadata_and_rebuilds_from_file():
     meta = json.loads((REPO / "bundle/configs/metadata.json").read_text())["shipped_model"]
     assert SHIPPED.is_file() and SHIPPED.stat().st_size < 25 * 2**20
+    assert SHIPPED_PATH == SHIPPED.resolve()  # the one path the scripts default to
     assert hashlib.sha256(SHIPPED.read_bytes()).hexdigest() == meta["sha256"]
     assert load_state(SHIPPED)["spec"] == meta["spec"]  # as the file holds it
     spec = checkpoint_spec(SHIPPED)  # as this version reads it: the network as its `_target_` tree

@@ -34,8 +34,7 @@ def test_tune_motion_scores_what_inferring_propagates(synthetic_root):
     from medvos.data.videos import VideoDataset, video_entries
     from medvos.inference.predictor import VideoPredictor
     from medvos.metrics import frame_scores
-    from medvos.networks.checkpoint import input_size, load_model
-    from tune_motion import SHIPPED
+    from medvos.networks.checkpoint import SHIPPED_PATH as SHIPPED, input_size, load_model
 
     spec = f"{synthetic_root / 'datalist.json'}:test"
     settings = {"motion_weight": 1.5, "redetect_support": 0.15, "redetect_frames": 3, "anchor_weight": 2.0,

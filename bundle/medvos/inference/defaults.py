@@ -17,19 +17,22 @@ KEYS = ("fusion", "threshold", "memory_tree", "pathways", "motion", "motion_weig
 TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate", "tune_backbone_lr_mult",  # test-time tuning
                "tune_scale_range", "tune_views", "tune_seed")
 # (medvos.inference.tuning)
+PREDICTOR_KEYS = ("self_annotate", "self_annotate_trust")  # self-annotation (medvos.inference.predictor)
+OPTIONS = KEYS + TUNING_KEYS + PREDICTOR_KEYS  # every option VideoPredictor.with_defaults takes
 
 
 @lru_cache(maxsize=1)
 def inference_defaults() -> dict[str, Any]:
-    """The propagation and test-time tuning options (:data:`KEYS`, :data:`TUNING_KEYS`) as set in
-    ``inference.yaml`` (a motion setting may be a ``{tuned, untuned}`` pair: :func:`for_appearance`)."""
+    """The propagation, test-time tuning and self-annotation options (:data:`KEYS`, :data:`TUNING_KEYS`,
+    :data:`PREDICTOR_KEYS`) as set in ``inference.yaml`` (a motion setting may be a ``{tuned, untuned}`` pair:
+    :func:`for_appearance`)."""
     import yaml
 
     config = yaml.safe_load(CONFIG.read_text())
-    missing = [k for k in KEYS + TUNING_KEYS if k not in config]
+    missing = [k for k in OPTIONS if k not in config]
     if missing:
         raise KeyError(f"{CONFIG}: missing inference defaults {missing}")
-    return {k: config[k] for k in KEYS + TUNING_KEYS}
+    return {k: config[k] for k in OPTIONS}
 
 
 def tuning_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

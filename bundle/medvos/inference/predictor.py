@@ -37,10 +37,20 @@ class VideoState:
     annotations: dict[int, np.ndarray] = field(default_factory=dict)
     strategy: Any = None
     tuned_for: Any = None  # the annotations the strategy's network was tuned on (test-time tuning)
+    # self-annotation: the frames a first pass trusted most, ``{frame: (labels, confidence, drift)}``, and the
+    # user's annotations they were taken for
+    trusted: dict[int, tuple[np.ndarray, float, float]] = field(default_factory=dict)
+    trusted_for: Any = None
 
     @property
     def annotated(self) -> list[int]:
         return sorted(self.annotations)
+
+    @property
+    def supporting(self) -> dict[int, np.ndarray]:
+        """The labels propagation starts from: the user's annotations and the self-annotated frames (a user's
+        annotation wins on its frame)."""
+        return {**{t: lab for t, (lab, _, _) in self.trusted.items()}, **self.annotations}
 
 
 @dataclass
@@ -67,30 +77,42 @@ class VideoPredictor:
             :class:`MemoryTreePropagator` or :class:`MotionAwarePropagator`); called once per :meth:`init_state`.
         clip_length: frames decoded and propagated per step, one window (a relearned network's |B|).
         tune: test-time tuning, ``tune(predictor, state) -> strategy``: the strategy of a network tuned on the
-            video's annotations, called by :meth:`propagate` whenever they changed since the last tuning.
+            video's annotations (self-annotated frames included: :attr:`VideoState.supporting`), called by
+            :meth:`propagate` whenever they changed since the last tuning.
+        self_annotate: self-annotation (OnAVOS-style, Voigtlaender and Leibe 2017): a first pass propagates the
+            user's annotations; in each of this many equal stretches of the frames they leave, the frame of highest
+            trust (confidence x (1 - drift)) whose mask is not empty is taken as annotated too, and a second pass
+            (tuned again on all of them) gives the result; 0 = one pass.
+        self_annotate_trust: a frame of lower trust is not taken.
     """
 
     def __init__(self, make_strategy: Callable[[], Any], clip_length: int = 8,
-                 tune: Callable[[VideoPredictor, VideoState], Any] | None = None) -> None:
+                 tune: Callable[[VideoPredictor, VideoState], Any] | None = None, self_annotate: int = 0,
+                 self_annotate_trust: float = 0.0) -> None:
+        if int(self_annotate) < 0 or not 0.0 <= float(self_annotate_trust) <= 1.0:
+            raise ValueError(f"self_annotate ({self_annotate}) must be >= 0 and self_annotate_trust "
+                             f"({self_annotate_trust}) in [0, 1]")
         self.make_strategy = make_strategy
         self.clip_length = int(clip_length)
         self.tune = tune
+        self.self_annotate, self.self_annotate_trust = int(self_annotate), float(self_annotate_trust)
 
     @classmethod
     def with_defaults(cls, network: torch.nn.Module, image_size: int, clip_length: int,
                       tuning: dict[str, Any] | None = None, **options: Any) -> VideoPredictor:
         """The `inferring` predictor: ``inference.yaml``'s defaults, ``options`` overriding them: the propagation
-        (:func:`medvos.inference.defaults.make_propagator`) and the test-time tuning (``tune_*``, in ``options`` or
+        (:func:`medvos.inference.defaults.make_propagator`), the test-time tuning (``tune_*``, in ``options`` or
         gathered in ``tuning``, the dict `inferring` also hands to test-time relearning;
-        :class:`medvos.inference.tuning.AnnotationTuning`). The network's runtime (the exported graph, compiled) is
-        prepared here, once, not per video; a network tuned on one video shares its exported query graph when the
-        tuning left the backbone as it was, else runs in PyTorch unless the video is long enough for an export to
-        pay (:func:`medvos.networks.exported.for_tuned`)."""
+        :class:`medvos.inference.tuning.AnnotationTuning`) and self-annotation (``self_annotate*``). The network's
+        runtime (the exported graph, compiled) is prepared here, once, not per video; a network tuned on one video
+        shares its exported query graph when the tuning left the backbone as it was, else runs in PyTorch unless the
+        video is long enough for an export to pay (:func:`medvos.networks.exported.for_tuned`)."""
         from medvos.inference.tuning import AnnotationTuning
-        from medvos.inference.defaults import inference_defaults, make_propagator, tuning_options
+        from medvos.inference.defaults import PREDICTOR_KEYS, inference_defaults, make_propagator, tuning_options
         from medvos.networks.exported import for_runtime, for_tuned
 
         tune_opts, options = tuning_options({**(tuning or {}), **options})
+        own = {k: options.pop(k, inference_defaults()[k]) for k in PREDICTOR_KEYS}
         tuning = AnnotationTuning(**tune_opts)  # a bad tuning option is refused before the export
         runtime = str({**inference_defaults(), **options}["runtime"])
         grown_tuned = bool(getattr(network, "annotation_tuned", False))  # relearned on the cine from a tuned model
@@ -108,7 +130,7 @@ class VideoPredictor:
                 return make_propagator(tuned, image_size, clip_length, tuned=True, prepared=True, **options)
 
         return cls(lambda: make_propagator(ready, image_size, clip_length, tuned=grown_tuned, **options), clip_length,
-                   tune)
+                   tune, **own)
 
     # ------------------------------------------------------------------------------------------------ state
     def init_state(self, video: Any, min_frames: int = 2) -> VideoState:
@@ -141,13 +163,15 @@ class VideoPredictor:
         return sorted(given)
 
     def annotated_at_size(self, state: VideoState, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The annotated frames that show an object, prepared (:meth:`prepare`) and resized to ``size`` px:
-        ``(images (n,3,S,S) in [0,1], labels (n,S,S) uint8)`` (area for images, nearest for labels)."""
+        """The annotated frames that show an object (self-annotated ones included: :attr:`VideoState.supporting`),
+        prepared (:meth:`prepare`) and resized to ``size`` px: ``(images (n,3,S,S) in [0,1], labels (n,S,S)
+        uint8)`` (area for images, nearest for labels)."""
         import torch.nn.functional as F
 
-        ann = [a for a in state.annotated if state.annotations[a].any()]
+        given = state.supporting
+        ann = [a for a in sorted(given) if given[a].any()]
         images = torch.cat([torch.from_numpy(self.prepare(state, state.cine.frames[a : a + 1])) for a in ann])
-        labels = torch.from_numpy(np.stack([state.annotations[a] for a in ann])).float()[:, None]
+        labels = torch.from_numpy(np.stack([given[a] for a in ann])).float()[:, None]
         return (F.interpolate(images.float(), size=(size, size), mode="area"),
                 F.interpolate(labels, size=(size, size), mode="nearest")[:, 0].to(torch.uint8))
 
@@ -160,12 +184,46 @@ class VideoPredictor:
     def propagate(self, state: VideoState, keep_frames: bool = False, stats: dict[str, float] | None = None
                   ) -> Iterator[Propagated]:
         """Every frame of the video, window by window in frame order (decoded ahead in a thread); annotated frames
-        keep their labels. ``keep_frames``: also the network-ready frames (for an overlay)."""
+        keep their labels. ``keep_frames``: also the network-ready frames (for an overlay). With self-annotation a
+        first pass (timed in ``stats`` as ``self-annotation pass``) picks the trusted frames, once per set of
+        annotations."""
         if not state.annotations:
             raise MaskMismatchError("annotation", "no annotated frame: add an annotation first")
-        cine, ann = state.cine, state.annotated
+        if self.self_annotate:
+            key = _key(state.annotations)
+            if state.trusted_for != key:
+                t0 = time.perf_counter()
+                state.trusted = {}
+                state.trusted = self._trusted(self._pass(state, False, stats), state)
+                state.trusted_for = key
+                if stats is not None:
+                    stats["self-annotation pass"] = stats.get("self-annotation pass", 0.0) + time.perf_counter() - t0
+                logger.info("self-annotation: frames %s taken as annotated", sorted(state.trusted))
+        elif state.trusted:
+            state.trusted, state.trusted_for = {}, None
+        yield from self._pass(state, keep_frames, stats)
+
+    def _trusted(self, windows: Iterator[Propagated], state: VideoState) -> dict[int, tuple[np.ndarray, float, float]]:
+        """The most trusted frame with an object in each of :attr:`self_annotate` equal stretches of the frames the
+        user did not annotate (streamed: one mask per stretch held)."""
+        free = [t for t in range(state.cine.num_frames) if t not in state.annotations]
+        stretch = {t: i for i, part in enumerate(np.array_split(np.asarray(free), self.self_annotate)) for t in part}
+        best: dict[int, tuple[float, int, np.ndarray, float, float]] = {}
+        for win in windows:
+            for i, lab in enumerate(win.labels):
+                t = win.start + i
+                if t not in stretch or not lab.any():
+                    continue
+                trust = float(win.confidence[i]) * (1.0 - float(win.drift[i]))
+                if trust >= self.self_annotate_trust and (stretch[t] not in best or trust > best[stretch[t]][0]):
+                    best[stretch[t]] = (trust, t, lab.copy(), float(win.confidence[i]), float(win.drift[i]))
+        return {t: (lab, conf, drift) for _, t, lab, conf, drift in best.values()}
+
+    def _pass(self, state: VideoState, keep_frames: bool, stats: dict[str, float] | None) -> Iterator[Propagated]:
+        """One propagation from the supporting frames (the user's annotations and the self-annotated frames)."""
+        cine, given = state.cine, state.supporting
         if self.tune is not None:
-            key = [(a, hash(state.annotations[a].tobytes())) for a in ann]
+            key = _key(given)
             if state.tuned_for != key:
                 t0 = time.perf_counter()
                 state.strategy, state.tuned_for = self.tune(self, state), key
@@ -173,7 +231,7 @@ class VideoPredictor:
                     stats["test-time tuning"] = stats.get("test-time tuning", 0.0) + time.perf_counter() - t0
         strategy = state.strategy
         supports = strategy.supports({a: (torch.from_numpy(self.prepare(state, cine.frames[a : a + 1]))[0],
-                                          torch.from_numpy(state.annotations[a])) for a in ann})
+                                          torch.from_numpy(given[a])) for a in sorted(given)})
         shown: dict[int, np.ndarray] = {}  # prepared frames awaiting their window (a strategy may output late)
 
         def windows() -> Iterator[tuple[int, torch.Tensor]]:
@@ -188,12 +246,19 @@ class VideoPredictor:
             start, lab, conf, n = win.start, win.labels, win.confidence, len(win.labels)
             drift = np.zeros(n, np.float32) if win.drift is None else np.asarray(win.drift, np.float32).copy()
             marked = np.zeros(n, bool)
-            for t in range(start, start + n):  # annotated frames keep the given labels: the one place this is done
-                if t in state.annotations:
+            for t in range(start, start + n):  # supporting frames keep their labels: the one place this is done
+                if t in state.annotations:  # the user's: confidence 1, no drift, marked annotated
                     lab[t - start], conf[t - start], drift[t - start], marked[t - start] = \
                         state.annotations[t], 1.0, 0.0, True
+                elif t in state.trusted:  # self-annotated: the first pass's labels, confidence and drift
+                    lab[t - start], conf[t - start], drift[t - start] = state.trusted[t]
             frames = np.stack([shown.pop(t) for t in range(start, start + n)]) if keep_frames else None
             yield Propagated(start, lab, conf, drift, marked, [_pixels(f) for f in lab], frames)
+
+
+def _key(annotations: dict[int, np.ndarray]) -> list[tuple[int, int]]:
+    """What identifies a set of annotations: each frame and a hash of its labels."""
+    return [(a, hash(annotations[a].tobytes())) for a in sorted(annotations)]
 
 
 def _pixels(labels: np.ndarray) -> dict[int, int]:

@@ -29,6 +29,7 @@ class CheckpointError(ValueError):
 
 
 SHIPPED_MODEL = "general.pt"  # the general model shipped in bundle/models/ (see the model card)
+SHIPPED_PATH = Path(__file__).resolve().parents[2] / "models" / SHIPPED_MODEL  # its file, every script's default
 INTENSITY = "8-bit data /255; otherwise the cine's 0.5-99.5 percentile window (medvos.data.transforms)"
 COLOUR = "RGB in [0, 1]; grey repeated to 3 channels"
 
@@ -139,11 +140,10 @@ def recorded_sha256(path: str | Path) -> tuple[str, str] | None:
     """``(sha256, where it is recorded)`` for a checkpoint: the shipped model's in ``metadata.json``, any other
     file's in its ``<file>.sha256`` sidecar; None when nothing records it."""
     path = Path(path).resolve()
-    bundle = Path(__file__).resolve().parents[2]
-    if path == bundle / "models" / SHIPPED_MODEL:
+    if path == SHIPPED_PATH:
         import json
 
-        meta = bundle / "configs" / "metadata.json"
+        meta = SHIPPED_PATH.parents[1] / "configs" / "metadata.json"
         entry = json.loads(meta.read_text()).get("shipped_model", {})
         return (entry["sha256"], str(meta)) if entry.get("sha256") else None
     sidecar = path.with_name(path.name + FINGERPRINT_SUFFIX)
