@@ -33,7 +33,7 @@ def command(args: argparse.Namespace, extra: list[str]) -> list[str]:
             cmd += ["--conf", key, str(getattr(args, key)).lower()]
     if args.runtime:
         cmd += ["--conf", "runtime", args.runtime]
-    for key in ("tune_steps", "tune_views"):
+    for key in ("tune_steps", "tune_views", "self_annotate"):
         if getattr(args, key) is not None:
             cmd += ["--conf", key, str(getattr(args, key))]
     if args.image_size:
@@ -45,10 +45,7 @@ def command(args: argparse.Namespace, extra: list[str]) -> list[str]:
     return cmd + extra
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--studies", required=True, help="folder of cines (2D+t NIfTI, DICOM, .mha/.nrrd, MP4/AVI/GIF)")
     ap.add_argument("--model", default=str(APP.parent / "models" / "general.pt"),
@@ -70,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="test-time tuning steps per infer request (default: the app's 30; 0: off)")
     ap.add_argument("--tune-views", type=int, default=None,
                     help="augmented views the tuning pairs its episodes from (default: the app's 16)")
+    ap.add_argument("--self-annotate", type=int, default=None,
+                    help="self-annotated frames for a second pass (default: the app's 0, one pass; inferring's: 2)")
     ap.add_argument("--max-epochs", type=int, default=3, help="relearning epochs of the 'relearn' task")
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--labels", default=None,
@@ -77,7 +76,14 @@ def main(argv: list[str] | None = None) -> None:
                          '(default {"object": 1})')
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    args = parser().parse_args(argv)
     if not Path(args.model).is_file():
         sys.exit(f"{args.model}: model file not found")
     cmd = command(args, extra)

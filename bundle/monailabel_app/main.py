@@ -59,7 +59,8 @@ class MedVOSApp(MONAILabelApp):
                 if conf[key].lower() not in ("true", "false"):
                     raise ValueError(f"--conf {key} {conf[key]!r}: expected true or false")
                 options[key] = conf[key].lower() == "true"
-        for key in ("tune_steps", "tune_views"):  # test-time tuning (the app's: APP_OPTIONS; tune_steps 0: off)
+        # test-time tuning and self-annotation (the app's: APP_OPTIONS; tune_steps 0: off; self_annotate 0: one pass)
+        for key in ("tune_steps", "tune_views", "self_annotate"):
             if key in conf:
                 if not conf[key].isdigit():
                     raise ValueError(f"--conf {key} {conf[key]!r}: expected a whole number")

@@ -74,13 +74,14 @@ def test_validation_benchmark_inferring_app_agree(case):
     frames, labels = item["image"].numpy(), item["label"][:, 0].numpy()
 
     # validation scores the network (the appearance cue, single path, PyTorch: the weights change every epoch; no
-    # test-time tuning); inferring does the same with those options
-    single = model_method(ckpt, memory_tree=False, motion=False, runtime="torch", tune_steps=0)(
+    # test-time tuning, one pass); inferring does the same with those options
+    single = model_method(ckpt, memory_tree=False, motion=False, runtime="torch", tune_steps=0, self_annotate=0)(
         frames, labels, [0], entry)
     assert 0.02 < (single[1:] > 0).mean() < 0.98, "the test network must segment part of each frame"
     np.testing.assert_array_equal(_validation(entry, ckpt), single)
     np.testing.assert_array_equal(_inferring(root, entry, ckpt, "--memory_tree", "False", "--motion", "False",
-                                             "--runtime", "torch", "--tune_steps", "0"), single)
+                                             "--runtime", "torch", "--tune_steps", "0", "--self_annotate", "0"),
+                                  single)
 
     default = model_method(ckpt)(frames, labels, [0], entry)  # the inferring defaults (motion, tuning ... as set)
     assert not np.array_equal(default, single), "the defaults add motion: the test must tell them apart"
@@ -91,13 +92,14 @@ def test_validation_benchmark_inferring_app_agree(case):
             entry["image"], entry["label"], annotated=[0], output=root / name)
         return np.transpose(np.asarray(nib.load(root / name).dataobj), (2, 1, 0))
 
-    # the app tunes less (APP_OPTIONS: seconds per request): it equals inferring with the same options
+    # the app tunes less and propagates once (APP_OPTIONS: seconds per request): it equals inferring with the same
+    # options
     short = model_method(ckpt, **APP_OPTIONS)(frames, labels, [0], entry)
     assert not np.array_equal(short, default), "the tunings differ: the test must tell them apart"
     np.testing.assert_array_equal(app("app.nii.gz"), short)
     np.testing.assert_array_equal(_inferring(root, entry, ckpt, *(a for k, v in APP_OPTIONS.items()
                                                                   for a in (f"--{k}", str(v)))), short)
-    untuned = model_method(ckpt, tune_steps=0)(frames, labels, [0], entry)
+    untuned = model_method(ckpt, **{**APP_OPTIONS, "tune_steps": 0})(frames, labels, [0], entry)
     np.testing.assert_array_equal(app("app_untuned.nii.gz", tune_steps=0), untuned)
-    full = {k: inference_defaults()[k] for k in APP_OPTIONS}  # inferring's own tuning, asked of the app
+    full = {k: inference_defaults()[k] for k in APP_OPTIONS}  # inferring's own tuning and passes, asked of the app
     np.testing.assert_array_equal(app("app_tuned.nii.gz", **full), default)

@@ -23,6 +23,8 @@ def test_speed_memory_script_tiny(tmp_path):
     assert res["speed"]["fps_end_to_end"] > 0 and set(res["speed"]["stages_ms_per_frame"]) == {
         "preprocess", "backbone", "pseudo mask + fusion + neck", "TAU", "head", "postprocess"}
     assert abs(sum(res["speed"]["stages_share"].values()) - 1) < 1e-6
+    pr = res["speed"]["inferring_predictor"]  # the predictor with every default, self-annotation's passes included
+    assert pr["fps_propagation"] >= pr["fps_overall"] > 0 and pr["passes"] == 1 + bool(pr["self_annotate"])
     runs = res["memory"]["runs"]
     assert set(runs) == {"8", "16"} and all(r["peak_rss_mb"] >= r["rss_before_inference_mb"] > 0 for r in runs.values())
     assert "frames/s" in (tmp_path / "table.md").read_text()

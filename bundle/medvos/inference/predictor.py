@@ -185,8 +185,8 @@ class VideoPredictor:
                   ) -> Iterator[Propagated]:
         """Every frame of the video, window by window in frame order (decoded ahead in a thread); annotated frames
         keep their labels. ``keep_frames``: also the network-ready frames (for an overlay). With self-annotation a
-        first pass (timed in ``stats`` as ``self-annotation pass``) picks the trusted frames, once per set of
-        annotations."""
+        first pass (timed in ``stats`` as ``self-annotation pass``, its tuning included) picks the trusted frames,
+        once per set of the user's annotations."""
         if not state.annotations:
             raise MaskMismatchError("annotation", "no annotated frame: add an annotation first")
         if self.self_annotate:

@@ -29,9 +29,10 @@ from medvos.networks.relearn_model import CLIP_LENGTH
 logger = logging.getLogger(__name__)
 RELEARNED_FILE = "relearned.pt"
 # the app's inference options where they differ from `inferring`'s: a shorter test-time tuning (30 steps on a bank of
-# 16 views, about 2.7 s, against `inferring`'s 200 on 64) keeps an infer request within seconds (model card, "The app's
-# short tuning"); ``options`` override it (``tune_steps`` 0: untuned)
-APP_OPTIONS: dict[str, Any] = {"tune_steps": 30, "tune_views": 16}
+# 16 views, about 2.7 s, against `inferring`'s 200 on 64) and one pass (no self-annotation: a second tuning and pass
+# would double a request) keep an infer request within seconds (model card, "The app's short tuning",
+# "Self-annotation"); ``options`` override them (``tune_steps`` 0: untuned; ``self_annotate`` 2: `inferring`'s)
+APP_OPTIONS: dict[str, Any] = {"tune_steps": 30, "tune_views": 16, "self_annotate": 0}
 
 
 def _stamp(path: str | Path) -> tuple[str, int, int]:
@@ -46,9 +47,9 @@ class PropagateInfer(InferTask):
     from the checkpoint itself (``image_size`` overrides the size; only needed for older files without a spec).
 
     Propagation is the ``inferring`` workflow's (:func:`medvos.inference.defaults.make_propagator`: appearance and
-    motion fused by default), except a shorter test-time tuning (:data:`APP_OPTIONS`; ``--conf tune_steps 0`` turns it
-    off, and the motion fusion then takes ``inference.yaml``'s ``untuned`` settings); ``options`` override its
-    settings (``memory_tree``, ``motion``, ``tune_steps``, ``tune_views``, ...).
+    motion fused by default), except a shorter test-time tuning and one pass (:data:`APP_OPTIONS`; ``--conf tune_steps
+    0`` turns tuning off, and the motion fusion then takes ``inference.yaml``'s ``untuned`` settings); ``options``
+    override its settings (``memory_tree``, ``motion``, ``tune_steps``, ``tune_views``, ``self_annotate``, ...).
     Request keys (the app fills ``image`` and ``annotation`` with checked paths): ``fusion``, ``annotated_frames``
     (a list or text such as ``"0, 40"``; empty for "every non-empty frame of the label"; a listed frame without an
     object says the object is absent there), ``dicom_seg`` (true: also write a DICOM SEG referencing the DICOM cine).
