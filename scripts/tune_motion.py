@@ -15,8 +15,9 @@ defaults, which are ``inference.yaml``'s for a tuned network). Test-time tuning 
 unless ``--tune-steps`` / ``--tune-learning-rate`` / ``--tune-seed`` / ``--tune-views`` say otherwise
 (``--tune-steps 0``: the untuned network).
 ``--cache DIR`` keeps each set's appearance and flows, so a rerun with another grid skips the network (the tuning
-costs about 10 s per cine on 2 cores). Default checkpoint: the shipped model. The final numbers come from
-``scripts/benchmark.py`` or ``scripts/sweep_inference.py`` (the full ``inferring`` path).
+costs about 10 s per cine on 2 cores). Default checkpoint: the shipped model. One pass: `inferring`'s
+self-annotation (its second pass, since 0.22.0) is not replayed. The final numbers come from ``scripts/benchmark.py``
+or ``scripts/sweep_inference.py`` (the full ``inferring`` path).
 """
 
 from __future__ import annotations

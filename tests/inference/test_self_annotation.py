@@ -81,6 +81,18 @@ def test_the_most_trusted_frame_of_each_stretch_is_taken(scripted):
     assert strategy.calls[3:] == [[0, 5], [0, 3, 5, 8]]
 
 
+def test_one_pass_where_an_annotation_marks_an_object_absent(scripted):
+    """A frame annotated without an object says it is absent there and on the frames nearest to it: a self-annotated
+    frame would move that boundary, so such annotations propagate in one pass."""
+    folder, labels, made, make, _ = scripted
+    pred = VideoPredictor(make, 4, self_annotate=2)
+    state = pred.init_state(str(folder / "cine.nii.gz"))
+    pred.add_annotation(state, 0, labels[0])
+    pred.add_annotation(state, 5, np.zeros_like(labels[5]))
+    list(pred.propagate(state))
+    assert made[0].calls == [[0, 5]] and not state.trusted
+
+
 def test_trust_threshold_and_off(scripted):
     folder, labels, made, make, _ = scripted
     strict = VideoPredictor(make, 4, self_annotate=2, self_annotate_trust=0.85)

@@ -42,7 +42,8 @@ def test_tune_motion_scores_what_inferring_propagates(synthetic_root):
     row = main(["--set", f"s={spec}", "--tune-steps", "0", *[a for k, v in settings.items()
                                                                for a in ("--grid", f"{k}={v}")]])["rows"][0]
     predictor = VideoPredictor.with_defaults(load_model(SHIPPED).eval(), input_size(SHIPPED, 256)[0], 8,
-                                             tune_steps=0, memory_tree=False, runtime="torch", **settings)
+                                             tune_steps=0, memory_tree=False, runtime="torch", self_annotate=0,
+                                             **settings)
     for item in VideoDataset(video_entries(spec)):
         labels = (item["label"][:, 0].numpy() > 0).astype(np.uint8)
         state = predictor.init_state(item["entry"]["image"])

@@ -82,7 +82,8 @@ class VideoPredictor:
         self_annotate: self-annotation (OnAVOS-style, Voigtlaender and Leibe 2017): a first pass propagates the
             user's annotations; in each of this many equal stretches of the frames they leave, the frame of highest
             trust (confidence x (1 - drift)) whose mask is not empty is taken as annotated too, and a second pass
-            (tuned again on all of them) gives the result; 0 = one pass.
+            (tuned again on all of them) gives the result; 0 = one pass. Skipped (one pass) where an annotated frame
+            marks an object absent: a self-annotated frame would move the frames nearest to that mark.
         self_annotate_trust: a frame of lower trust is not taken.
     """
 
@@ -189,7 +190,11 @@ class VideoPredictor:
         once per set of the user's annotations."""
         if not state.annotations:
             raise MaskMismatchError("annotation", "no annotated frame: add an annotation first")
-        if self.self_annotate:
+        one_pass = bool(self.self_annotate) and _declares_absence(state.annotations)
+        if one_pass:
+            logger.info("self-annotation skipped: an annotated frame marks an object absent (a self-annotated frame "
+                        "would move where its absence begins); one pass")
+        if self.self_annotate and not one_pass:
             key = _key(state.annotations)
             if state.trusted_for != key:
                 t0 = time.perf_counter()
@@ -254,6 +259,12 @@ class VideoPredictor:
                     lab[t - start], conf[t - start], drift[t - start] = state.trusted[t]
             frames = np.stack([shown.pop(t) for t in range(start, start + n)]) if keep_frames else None
             yield Propagated(start, lab, conf, drift, marked, [_pixels(f) for f in lab], frames)
+
+
+def _declares_absence(annotations: dict[int, np.ndarray]) -> bool:
+    """Whether an annotated frame lacks an object another one shows (the user marks it absent there)."""
+    shown = [set(np.unique(lab).tolist()) - {0} for lab in annotations.values()]
+    return any(objects != set().union(*shown) for objects in shown)
 
 
 def _key(annotations: dict[int, np.ndarray]) -> list[tuple[int, int]]:
