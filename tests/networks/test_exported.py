@@ -121,7 +121,7 @@ def test_a_network_tuned_with_its_backbone_frozen_shares_the_exported_query_grap
     export for a long one; PyTorch everywhere under ``torch``."""
     import copy
 
-    from medvos.networks.exported import EXPORT_PAYS_FRAMES, SharedQueryNetwork, for_tuned
+    from medvos.networks.exported import EXPORT_PAYS_FRAMES, SharedQueryNetwork, for_tuned, query_encoder
 
     torch.manual_seed(5)
     net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16, neck_levels=2, neck_depth=2).eval()
@@ -131,6 +131,8 @@ def test_a_network_tuned_with_its_backbone_frozen_shares_the_exported_query_grap
         next(tuned.head.parameters()).add_(0.05)  # tuning changed the head, not the backbone
     shared = for_tuned(tuned, base, backend, SIZE, 4, num_frames=20)
     assert isinstance(shared, SharedQueryNetwork) and for_runtime(shared, backend, SIZE, 4) is shared
+    assert query_encoder(shared) is base and query_encoder(base) is base  # one encoder: encodings are reusable
+    assert query_encoder(tuned) is None  # PyTorch: a tuning may have changed it
     q = torch.rand(5, 3, SIZE, SIZE)
     mask = torch.zeros(1, 1, 1, SIZE, SIZE)
     mask[..., 8:30, 6:22] = 1

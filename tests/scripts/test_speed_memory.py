@@ -25,6 +25,9 @@ def test_speed_memory_script_tiny(tmp_path):
     assert abs(sum(res["speed"]["stages_share"].values()) - 1) < 1e-6
     pr = res["speed"]["inferring_predictor"]  # the predictor with every default, self-annotation's passes included
     assert pr["fps_propagation"] >= pr["fps_overall"] > 0 and pr["passes"] == 1 + bool(pr["self_annotate"])
+    low, high = pr["fps_propagation_range"]
+    assert len(pr["runs"]) == 3 and low <= pr["fps_propagation"] <= high
+    assert pr["passes"] == 1 or pr["reused"]["hits"] > 0  # the second pass took the first's flows and encodings
     runs = res["memory"]["runs"]
     assert set(runs) == {"8", "16"} and all(r["peak_rss_mb"] >= r["rss_before_inference_mb"] > 0 for r in runs.values())
     assert "frames/s" in (tmp_path / "table.md").read_text()

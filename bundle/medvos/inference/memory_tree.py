@@ -157,7 +157,7 @@ class MemoryTreePropagator(FewShotPropagator):
         for start, frames in windows:
             size = (int(frames.shape[-2]), int(frames.shape[-1]))
             q = _resize(frames.to(self.device, torch.float32), self.image_size, "bilinear")
-            q_enc = self.network.encode_query(q)
+            q_enc = self.encode_queries(start, q)
             cache: dict[Any, np.ndarray] = {}
             in_use = {k for tree in trees for path in tree.paths for k in path.memory}
             self._memory = {k: v for k, v in self._memory.items() if k in in_use}  # forgotten supports freed

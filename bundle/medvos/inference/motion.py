@@ -56,6 +56,7 @@ import torch
 from medvos.flow import DenseFlow, forward_backward_error, grey_frame, warp
 from medvos.inference.edges import EdgeRefinement
 from medvos.inference.propagator import Support, Window, _resize, frame_confidence, winning_labels
+from medvos.inference.reuse import PassCache
 from medvos.io.background import prefetch
 
 _EPS = 1e-3
@@ -228,17 +229,21 @@ def meeting_weight(near: float, drift_forward: float, drift_backward: float, agr
 
 @dataclass
 class _Track:
-    """Where a pass stands: the last frame's grey image, fused probability per object and contradiction streaks, and
-    the annotated frame it started from (its grey image and masks: the annotation cue)."""
+    """Where a pass stands: the last frame (index ``t``), its grey image, fused probability per object and
+    contradiction streaks, and the annotated frame it started from (index, grey image and masks: the annotation
+    cue)."""
 
+    t: int
     grey: np.ndarray
     probs: dict[int, np.ndarray]
     streak: dict[int, Streak]
-    origin: tuple[np.ndarray, dict[int, np.ndarray]] | None = None
+    origin: tuple[int, np.ndarray, dict[int, np.ndarray]] | None = None
 
     @classmethod
-    def at_anchor(cls, grey: np.ndarray, masks: dict[int, np.ndarray]) -> _Track:
-        return cls(grey, masks, {}, (grey, masks))
+    def at_anchor(cls, t: int, grey: np.ndarray, masks: dict[int, np.ndarray], cue: bool = True) -> _Track:
+        """A pass starting on annotated frame ``t``; ``cue``: its masks are also warped straight onto the frames it
+        reaches (the annotation cue)."""
+        return cls(t, grey, masks, {}, (t, grey, masks) if cue else None)
 
 
 _Out = tuple[int, dict[int, np.ndarray], float, tuple[int, int], "np.ndarray | None"]
@@ -271,15 +276,17 @@ class MotionAwarePropagator:
     """
 
     def __init__(self, base: Any, rule: CueFusion | None = None, refine: EdgeRefinement | None = None,
-                 meeting_agreement: float = 1.0) -> None:
+                 meeting_agreement: float = 1.0, check: str = "fast") -> None:
         self.base = base
         self.meeting_agreement = float(meeting_agreement)
         base.probability_dtype = np.float32  # the base streams float32: no float16 round trip per frame
         self.rule = rule or CueFusion(threshold=base.threshold)
         self.refine = refine if refine is not None else EdgeRefinement()
-        # the warp uses DIS "medium"; the reverse flow only checks it (forward-backward error), where "fast" scores
-        # the same on the development sets at a fifth of the cost (model card)
-        self.flow, self.check = DenseFlow("dis", "medium"), DenseFlow("dis", "fast")
+        # the warp uses DIS "medium"; the reverse flow only checks it (forward-backward error): a cheaper DIS preset
+        # (``check``, inference.yaml's flow_check) scores about the same (model card)
+        self.flow, self.check = DenseFlow("dis", "medium"), DenseFlow("dis", check)
+        self.reuse: PassCache | None = None  # an earlier pass's flows (:meth:`reuse_from`)
+        self.cue_frames: set[int] | None = None  # the annotated frames that give the annotation cue (None: all)
         self.image_size, self.clip_length, self.threshold = base.image_size, base.clip_length, base.threshold
         self.fusion, self.network = base.fusion, base.network
 
@@ -296,26 +303,45 @@ class MotionAwarePropagator:
         return self.base.supports(small)
 
     # ------------------------------------------------------------------------------------------------- stream
-    def _step(self, prev: _Track, appearance: dict[int, np.ndarray], dst: np.ndarray
+    def reuse_from(self, cache: PassCache | None) -> None:
+        """Take flows, and hand the base its query encodings, from ``cache`` (filled by an earlier pass over the same
+        frames; None: compute everything)."""
+        self.reuse = cache
+        self.base.reuse_from(cache)
+
+    def _cue(self, t: int) -> bool:
+        """Whether annotated frame ``t`` gives the annotation cue (:attr:`cue_frames`)."""
+        return self.cue_frames is None or t in self.cue_frames
+
+    def _flow(self, s: int, d: int, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The flow from frame ``s`` (grey ``src``) to frame ``d`` (grey ``dst``) and its forward-backward error,
+        from :attr:`reuse` when it holds them."""
+        def compute() -> tuple[np.ndarray, np.ndarray]:
+            flow = self.flow(src, dst)
+            return flow, forward_backward_error(flow, self.check(dst, src))
+
+        if self.reuse is None:
+            return compute()
+        return self.reuse.get(("flow", s, d, self.flow.preset, self.check.preset), compute)
+
+    def _step(self, prev: _Track, appearance: dict[int, np.ndarray], dst: np.ndarray, t: int
               ) -> tuple[_Track, dict[int, float]]:
-        """Fuse one frame (grey ``dst``) from the track on the previous frame; the new track and the drift per
+        """Fuse frame ``t`` (grey ``dst``) from the track on the previous frame; the new track and the drift per
         object."""
-        to_dst = self.flow(prev.grey, dst)
-        err_dst = forward_backward_error(to_dst, self.check(dst, prev.grey))
+        to_dst, err_dst = self._flow(prev.t, t, prev.grey, dst)
         to_anchor, err_anchor = None, None
         if self.rule.anchor_weight > 0 and prev.origin is not None:  # the annotation's cue: flow straight from it
             to_anchor, err_anchor = to_dst, err_dst
-            if prev.origin[0] is not prev.grey:  # not the frame next to the annotation (there both flows are one)
-                to_anchor = self.flow(prev.origin[0], dst)
-                err_anchor = forward_backward_error(to_anchor, self.check(dst, prev.origin[0]))
+            if prev.origin[0] != prev.t:  # not the frame next to the annotation (there both flows are one)
+                to_anchor, err_anchor = self._flow(prev.origin[0], t, prev.origin[1], dst)
         out, streak, drift = {}, {}, {}
         for v, a in appearance.items():
             prior = np.clip(warp(prev.probs[v].astype(np.float32), to_dst), 0, 1)
             anchor = None
-            if to_anchor is not None and v in prev.origin[1]:
-                anchor = np.clip(warp(prev.origin[1][v].astype(np.float32), to_anchor), 0, 1)
+            if to_anchor is not None and v in prev.origin[2]:
+                anchor = np.clip(warp(prev.origin[2][v].astype(np.float32), to_anchor), 0, 1)
             out[v], drift[v], streak[v] = self.rule(a, prior, err_dst, prev.streak.get(v, Streak()), anchor, err_anchor)
-        return _Track(dst, out, streak, prev.origin), drift
+        return _Track(t, dst, out, streak, prev.origin), drift
 
     def _window(self, start: int, probs: list[dict[int, np.ndarray]], drift: list[float],
                 size: tuple[int, int], greys: list[np.ndarray | None]) -> Window:
@@ -360,11 +386,11 @@ class MotionAwarePropagator:
                     out += self._close(pending, anchor, grey, t)
                     pending = []
                     out.append((t, anchor, 0.0, size, None))
-                    prev = _Track.at_anchor(grey, anchor)
+                    prev = _Track.at_anchor(t, grey, anchor, self._cue(t))
                     continue
                 frame = _Frame(grey, size, appearance)
                 if prev is not None:
-                    prev, frame.drift = self._step(prev, appearance, grey)
+                    prev, frame.drift = self._step(prev, appearance, grey, t)
                     frame.forward = prev.probs
                 if t > last_anchor:
                     out.append((t, frame.forward, _worst(frame.drift), size, grey))
@@ -381,10 +407,10 @@ class MotionAwarePropagator:
         object weighted by :func:`meeting_weight`, from that object's drifts: one object's disagreement does not
         move another's weight)."""
         out = []
-        nxt = _Track.at_anchor(grey, anchor)
+        nxt = _Track.at_anchor(b, grey, anchor, self._cue(b))
         a = pending[0][0] - 1 if pending and pending[0][1].forward is not None else None
         for t, frame in reversed(pending):
-            nxt, drift = self._step(nxt, frame.appearance, frame.grey)
+            nxt, drift = self._step(nxt, frame.appearance, frame.grey, t)
             back = nxt.probs
             if frame.forward is None or a is None:
                 out.append((t, back, _worst(drift), frame.size, frame.grey))

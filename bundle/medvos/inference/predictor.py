@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from medvos.data.transforms import intensity_range, scale_intensity
+from medvos.inference.reuse import PassCache
 from medvos.io.background import prefetch
 from medvos.io.cine import Cine
 from medvos.io.errors import MaskMismatchError
@@ -41,6 +42,7 @@ class VideoState:
     # user's annotations they were taken for
     trusted: dict[int, tuple[np.ndarray, float, float]] = field(default_factory=dict)
     trusted_for: Any = None
+    reuse: PassCache | None = None  # the first pass's flows and query encodings, for the second
 
     @property
     def annotated(self) -> list[int]:
@@ -85,18 +87,29 @@ class VideoPredictor:
             (tuned again on all of them) gives the result; 0 = one pass. Skipped (one pass) where an annotated frame
             marks an object absent: a self-annotated frame would move the frames nearest to that mark.
         self_annotate_trust: a frame of lower trust is not taken.
+        self_annotate_cue: whether a self-annotated frame's mask is also warped straight onto the frames its pass
+            reaches (motion-aware propagation's annotation cue, as the user's annotations are); off, it starts a pass
+            and supports appearance, and no flow is computed from it.
+        pass_cache_mb: with self-annotation, the first pass's optical flows (a motion-aware strategy's) and query
+            encodings (where both passes share the encoder) are kept, up to this many MB per video, for the second
+            pass over the same frames (:class:`medvos.inference.reuse.PassCache`): the same result in less time.
+            0: none kept.
     """
 
     def __init__(self, make_strategy: Callable[[], Any], clip_length: int = 8,
                  tune: Callable[[VideoPredictor, VideoState], Any] | None = None, self_annotate: int = 0,
-                 self_annotate_trust: float = 0.0) -> None:
+                 self_annotate_trust: float = 0.0, self_annotate_cue: bool = False,
+                 pass_cache_mb: float = 256.0) -> None:
         if int(self_annotate) < 0 or not 0.0 <= float(self_annotate_trust) <= 1.0:
             raise ValueError(f"self_annotate ({self_annotate}) must be >= 0 and self_annotate_trust "
                              f"({self_annotate_trust}) in [0, 1]")
+        if float(pass_cache_mb) < 0:
+            raise ValueError(f"pass_cache_mb ({pass_cache_mb}) must be >= 0")
         self.make_strategy = make_strategy
         self.clip_length = int(clip_length)
         self.tune = tune
         self.self_annotate, self.self_annotate_trust = int(self_annotate), float(self_annotate_trust)
+        self.self_annotate_cue, self.pass_cache_mb = bool(self_annotate_cue), float(pass_cache_mb)
 
     @classmethod
     def with_defaults(cls, network: torch.nn.Module, image_size: int, clip_length: int,
@@ -196,16 +209,22 @@ class VideoPredictor:
                         "would move where its absence begins); one pass")
         if self.self_annotate and not one_pass:
             key = _key(state.annotations)
+            if state.reuse is None and self.pass_cache_mb > 0:  # of the frames alone: kept per video
+                state.reuse = PassCache(self.pass_cache_mb)
             if state.trusted_for != key:
                 t0 = time.perf_counter()
                 state.trusted = {}
+                if state.reuse is not None:
+                    state.reuse.storing = True
                 state.trusted = self._trusted(self._pass(state, False, stats), state)
                 state.trusted_for = key
                 if stats is not None:
                     stats["self-annotation pass"] = stats.get("self-annotation pass", 0.0) + time.perf_counter() - t0
                 logger.info("self-annotation: frames %s taken as annotated", sorted(state.trusted))
-        elif state.trusted:
-            state.trusted, state.trusted_for = {}, None
+            if state.reuse is not None:  # the second pass reads the first's results and keeps none of its own
+                state.reuse.storing = False
+        else:
+            state.trusted, state.trusted_for, state.reuse = {}, None, None
         yield from self._pass(state, keep_frames, stats)
 
     def _trusted(self, windows: Iterator[Propagated], state: VideoState) -> dict[int, tuple[np.ndarray, float, float]]:
@@ -235,6 +254,10 @@ class VideoPredictor:
                 if stats is not None:
                     stats["test-time tuning"] = stats.get("test-time tuning", 0.0) + time.perf_counter() - t0
         strategy = state.strategy
+        if hasattr(strategy, "reuse_from"):  # None: computes everything
+            strategy.reuse_from(state.reuse)
+        if hasattr(strategy, "cue_frames"):  # motion-aware: the frames whose masks it warps straight on
+            strategy.cue_frames = None if self.self_annotate_cue else set(state.annotations)
         supports = strategy.supports({a: (torch.from_numpy(self.prepare(state, cine.frames[a : a + 1]))[0],
                                           torch.from_numpy(given[a])) for a in sorted(given)})
         shown: dict[int, np.ndarray] = {}  # prepared frames awaiting their window (a strategy may output late)

@@ -101,10 +101,26 @@ class FewShotPropagator:
         self.threshold = threshold
         self.fusion = fusion
         self.probability_dtype: type = np.float16  # of the streamed probabilities (float32 avoids a conversion)
+        self.reuse: Any = None  # an earlier pass's query encodings (:meth:`reuse_from`)
 
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
+
+    def reuse_from(self, cache: Any) -> None:
+        """Take the query encodings of the same frames from ``cache`` (a :class:`medvos.inference.reuse.PassCache`
+        an earlier pass filled; None: encode every window) where this network's query encoding is shareable
+        (:func:`medvos.networks.exported.query_encoder`)."""
+        self.reuse = cache
+
+    def encode_queries(self, start: int, q: torch.Tensor) -> Any:
+        """The query encoding of the window of frames ``q`` (at the input size) starting at frame ``start``."""
+        from medvos.networks.exported import query_encoder
+
+        encoder = query_encoder(self.network) if self.reuse is not None else None
+        if encoder is None:
+            return self.network.encode_query(q)
+        return self.reuse.get(("query", encoder, start, int(q.shape[0])), lambda: encoder.encode_query(q))
 
     def encode(self, frames: torch.Tensor, masks: torch.Tensor) -> Any:
         """Support ``frames (K,3,H,W)`` in [0,1] and binary ``masks (K,H,W)`` -> encoding (batch 1, K shots)."""
@@ -160,7 +176,7 @@ class FewShotPropagator:
         for start, frames in windows:
             size = tuple(frames.shape[-2:])
             q = _resize(frames.to(self.device, torch.float32), self.image_size, "bilinear")
-            q_enc = self.network.encode_query(q)
+            q_enc = self.encode_queries(start, q)
             probs = [torch.zeros(q.shape[0], *self.image_size) if s.absent else
                      torch.softmax(self.network.segment_encoded(q_enc, s.encoding, self.image_size), 1)[:, 1]
                      .float().cpu() for s in supports]

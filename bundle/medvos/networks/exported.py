@@ -298,6 +298,15 @@ class SharedQueryNetwork(_InferenceOnly):
         return self.tuned.segment_encoded(query_enc, support, out_size)
 
 
+def query_encoder(network: nn.Module) -> nn.Module | None:
+    """What computes ``network``'s query encoding where that is a fixed function, so that its encodings of a frame
+    may be reused by another network with the same encoder: an exported network itself, the exported graph a
+    :class:`SharedQueryNetwork` runs; None for a network in PyTorch (a tuning may have changed its backbone)."""
+    if isinstance(network, SharedQueryNetwork):
+        return network.exported
+    return network if isinstance(network, OnnxNetwork) else None
+
+
 def for_tuned(tuned: nn.Module, base: nn.Module, runtime: str, image_size: int | tuple[int, int],
               clip_length: int, num_frames: int) -> nn.Module:
     """The runtime of a network tuned on one video of ``num_frames`` from ``base`` (as :func:`for_runtime` prepared
