@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from medvos.data.videos import VideoDataset, video_entries
 from medvos.flow import DenseFlow, forward_backward_error, grey_frame, warp
-from medvos.inference.defaults import tuning_options
+from medvos.inference.defaults import inference_defaults, tuning_options
 from medvos.inference.edges import EdgeRefinement
 from medvos.inference.motion import CueFusion, Streak
 from medvos.inference.predictor import VideoPredictor
@@ -56,15 +56,17 @@ def cache(checkpoint: Path, spec: str, tuning: dict[str, Any], store: Path | Non
     predictor prepares them), the labels at native size and the first frame's at the input size. ``tuning``:
     ``tune_*`` options of the predictor. ``mirrored``: only the id and the probability of the left-right mirrored cine
     (query and support mirrored, the probability mirrored back). Read from / written to ``store`` when given."""
+    check_preset = str(inference_defaults()["flow_check"])  # the warp's reverse check, as MotionAwarePropagator's
     key = json.dumps({"checkpoint": sha256_file(checkpoint), "spec": spec, "tuning": tuning_options(tuning)[0],
-                      "cache": CACHE_VERSION, **({"mirrored": True} if mirrored else {})}, sort_keys=True)
+                      "cache": CACHE_VERSION, "flow_check": check_preset,
+                      **({"mirrored": True} if mirrored else {})}, sort_keys=True)
     path = store / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl" if store else None
     if path is not None and path.is_file():
         return pickle.loads(path.read_bytes())
     size, clip = input_size(checkpoint, 256)[0], checkpoint_clip_length(checkpoint, 8)
     predictor = VideoPredictor.with_defaults(load_model(checkpoint).eval(), size, clip, motion=False,
                                              memory_tree=False, runtime="torch", **tuning)
-    fine, check = DenseFlow("dis", "medium"), DenseFlow("dis", "fast")
+    fine, check = DenseFlow("dis", "medium"), DenseFlow("dis", check_preset)
     out = []
     for item in tqdm(VideoDataset(video_entries(spec)), desc=spec, unit="cine"):
         labels = (item["label"][:, 0].numpy() > 0).astype(np.uint8)

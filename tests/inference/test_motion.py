@@ -199,7 +199,8 @@ def test_motion_settings_follow_the_appearance_network_tuned_or_not():
     assert make_propagator(net, 64, 4, memory_tree=False, motion=True, motion_weight=1.5).rule.motion_weight == 1.5
     # the meeting weight of a bare MotionAwarePropagator is inference.yaml's (written in both places, like CueFusion's)
     bare = MotionAwarePropagator(FewShotPropagator(net, 64, 4))
-    assert make_propagator(net, 64, 4, memory_tree=False, motion=True).meeting_agreement == bare.meeting_agreement
+    default = make_propagator(net, 64, 4, memory_tree=False, motion=True)
+    assert (default.meeting_agreement, default.check.preset) == (bare.meeting_agreement, bare.check.preset)
     with pytest.raises(ValueError, match="motion_weight"):
         make_propagator(net, 64, 4, motion=True, motion_weight={"tuned": 2.0})
 

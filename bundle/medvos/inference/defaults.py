@@ -13,11 +13,11 @@ from torch import nn
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference.yaml"
 KEYS = ("fusion", "threshold", "memory_tree", "pathways", "motion", "motion_weight", "flow_tolerance",
         "redetect_support", "redetect_confidence", "redetect_frames", "anchor_weight", "anchor_agreement",
-        "motion_cap", "hold_below", "hold_frames", "meeting_agreement", "edge_radius", "runtime")
+        "motion_cap", "hold_below", "hold_frames", "meeting_agreement", "edge_radius", "flow_check", "runtime")
 TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate", "tune_backbone_lr_mult",  # test-time tuning
                "tune_scale_range", "tune_views", "tune_seed")
 # (medvos.inference.tuning)
-PREDICTOR_KEYS = ("self_annotate", "self_annotate_trust")  # self-annotation (medvos.inference.predictor)
+PREDICTOR_KEYS = ("self_annotate", "self_annotate_trust", "self_annotate_cue", "pass_cache_mb")  # self-annotation (medvos.inference.predictor)
 OPTIONS = KEYS + TUNING_KEYS + PREDICTOR_KEYS  # every option VideoPredictor.with_defaults takes
 
 
@@ -103,4 +103,4 @@ def make_propagator(network: nn.Module, image_size: int, clip_length: int, tuned
                      motion_cap=float(opts["motion_cap"]), hold_below=float(opts["hold_below"]),
                      hold_frames=int(opts["hold_frames"]))
     return MotionAwarePropagator(prop, rule, EdgeRefinement(int(opts["edge_radius"])),
-                                 float(opts["meeting_agreement"]))
+                                 float(opts["meeting_agreement"]), str(opts["flow_check"]))
