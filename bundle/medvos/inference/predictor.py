@@ -216,7 +216,7 @@ class VideoPredictor:
                 state.trusted = {}
                 if state.reuse is not None:
                     state.reuse.storing = True
-                state.trusted = self._trusted(self._pass(state, False, stats), state)
+                state.trusted = self._trusted(self._pass(state, False, stats, count_pixels=False), state)
                 state.trusted_for = key
                 if stats is not None:
                     stats["self-annotation pass"] = stats.get("self-annotation pass", 0.0) + time.perf_counter() - t0
@@ -243,8 +243,11 @@ class VideoPredictor:
                     best[stretch[t]] = (trust, t, lab.copy(), float(win.confidence[i]), float(win.drift[i]))
         return {t: (lab, conf, drift) for _, t, lab, conf, drift in best.values()}
 
-    def _pass(self, state: VideoState, keep_frames: bool, stats: dict[str, float] | None) -> Iterator[Propagated]:
-        """One propagation from the supporting frames (the user's annotations and the self-annotated frames)."""
+    def _pass(self, state: VideoState, keep_frames: bool, stats: dict[str, float] | None, count_pixels: bool = True
+              ) -> Iterator[Propagated]:
+        """One propagation from the supporting frames (the user's annotations and the self-annotated frames);
+        ``count_pixels`` False (the self-annotation pass, which reads only labels, confidence and drift): no
+        per-frame pixel counts (``pixels`` empty)."""
         cine, given = state.cine, state.supporting
         if self.tune is not None:
             key = _key(given)
@@ -281,7 +284,7 @@ class VideoPredictor:
                 elif t in state.trusted:  # self-annotated: the first pass's labels, confidence and drift
                     lab[t - start], conf[t - start], drift[t - start] = state.trusted[t]
             frames = np.stack([shown.pop(t) for t in range(start, start + n)]) if keep_frames else None
-            yield Propagated(start, lab, conf, drift, marked, [_pixels(f) for f in lab], frames)
+            yield Propagated(start, lab, conf, drift, marked, [_pixels(f) for f in lab] if count_pixels else [], frames)
 
 
 def _declares_absence(annotations: dict[int, np.ndarray]) -> bool:

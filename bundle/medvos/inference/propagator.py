@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medvos.io.errors import MaskMismatchError
+from medvos.networks.exported import query_encoder
 
 FUSION_MODES = ("nearest", "fuse", "joint")
 
@@ -115,8 +116,6 @@ class FewShotPropagator:
 
     def encode_queries(self, start: int, q: torch.Tensor) -> Any:
         """The query encoding of the window of frames ``q`` (at the input size) starting at frame ``start``."""
-        from medvos.networks.exported import query_encoder
-
         encoder = query_encoder(self.network) if self.reuse is not None else None
         if encoder is None:
             return self.network.encode_query(q)
