@@ -118,6 +118,39 @@ def test_nearest_and_fused_annotations():
     assert fused[0].mean() < fused[11].mean() and 0.2 < float(fused[5].mean()) < 0.9
 
 
+def test_nearest_fusion_runs_only_the_supports_it_reads(tiny_net, echo_small):
+    """With ``nearest`` a window runs the network for the supports nearest to its frames only (one per window away
+    from the midpoint between annotations), and the probabilities equal those from running every support; ``fuse``
+    runs every support."""
+    frames = torch.from_numpy(np.concatenate([echo_small.frames] * 2).astype(np.float32) / 255.0).expand(-1, 3, -1, -1)
+    labels = torch.from_numpy(np.concatenate([echo_small.labels] * 2))
+    calls: list[int] = []
+    original = type(tiny_net).segment_encoded
+
+    def counted(self, q, support, size):  # noqa: ANN001
+        calls.append(1)
+        return original(self, q, support, size)
+
+    results = {}
+    for fusion in ("nearest", "fuse"):
+        prop = FewShotPropagator(tiny_net, image_size=32, clip_length=4, fusion=fusion)
+        calls.clear()
+        type(tiny_net).segment_encoded = counted
+        try:
+            results[fusion] = prop.propagate(frames, labels, [0, len(frames) - 1])
+        finally:
+            type(tiny_net).segment_encoded = original
+        results[fusion + " calls"] = len(calls)
+    windows = -(-len(frames) // 4)
+    assert results["fuse calls"] == 2 * windows
+    assert windows <= results["nearest calls"] < 2 * windows  # only the window holding the midpoint runs both
+    prop = FewShotPropagator(tiny_net, image_size=32, clip_length=4, fusion="nearest")
+    prop._used = lambda start, n, supports: set(range(len(supports)))  # every support computed: the old path
+    every = prop.propagate(frames, labels, [0, len(frames) - 1])
+    for a, b in zip(results["nearest"], every):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_backward_propagation_from_middle_frame(tmp_path, tiny_net, echo_small):
     write_nifti(tmp_path / "v.nii.gz", echo_small.frames)
     ann = np.zeros_like(echo_small.labels)

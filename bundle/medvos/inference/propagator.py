@@ -150,23 +150,41 @@ class FewShotPropagator:
                 out += [Support(v, [a], None, absent=True) for a in sorted(annotated) if a not in frames]
         return out
 
-    def _combine(self, start: int, probs: list[torch.Tensor], supports: list[Support]) -> dict[int, torch.Tensor]:
-        """Per object value: foreground probability ``(n,H,W)`` of the window starting at ``start``."""
-        n = probs[0].shape[0]
+    def _distances(self, start: int, n: int, idx: list[int], supports: list[Support]) -> torch.Tensor:
+        """``(len(idx), n)``: each frame of the window starting at ``start`` to the nearest frame of each support."""
         t = torch.arange(start, start + n, dtype=torch.float32)
+        return torch.stack([(t[:, None] - torch.tensor(supports[i].frames, dtype=torch.float32)).abs().min(1).values
+                            for i in idx])
+
+    def _used(self, start: int, n: int, supports: list[Support]) -> set[int]:
+        """The supports whose probabilities :meth:`_combine` reads for the window starting at ``start``: every one
+        with ``fuse``, else per object the nearest to some frame of the window (the others are not computed)."""
+        used: set[int] = set()
+        for v in sorted({s.value for s in supports}):
+            idx = [i for i, s in enumerate(supports) if s.value == v]
+            if self.fusion == "fuse" and len(idx) > 1:
+                used.update(idx)
+            else:
+                used.update(idx[int(c)] for c in self._distances(start, n, idx, supports).argmin(0).unique())
+        return used
+
+    def _combine(self, start: int, probs: list[torch.Tensor | None], supports: list[Support]
+                 ) -> dict[int, torch.Tensor]:
+        """Per object value: foreground probability ``(n,H,W)`` of the window starting at ``start`` (``probs``:
+        per support, None where :meth:`_used` says it is not read)."""
+        n = next(p for p in probs if p is not None).shape[0]
         out = {}
         for v in sorted({s.value for s in supports}):
             idx = [i for i, s in enumerate(supports) if s.value == v]
-            dist = torch.stack([(t[:, None] - torch.tensor(supports[i].frames, dtype=torch.float32)).abs().min(1)
-                                .values for i in idx])  # (S, n)
-            p = torch.stack([probs[i] for i in idx])  # (S, n, H, W)
+            dist = self._distances(start, n, idx, supports)  # (S, n)
             if self.fusion == "fuse" and len(idx) > 1:
+                p = torch.stack([probs[i] for i in idx])  # (S, n, H, W)
                 w = frame_confidence(p.flatten(0, 1)).view(len(idx), n) / (1.0 + dist / self.clip_length)
                 w = w / w.sum(0, keepdim=True).clamp_min(1e-8)
                 out[v] = (w[:, :, None, None] * p).sum(0)
             else:
                 choice = dist.argmin(0)  # nearest annotation (first on ties)
-                out[v] = p[choice, torch.arange(n)]
+                out[v] = torch.stack([probs[idx[int(c)]][k] for k, c in enumerate(choice)])
         return out
 
     @torch.inference_mode()
@@ -176,9 +194,10 @@ class FewShotPropagator:
             size = tuple(frames.shape[-2:])
             q = _resize(frames.to(self.device, torch.float32), self.image_size, "bilinear")
             q_enc = self.encode_queries(start, q)
-            probs = [torch.zeros(q.shape[0], *self.image_size) if s.absent else
+            used = self._used(start, q.shape[0], supports)
+            probs = [None if i not in used else torch.zeros(q.shape[0], *self.image_size) if s.absent else
                      torch.softmax(self.network.segment_encoded(q_enc, s.encoding, self.image_size), 1)[:, 1]
-                     .float().cpu() for s in supports]
+                     .float().cpu() for i, s in enumerate(supports)]
             per_value = self._combine(start, probs, supports)
             values = sorted(per_value)
             stack = _resize(torch.stack([per_value[v] for v in values], 1), size, "bilinear")  # (n, L, H, W)
