@@ -13,7 +13,7 @@ from torch import nn
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference.yaml"
 KEYS = ("fusion", "threshold", "memory_tree", "pathways", "motion", "motion_weight", "flow_tolerance",
         "redetect_support", "redetect_confidence", "redetect_frames", "anchor_weight", "anchor_agreement",
-        "motion_cap", "hold_below", "hold_frames", "meeting_agreement", "edge_radius", "flow_check", "runtime")
+        "motion_cap", "hold_below", "hold_frames", "meeting_agreement", "edge_radius", "flow_check", "spill_mb", "runtime")
 TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate", "tune_backbone_lr_mult",  # test-time tuning
                "tune_scale_range", "tune_views", "tune_seed")
 # (medvos.inference.tuning)
@@ -103,4 +103,4 @@ def make_propagator(network: nn.Module, image_size: int, clip_length: int, tuned
                      motion_cap=float(opts["motion_cap"]), hold_below=float(opts["hold_below"]),
                      hold_frames=int(opts["hold_frames"]))
     return MotionAwarePropagator(prop, rule, EdgeRefinement(int(opts["edge_radius"])),
-                                 float(opts["meeting_agreement"]), str(opts["flow_check"]))
+                                 float(opts["meeting_agreement"]), str(opts["flow_check"]), float(opts["spill_mb"]))

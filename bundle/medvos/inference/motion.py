@@ -45,6 +45,7 @@ object (:func:`meeting_weight`).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -57,6 +58,7 @@ from medvos.flow import DenseFlow, forward_backward_error, grey_frame, warp
 from medvos.inference.edges import EdgeRefinement
 from medvos.inference.propagator import Support, Window, _resize, frame_confidence, winning_labels
 from medvos.inference.reuse import PassCache
+from medvos.inference.spill import SpillStack
 from medvos.io.background import prefetch
 
 _EPS = 1e-3
@@ -271,13 +273,17 @@ class MotionAwarePropagator:
     ``supports``/``stream`` interface; the base network runs at its input size on frames resized once, and flow is
     computed at that size.
 
-    Memory: frames after the last annotation stream; frames before it are held (at the input size: a grey image and
-    one probability map per object, about 0.2 MB at 256 px) until the next annotated frame closes their segment.
+    Memory: frames after the last annotation stream; frames before it wait for the next annotated frame's backward
+    pass (at the input size a grey image and, per object, the appearance and forward maps: about 0.6 MB per frame at
+    256 px), then their results wait to be output in frame order; each of the two waits holds at most ``spill_mb`` in
+    memory and the rest in a temporary file (:class:`medvos.inference.spill.SpillStack`; the same results).
     """
 
     def __init__(self, base: Any, rule: CueFusion | None = None, refine: EdgeRefinement | None = None,
-                 meeting_agreement: float = 1.0, check: str = "fast") -> None:
+                 meeting_agreement: float = 1.0, check: str = "fast", spill_mb: float = 64.0) -> None:
         self.base = base
+        self.spill_mb = float(spill_mb)
+        self.spilled = 0  # frames that waited in a temporary file (both waits, every stream of this propagator)
         self.meeting_agreement = float(meeting_agreement)
         base.probability_dtype = np.float32  # the base streams float32: no float16 round trip per frame
         self.rule = rule or CueFusion(threshold=base.threshold)
@@ -370,12 +376,13 @@ class MotionAwarePropagator:
                     info[start + i] = (grey_frame(f.cpu().numpy()), (int(frames.shape[-2]), int(frames.shape[-1])))
                 yield start, small
 
-        pending: list[tuple[int, _Frame]] = []  # frames before the next anchor (oldest first)
+        pending = SpillStack(self.spill_mb)  # frames before the next anchor, newest on top
+        met: int | None = None  # where the forward pass met the pending frames (the frame before the first of them)
         prev: _Track | None = None  # the forward pass
         # the network runs a window ahead in a background thread while this one's flows are computed (both release
         # the GIL, and neither keeps both cores busy on its own)
         for win in prefetch(self.base.stream(at_input(), supports), depth=1, label="appearance"):
-            out: list[_Out] = []
+            out: list[Iterable[_Out]] = []  # this window's outputs in frame order, in parts
             for i in range(win.labels.shape[0]):
                 t = win.start + i
                 grey, size = info.pop(t)
@@ -383,9 +390,9 @@ class MotionAwarePropagator:
                               else np.zeros(grey.shape, np.float32) for v in values}
                 if t in anchors:
                     anchor = {v: (anchors[t] == v).astype(np.float32) for v in values}
-                    out += self._close(pending, anchor, grey, t)
-                    pending = []
-                    out.append((t, anchor, 0.0, size, None))
+                    out.append(self._close(pending, met, anchor, grey, t).drain())
+                    pending = SpillStack(self.spill_mb)
+                    out.append([(t, anchor, 0.0, size, None)])
                     prev = _Track.at_anchor(t, grey, anchor, self._cue(t))
                     continue
                 frame = _Frame(grey, size, appearance)
@@ -393,47 +400,53 @@ class MotionAwarePropagator:
                     prev, frame.drift = self._step(prev, appearance, grey, t)
                     frame.forward = prev.probs
                 if t > last_anchor:
-                    out.append((t, frame.forward, _worst(frame.drift), size, grey))
+                    out.append([(t, frame.forward, _worst(frame.drift), size, grey)])
                 else:
-                    pending.append((t, frame))
-            yield from self._chunks(out)
-        if pending:  # only if an anchor frame never came (a shorter cine than annotated): forward results stand
-            yield from self._chunks([(t, f.forward or f.appearance, _worst(f.drift), f.size, f.grey)
-                                     for t, f in pending])
+                    if not len(pending):
+                        met = t - 1 if frame.forward is not None else None
+                    pending.push((t, frame))
+            yield from self._chunks(itertools.chain.from_iterable(out))
+        if len(pending):  # only if an anchor frame never came (a shorter cine than annotated): forward results stand
+            self.spilled += pending.spilled
+            yield from self._chunks((t, f.forward or f.appearance, _worst(f.drift), f.size, f.grey)
+                                    for t, f in reversed(list(pending.drain())))
 
-    def _close(self, pending: list[tuple[int, _Frame]], anchor: dict[int, np.ndarray], grey: np.ndarray,
-               b: int) -> list[_Out]:
-        """Backward pass from the anchor frame ``b`` over the pending frames; meet the forward pass (each frame and
-        object weighted by :func:`meeting_weight`, from that object's drifts: one object's disagreement does not
-        move another's weight)."""
-        out = []
+    def _close(self, pending: SpillStack, a: int | None, anchor: dict[int, np.ndarray], grey: np.ndarray,
+               b: int) -> SpillStack:
+        """Backward pass from the anchor frame ``b`` over the ``pending`` frames (popped, newest first); meet the
+        forward pass, which reached them from frame ``a`` (None: it did not), each frame and object weighted by
+        :func:`meeting_weight` from that object's drifts (one object's disagreement does not move another's weight).
+        Returns the results with the oldest frame on top."""
+        out = SpillStack(self.spill_mb)
         nxt = _Track.at_anchor(b, grey, anchor, self._cue(b))
-        a = pending[0][0] - 1 if pending and pending[0][1].forward is not None else None
-        for t, frame in reversed(pending):
+        for t, frame in pending.drain():
             nxt, drift = self._step(nxt, frame.appearance, frame.grey, t)
             back = nxt.probs
             if frame.forward is None or a is None:
-                out.append((t, back, _worst(drift), frame.size, frame.grey))
+                out.push((t, back, _worst(drift), frame.size, frame.grey))
                 continue
             fused, met = {}, {}
             for v in back:
                 wf = meeting_weight((b - t) / (b - a), frame.drift[v], drift[v], self.meeting_agreement)
                 fused[v] = wf * frame.forward[v] + (1 - wf) * back[v]
                 met[v] = wf * frame.drift[v] + (1 - wf) * drift[v]
-            out.append((t, fused, _worst(met), frame.size, frame.grey))
-        return out[::-1]
+            out.push((t, fused, _worst(met), frame.size, frame.grey))
+        self.spilled += pending.spilled + out.spilled  # (out's spills are all made by now)
+        return out
 
-    def _chunks(self, frames: list[_Out]) -> Iterator[Window]:
-        """Consecutive frames of one size as windows."""
-        i = 0
-        while i < len(frames):
-            j = i + 1
-            while j < len(frames) and frames[j][3] == frames[i][3] and frames[j][0] == frames[j - 1][0] + 1:
-                j += 1
-            part = frames[i:j]
+    def _chunks(self, frames: Iterable[_Out]) -> Iterator[Window]:
+        """Consecutive frames of one size, in frame order, as windows of at most :attr:`clip_length` frames (a
+        backward pass's stretch is not resized and thresholded in one piece; each frame's result is its own)."""
+        part: list[_Out] = []
+        for f in frames:
+            if part and (len(part) == self.clip_length or f[3] != part[0][3] or f[0] != part[-1][0] + 1):
+                yield self._window(part[0][0], [p[1] for p in part], [p[2] for p in part], part[0][3],
+                                   [p[4] for p in part])
+                part = []
+            part.append(f)
+        if part:
             yield self._window(part[0][0], [p[1] for p in part], [p[2] for p in part], part[0][3],
                                [p[4] for p in part])
-            i = j
 
     def windows(self, frames: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         return self.base.windows(frames)

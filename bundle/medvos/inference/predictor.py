@@ -10,6 +10,7 @@ strategy's memory. One predictor serves any number of videos, one after another 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -263,14 +264,14 @@ class VideoPredictor:
             strategy.cue_frames = None if self.self_annotate_cue else set(state.annotations)
         supports = strategy.supports({a: (torch.from_numpy(self.prepare(state, cine.frames[a : a + 1]))[0],
                                           torch.from_numpy(given[a])) for a in sorted(given)})
-        shown: dict[int, np.ndarray] = {}  # prepared frames awaiting their window (a strategy may output late)
+        shown = _ShownFrames(cine)  # frames awaiting their window, for the overlay (a strategy may output late)
 
         def windows() -> Iterator[tuple[int, torch.Tensor]]:
             for start in range(0, cine.num_frames, self.clip_length):
-                x = self.prepare(state, cine.frames[start : start + self.clip_length])
+                raw = cine.frames[start : start + self.clip_length]
                 if keep_frames:
-                    shown.update({start + i: f for i, f in enumerate(x)})
-                yield start, torch.from_numpy(x)
+                    shown.keep(start, raw)
+                yield start, torch.from_numpy(self.prepare(state, raw))
 
         ahead = prefetch(windows(), stats=stats, label="decode + intensity (thread)")
         for win in strategy.stream(ahead, supports):
@@ -283,8 +284,42 @@ class VideoPredictor:
                         state.annotations[t], 1.0, 0.0, True
                 elif t in state.trusted:  # self-annotated: the first pass's labels, confidence and drift
                     lab[t - start], conf[t - start], drift[t - start] = state.trusted[t]
-            frames = np.stack([shown.pop(t) for t in range(start, start + n)]) if keep_frames else None
+            frames = self.prepare(state, shown.take(start, n)) if keep_frames else None
             yield Propagated(start, lab, conf, drift, marked, [_pixels(f) for f in lab] if count_pixels else [], frames)
+
+
+SHOWN_MB = 64.0  # the overlay's frames waiting for their window, at most (the rest read again)
+
+
+class _ShownFrames:
+    """The cine's frames as read, waiting for their window's output (the overlay's frames): kept up to ``budget_mb``
+    (as uint8 where that is lossless), read again from the cine beyond it, so memory stays bounded however late a
+    strategy outputs (a backward pass waits for a whole stretch). :meth:`keep` runs in the decoding thread,
+    :meth:`take` in the caller's."""
+
+    def __init__(self, cine: Cine, budget_mb: float | None = None) -> None:
+        self.cine, self.budget = cine, int((SHOWN_MB if budget_mb is None else budget_mb) * 2**20)
+        self._frames: dict[int, np.ndarray] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def keep(self, start: int, raw: np.ndarray) -> None:
+        small = raw.astype(np.uint8)
+        raw = small if np.array_equal(small, raw) else raw
+        with self._lock:
+            for i, f in enumerate(raw):
+                if self._bytes + f.nbytes > self.budget:
+                    return  # these frames are read again when shown
+                self._frames[start + i], self._bytes = f, self._bytes + f.nbytes
+
+    def take(self, start: int, n: int) -> np.ndarray:
+        """Frames ``start .. start + n - 1`` as read (no longer kept)."""
+        with self._lock:
+            kept = [self._frames.pop(t, None) for t in range(start, start + n)]
+            self._bytes -= sum(f.nbytes for f in kept if f is not None)
+        if any(f is None for f in kept):
+            return np.asarray(self.cine.frames[start : start + n])
+        return np.stack(kept)
 
 
 def _declares_absence(annotations: dict[int, np.ndarray]) -> bool:

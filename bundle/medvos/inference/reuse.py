@@ -10,15 +10,8 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
-import torch
 
-
-def _nbytes(value: Any) -> int:
-    if isinstance(value, torch.Tensor):
-        return value.element_size() * value.numel()
-    if isinstance(value, np.ndarray):
-        return value.nbytes
-    return sum(_nbytes(v) for v in value)
+from medvos.inference.spill import nbytes
 
 
 def _read_only(value: Any) -> None:
@@ -53,7 +46,7 @@ class PassCache:
             self.hits += 1
             return self._items[key]
         value = compute()
-        size = _nbytes(value)
+        size = nbytes(value)
         if self.storing and self.used + size <= self.budget:
             _read_only(value)
             self._items[key], self.used = value, self.used + size
