@@ -437,16 +437,18 @@ class MotionAwarePropagator:
     def _chunks(self, frames: Iterable[_Out]) -> Iterator[Window]:
         """Consecutive frames of one size, in frame order, as windows of at most :attr:`clip_length` frames (a
         backward pass's stretch is not resized and thresholded in one piece; each frame's result is its own)."""
+        def window(part: list[_Out]) -> Window:
+            return self._window(part[0][0], [p[1] for p in part], [p[2] for p in part], part[0][3],
+                                [p[4] for p in part])
+
         part: list[_Out] = []
         for f in frames:
             if part and (len(part) == self.clip_length or f[3] != part[0][3] or f[0] != part[-1][0] + 1):
-                yield self._window(part[0][0], [p[1] for p in part], [p[2] for p in part], part[0][3],
-                                   [p[4] for p in part])
+                yield window(part)
                 part = []
             part.append(f)
         if part:
-            yield self._window(part[0][0], [p[1] for p in part], [p[2] for p in part], part[0][3],
-                               [p[4] for p in part])
+            yield window(part)
 
     def windows(self, frames: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         return self.base.windows(frames)
