@@ -76,3 +76,28 @@ def test_frames_shown_late_are_the_prepared_frames(tiny_net, echo_small, scale, 
     for win in pred.propagate(state, keep_frames=True):
         n = len(win.labels)
         np.testing.assert_array_equal(win.frames, pred.prepare(state, cine.frames[win.start : win.start + n]))
+
+
+@pytest.mark.parametrize("spill_mb", [64.0, 0.0])
+def test_a_cine_ending_before_its_last_annotation_keeps_the_forward_results_in_frame_order(spill_mb):
+    """Annotations on frames 3 and 20 of a cine whose frames stop after 11: frames 4-11 never meet a backward pass;
+    they come out in frame order (their results wait in a spill stack too, not in a list: bounded on a cine of any
+    length) as the forward pass left them, the same as with frame 3 alone annotated."""
+    frames, labels = distractor_video(appear=10**6)
+    net = ColourTemplateNet().eval()
+    lab = torch.from_numpy(labels)
+
+    def run(anchors):
+        prop = make_propagator(net, 64, 4, memory_tree=False, motion=True, spill_mb=spill_mb)
+        supports = prop.supports({a: (frames[a], lab[a]) for a in anchors})
+        wins = list(prop.stream(prop.windows(frames[:12]), supports))
+        return wins, prop.spilled
+
+    cut, spilled = run([3, 20])
+    alone, _ = run([3])
+    assert [w.start for w in cut] == [w.start for w in alone]
+    # with nothing in memory: frames 0-2 and 4-11 each waited once, and their results once (4-11 not all at once)
+    assert spilled == (2 * (3 + 8) if spill_mb == 0.0 else 0)
+    for a, b in zip(cut, alone):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.drift, b.drift)

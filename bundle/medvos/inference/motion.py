@@ -56,6 +56,7 @@ import torch
 
 from medvos.flow import DenseFlow, forward_backward_error, grey_frame, warp
 from medvos.inference.edges import EdgeRefinement
+from medvos.inference.flows_ahead import FlowPair, FlowsAhead
 from medvos.inference.propagator import Support, Window, _resize, frame_confidence, winning_labels
 from medvos.inference.reuse import PassCache
 from medvos.inference.spill import SpillStack
@@ -292,6 +293,7 @@ class MotionAwarePropagator:
         # (``check``, inference.yaml's flow_check) scores about the same (model card)
         self.flow, self.check = DenseFlow("dis", "medium"), DenseFlow("dis", check)
         self.reuse: PassCache | None = None  # an earlier pass's flows (:meth:`reuse_from`)
+        self._ahead: FlowsAhead | None = None  # while streaming: the flows, computed ahead in a background thread
         self.cue_frames: set[int] | None = None  # the annotated frames that give the annotation cue (None: all)
         self.image_size, self.clip_length, self.threshold = base.image_size, base.clip_length, base.threshold
         self.fusion, self.network = base.fusion, base.network
@@ -319,21 +321,43 @@ class MotionAwarePropagator:
         """Whether annotated frame ``t`` gives the annotation cue (:attr:`cue_frames`)."""
         return self.cue_frames is None or t in self.cue_frames
 
-    def _flow(self, s: int, d: int, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _pair(self, src: np.ndarray, dst: np.ndarray) -> FlowPair:
+        """The flow from grey ``src`` to grey ``dst`` and its forward-backward error (run by the flow thread alone)."""
+        flow = self.flow(src, dst)
+        return flow, forward_backward_error(flow, self.check(dst, src))
+
+    def _key(self, s: int, d: int) -> tuple[Any, ...]:
+        return ("flow", s, d, self.flow.preset, self.check.preset)
+
+    def _flow(self, s: int, d: int, src: np.ndarray, dst: np.ndarray) -> FlowPair:
         """The flow from frame ``s`` (grey ``src``) to frame ``d`` (grey ``dst``) and its forward-backward error,
-        from :attr:`reuse` when it holds them."""
-        def compute() -> tuple[np.ndarray, np.ndarray]:
-            flow = self.flow(src, dst)
-            return flow, forward_backward_error(flow, self.check(dst, src))
+        from :attr:`reuse` when it holds them, else from the flow thread (requested ahead by :meth:`_request`)."""
+        def compute() -> FlowPair:
+            return self._ahead.take(s, d, src, dst) if self._ahead is not None else self._pair(src, dst)
 
         if self.reuse is None:
             return compute()
-        return self.reuse.get(("flow", s, d, self.flow.preset, self.check.preset), compute)
+        return self.reuse.get(self._key(s, d), compute)
+
+    def _request(self, s: int, src: np.ndarray, origin: tuple[int, np.ndarray] | None, t: int, dst: np.ndarray
+                 ) -> None:
+        """Start the flows :meth:`_step` will take to fuse frame ``t`` (grey ``dst``) from a track on frame ``s``
+        (grey ``src``) that started from ``origin`` (the annotated frame's index and grey image when it gives the
+        annotation cue), those :attr:`reuse` does not hold."""
+        ahead = self._ahead
+        if ahead is None:
+            return
+        wanted = [(s, src)]
+        if self.rule.anchor_weight > 0 and origin is not None and origin[0] != s:
+            wanted.append(origin)
+        for k, image in wanted:
+            if self.reuse is None or self._key(k, t) not in self.reuse:
+                ahead.request(k, t, image, dst)
 
     def _step(self, prev: _Track, appearance: dict[int, np.ndarray], dst: np.ndarray, t: int
               ) -> tuple[_Track, dict[int, float]]:
         """Fuse frame ``t`` (grey ``dst``) from the track on the previous frame; the new track and the drift per
-        object."""
+        object. (:meth:`_request` starts the same flows ahead.)"""
         to_dst, err_dst = self._flow(prev.t, t, prev.grey, dst)
         to_anchor, err_anchor = None, None
         if self.rule.anchor_weight > 0 and prev.origin is not None:  # the annotation's cue: flow straight from it
@@ -365,23 +389,43 @@ class MotionAwarePropagator:
     @torch.inference_mode()
     def stream(self, windows: Iterable[tuple[int, torch.Tensor]], supports: list[Support]) -> Iterator[Window]:
         anchors = dict(self._anchors)
-        last_anchor = max(anchors)
         values = sorted({s.value for s in supports})
         info: dict[int, tuple[np.ndarray, tuple[int, int]]] = {}
 
         def at_input() -> Iterator[tuple[int, torch.Tensor]]:
+            last: tuple[int, np.ndarray] | None = None  # the frame before, once the forward pass has started
+            origin: tuple[int, np.ndarray] | None = None  # its annotated frame, when that gives the annotation cue
             for start, frames in windows:
                 small = self._at_input(frames)
                 for i, f in enumerate(small):
-                    info[start + i] = (grey_frame(f.cpu().numpy()), (int(frames.shape[-2]), int(frames.shape[-1])))
+                    t, grey = start + i, grey_frame(f.cpu().numpy())
+                    info[t] = (grey, (int(frames.shape[-2]), int(frames.shape[-1])))
+                    if t in anchors:  # the forward pass restarts here
+                        origin = (t, grey) if self._cue(t) else None
+                    elif last is not None:  # its flows to this frame, computed while earlier frames are fused
+                        self._request(last[0], last[1], origin, t, grey)
+                    last = (t, grey) if t in anchors or last is not None else None
                 yield start, small
+
+        with FlowsAhead(self._pair) as self._ahead:
+            try:
+                yield from self._stream(at_input(), supports, anchors, values, info)
+            finally:
+                self._ahead = None
+
+    def _stream(self, at_input: Iterator[tuple[int, torch.Tensor]], supports: list[Support],
+                anchors: dict[int, np.ndarray], values: list[int],
+                info: dict[int, tuple[np.ndarray, tuple[int, int]]]) -> Iterator[Window]:
+        """:meth:`stream`'s loop over the frames resized to the input size (``at_input``; ``info``: their grey
+        images and own sizes, filled as they are resized)."""
+        last_anchor = max(anchors)
 
         pending = SpillStack(self.spill_mb)  # frames before the next anchor, newest on top
         met: int | None = None  # where the forward pass met the pending frames (the frame before the first of them)
         prev: _Track | None = None  # the forward pass
-        # the network runs a window ahead in a background thread while this one's flows are computed (both release
-        # the GIL, and neither keeps both cores busy on its own)
-        for win in prefetch(self.base.stream(at_input(), supports), depth=1, label="appearance"):
+        # the network runs a window ahead in a background thread, and the flows in another (FlowsAhead), while this
+        # one's frames are fused (all three release the GIL, and none keeps both cores busy on its own)
+        for win in prefetch(self.base.stream(at_input, supports), depth=1, label="appearance"):
             out: list[Iterable[_Out]] = []  # this window's outputs in frame order, in parts
             for i in range(win.labels.shape[0]):
                 t = win.start + i
@@ -407,9 +451,11 @@ class MotionAwarePropagator:
                     pending.push((t, frame))
             yield from self._chunks(itertools.chain.from_iterable(out))
         if len(pending):  # only if an anchor frame never came (a shorter cine than annotated): forward results stand
-            self.spilled += pending.spilled
-            yield from self._chunks((t, f.forward or f.appearance, _worst(f.drift), f.size, f.grey)
-                                    for t, f in reversed(list(pending.drain())))
+            oldest_first = SpillStack(self.spill_mb)  # (in frame order, still within the budget)
+            for t, f in pending.drain():
+                oldest_first.push((t, f.forward or f.appearance, _worst(f.drift), f.size, f.grey))
+            self.spilled += pending.spilled + oldest_first.spilled
+            yield from self._chunks(oldest_first.drain())
 
     def _close(self, pending: SpillStack, a: int | None, anchor: dict[int, np.ndarray], grey: np.ndarray,
                b: int) -> SpillStack:
@@ -419,7 +465,15 @@ class MotionAwarePropagator:
         Returns the results with the oldest frame on top."""
         out = SpillStack(self.spill_mb)
         nxt = _Track.at_anchor(b, grey, anchor, self._cue(b))
-        for t, frame in pending.drain():
+        origin = nxt.origin[:2] if nxt.origin is not None else None
+        frames = pending.drain()
+        ahead = next(frames, None)
+        if ahead is not None:
+            self._request(b, grey, origin, ahead[0], ahead[1].grey)
+        while ahead is not None:
+            (t, frame), ahead = ahead, next(frames, None)
+            if ahead is not None:  # the next frame's flows, computed while this one is fused
+                self._request(t, frame.grey, origin, ahead[0], ahead[1].grey)
             nxt, drift = self._step(nxt, frame.appearance, frame.grey, t)
             back = nxt.probs
             if frame.forward is None or a is None:

@@ -39,6 +39,10 @@ class PassCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether :meth:`get` would return a kept value (not counted as a hit)."""
+        return key in self._items
+
     def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """The value kept under ``key``, else ``compute()`` (an array, a tensor or a tuple of them; kept if storing and
         within the budget)."""
