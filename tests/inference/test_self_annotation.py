@@ -137,3 +137,35 @@ def test_the_second_pass_is_tuned_on_the_self_annotated_frames(endo_nifti):
     assert len(tuned_on) == 2 and tuned_on[0] == [0] and len(tuned_on[1]) == 2 and tuned_on[1][0] == 0
     picked = tuned_on[1][1]
     assert np.array_equal(out[picked], state.trusted[picked][0]) and out[picked].any()
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_the_second_tuning_starts_from_the_first_when_warm(endo_nifti, monkeypatch, warm):
+    """``self_annotate_warm``: the second pass's tuning starts from the network the first tuning returned; off, from
+    the given network, as the first does. A new set of user annotations starts cold again."""
+    from medvos.inference import tuning as tuning_module
+    from medvos.networks.image_model import FewShotSegNet
+
+    folder, _, labels = endo_nifti
+    torch.manual_seed(0)
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16).eval()
+    starts, returned, call = [], [], tuning_module.AnnotationTuning.__call__
+
+    def recording(self, network, images, lab):
+        starts.append(network)
+        returned.append(call(self, network, images, lab))
+        return returned[-1]
+
+    monkeypatch.setattr(tuning_module.AnnotationTuning, "__call__", recording)
+    pred = VideoPredictor.with_defaults(net, SIZE, 4, runtime="torch", tune_steps=1, self_annotate=1,
+                                        self_annotate_warm=warm)
+    state = pred.init_state(str(folder / "cine.nii.gz"))
+    pred.add_annotation(state, 0, labels[0])
+    for _ in pred.propagate(state):
+        pass
+    assert len(starts) == 2 and starts[0] is net
+    assert (starts[1] is returned[0]) == warm and (starts[1] is net) == (not warm)
+    pred.add_annotation(state, 6, labels[6])  # a correction: the first pass is tuned from the given network again
+    for _ in pred.propagate(state):
+        pass
+    assert len(starts) == 4 and starts[2] is net and (starts[3] is returned[2]) == warm

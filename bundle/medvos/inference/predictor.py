@@ -44,6 +44,7 @@ class VideoState:
     trusted: dict[int, tuple[np.ndarray, float, float]] = field(default_factory=dict)
     trusted_for: Any = None
     reuse: PassCache | None = None  # the first pass's flows and query encodings, for the second
+    tuned_model: Any = None  # the last tuning's network (PyTorch), where a later tuning may start from it
 
     @property
     def annotated(self) -> list[int]:
@@ -91,6 +92,8 @@ class VideoPredictor:
         self_annotate_cue: whether a self-annotated frame's mask is also warped straight onto the frames its pass
             reaches (motion-aware propagation's annotation cue, as the user's annotations are); off, it starts a pass
             and supports appearance, and no flow is computed from it.
+        self_annotate_warm: whether the second pass's tuning starts from the first pass's tuned network (on the
+            user's annotations) instead of the given one; off, both tunings start from the given network.
         pass_cache_mb: with self-annotation, the first pass's optical flows (a motion-aware strategy's) and query
             encodings (where both passes share the encoder) are kept, up to this many MB per video, for the second
             pass over the same frames (:class:`medvos.inference.reuse.PassCache`): the same result in less time.
@@ -100,7 +103,7 @@ class VideoPredictor:
     def __init__(self, make_strategy: Callable[[], Any], clip_length: int = 8,
                  tune: Callable[[VideoPredictor, VideoState], Any] | None = None, self_annotate: int = 0,
                  self_annotate_trust: float = 0.0, self_annotate_cue: bool = False,
-                 pass_cache_mb: float = 256.0) -> None:
+                 self_annotate_warm: bool = False, pass_cache_mb: float = 256.0) -> None:
         if int(self_annotate) < 0 or not 0.0 <= float(self_annotate_trust) <= 1.0:
             raise ValueError(f"self_annotate ({self_annotate}) must be >= 0 and self_annotate_trust "
                              f"({self_annotate_trust}) in [0, 1]")
@@ -111,6 +114,7 @@ class VideoPredictor:
         self.tune = tune
         self.self_annotate, self.self_annotate_trust = int(self_annotate), float(self_annotate_trust)
         self.self_annotate_cue, self.pass_cache_mb = bool(self_annotate_cue), float(pass_cache_mb)
+        self.self_annotate_warm = bool(self_annotate_warm)
 
     @classmethod
     def with_defaults(cls, network: torch.nn.Module, image_size: int, clip_length: int,
@@ -140,8 +144,9 @@ class VideoPredictor:
         if tuning.on and not hasattr(network, "tau"):
             def tune(predictor: VideoPredictor, state: VideoState) -> Any:
                 images, labels = predictor.annotated_at_size(state, image_size)
-                tuned = for_tuned(tuning(network, images, labels), ready, runtime, image_size, clip_length,
-                                  state.cine.num_frames)
+                warm = predictor.self_annotate_warm and state.trusted and state.tuned_model is not None
+                state.tuned_model = tuning(state.tuned_model if warm else network, images, labels)
+                tuned = for_tuned(state.tuned_model, ready, runtime, image_size, clip_length, state.cine.num_frames)
                 return make_propagator(tuned, image_size, clip_length, tuned=True, prepared=True, **options)
 
         return cls(lambda: make_propagator(ready, image_size, clip_length, tuned=grown_tuned, **options), clip_length,
