@@ -65,6 +65,33 @@ def test_inference_each_format(tmp_path, tiny_net, echo_small, fmt):
         assert not (out / "mask_seg.dcm").exists()
 
 
+def test_highdicom_warm_up_starts_after_the_first_window(tmp_path, tiny_net, echo_small, monkeypatch):
+    """The DICOM SEG output's highdicom import runs in a thread only once the predictor has yielded its first window:
+    before that, test-time tuning parses its config, and MONAI's ComponentLocator iterates sys.modules, which a
+    concurrent import changes (a run failed with "dictionary changed size during iteration")."""
+    from medvos.inference.predictor import VideoPredictor
+    from medvos.io import dicom_seg
+
+    src = _write("dicom", tmp_path, echo_small)
+    ann = echo_small.labels.copy()
+    ann[1:] = 0
+    write_nifti(tmp_path / "ann.nii.gz", ann)
+    events = []
+    monkeypatch.setattr(dicom_seg, "warm_up", lambda: events.append("warm-up"))
+    propagate = VideoPredictor.propagate
+
+    def recording(self, state, **kwargs):
+        for k, win in enumerate(propagate(self, state, **kwargs)):
+            events.append(f"window {k}")
+            yield win
+
+    monkeypatch.setattr(VideoPredictor, "propagate", recording)
+    run_inference(str(src), str(tmp_path / "ann.nii.gz"), tmp_path / "out", tiny_net, image_size=32, clip_length=4,
+                  outputs=("dicom_seg",), progress=False)
+    assert events[0] == "window 0" and events.count("warm-up") == 1
+    assert (tmp_path / "out" / "mask_seg.dcm").exists()
+
+
 def test_multilabel_and_bad_annotations(tmp_path, tiny_net, echo_small):
     write_nifti(tmp_path / "v.nii.gz", echo_small.frames)
     multi = np.zeros_like(echo_small.labels)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -108,13 +109,12 @@ def run_inference(video: str | Sequence[str] | Cine, annotation: str | Sequence[
         "checkpoint": ({"path": str(checkpoint), "sha256": _checkpoint_sha256(checkpoint)}
                        if checkpoint is not None and Path(checkpoint).is_file() else None),
     }) if chosen else None
-    # highdicom's first use in a process costs about 0.5 s: pay it while frames propagate
+    # highdicom's first use in a process costs about 0.5 s: pay it in a thread while frames propagate, started once the
+    # first window is out, after the test-time tunings: their config parsing (MONAI's ComponentLocator) iterates
+    # sys.modules, which an import in another thread changes ("dictionary changed size during iteration")
+    warm: Callable[[], None] | None = None
     if any(getattr(sinks_by_name[k], "dicom_only", False) for k in chosen):
-        import threading
-
-        from medvos.io.dicom_seg import warm_up
-
-        threading.Thread(target=warm_up, name="medvos-highdicom", daemon=True).start()
+        from medvos.io.dicom_seg import warm_up as warm
     network.eval()
     t_total = cine.num_frames
     conf = np.zeros(t_total, np.float32)
@@ -132,6 +132,9 @@ def run_inference(video: str | Sequence[str] | Cine, annotation: str | Sequence[
                 kept = LabelsSink(output_dir, cine, bw) if keep_labels else None
                 frames_needed = any(s.needs_frames for s in sinks)
                 for win in predictor.propagate(state, keep_frames=frames_needed, stats=timings):
+                    if warm is not None:
+                        threading.Thread(target=warm, name="medvos-highdicom", daemon=True).start()
+                        warm = None
                     n = len(win.labels)
                     conf[win.start : win.start + n], drift[win.start : win.start + n] = win.confidence, win.drift
                     objects.update(*win.pixels)
