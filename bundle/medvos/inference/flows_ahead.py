@@ -36,7 +36,6 @@ class FlowsAhead:
         self._queued: dict[tuple[int, int], Future] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self.requested = 0  # flows queued ahead (by :meth:`request`)
 
     def __len__(self) -> int:
         return len(self._queued)
@@ -47,7 +46,6 @@ class FlowsAhead:
         with self._lock:
             if self._closed:
                 return
-            self.requested += 1
             if (s, d) not in self._queued:
                 self._queued[(s, d)] = self._pool.submit(self._compute, src, dst)
 
