@@ -15,6 +15,9 @@
   send); the NIfTI mask, PNG masks, overlay MP4 and CSV out.
 - **end to end** (``--cine FILE``): a real cine through the ``inferring`` command with every default output: seconds
   after start-up, the start-up itself, and the per-stage seconds of the pipeline (first call and warm).
+- **propagation** (``--propagation-repeats N``): the predictor with every default on ``--cine`` or the speed cine,
+  its tunings run once and reused, so N runs time the propagation alone (median, range, cores, the masks' sha256);
+  ``scripts/speed_ab.py`` alternates it between two source trees.
 - **SAM2.1-tiny** (``--sam2``): the ``sam2`` package's video predictor (random weights; speed only) on the same
   frames, as a peer anchor.
 
@@ -51,7 +54,8 @@ def load_network(args: argparse.Namespace) -> torch.nn.Module:
 
     if args.checkpoint:  # rebuilt from the file alone (its spec); older files: --clip-length/--tau-hidden
         net = load_model(args.checkpoint, None, args.clip_length, args.tau_hidden)
-    else:
+    else:  # seeded: two processes (two versions: scripts/speed_ab.py) time the same network
+        torch.manual_seed(0)
         net = RelearnNet.from_sizes(FewShotSegNet.from_sizes(backbone_weights=None), args.clip_length)  # default TAU
     net = net.eval()
     return net.to(memory_format=torch.channels_last) if args.channels_last else net
@@ -200,6 +204,74 @@ def predictor_speed(net: torch.nn.Module, frames: np.ndarray, labels: np.ndarray
                                       max(r["fps_propagation"] for r in runs)], "runs": runs,
             "reused": None if reuse is None else {"results": len(reuse), "hits": reuse.hits,
                                                   "megabytes": reuse.used / 2**20}}
+
+
+def propagation_speed(args: argparse.Namespace) -> dict[str, Any]:
+    """The `inferring` predictor with every default, timed for its propagation alone, ``--propagation-repeats``
+    times after a first call: each test-time tuning runs once, in the first call, and later runs reuse its tuned
+    network (the same network, frames and labels give the same tuning), so the runs differ only in what a change to
+    the propagation changes. The cine: ``--cine`` (annotated by ``--annotation``, else a centred box on frame 0) or
+    the ``--speed-frames`` speed cine annotated on frame 0. Per run the frames per second over every pass and the
+    process's CPU seconds over wall seconds (the cores in use); the median, the range, and the sha256 of the masks
+    (runs, and two versions that should agree exactly, give the same digest)."""
+    import hashlib
+    from unittest import mock
+
+    from medvos.inference.predictor import VideoPredictor
+    from medvos.inference.tuning import AnnotationTuning
+    from medvos.io import read_cine
+    from medvos.io.cine import Cine
+
+    torch.set_num_threads(args.threads)
+    net = load_network(args)
+    if args.cine:
+        cine = read_cine(args.cine, lazy=True)
+        source = str(args.cine)
+    else:
+        frames_u8, labels = test_cine(args.speed_frames, args.image_size)
+        cine = Cine(frames_u8.astype(np.float32), source="speed test cine", format="frames")
+        source = f"speed test cine ({args.speed_frames} frames)"
+    pred = VideoPredictor.with_defaults(net, args.image_size, args.clip_length)
+    tune, tuned, calls = AnnotationTuning.__call__, {}, [0]
+
+    def tune_once(tuning: Any, network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Any:
+        calls[0] += 1
+        key = (id(network), hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest())
+        if key not in tuned:
+            tuned[key] = tune(tuning, network, images, labels)
+        return tuned[key]
+
+    def annotate(state: Any) -> None:
+        if args.cine and args.annotation:
+            pred.add_annotations(state, args.annotation)
+        elif args.cine:
+            h, w = cine.size
+            box = np.zeros((h, w), np.uint8)
+            box[h // 3: 2 * h // 3, w // 3: 2 * w // 3] = 1
+            pred.add_annotation(state, 0, box)
+        else:
+            pred.add_annotation(state, 0, labels[0])
+
+    runs, digests, n = [], set(), cine.num_frames
+    with mock.patch.object(AnnotationTuning, "__call__", tune_once):
+        for k in range(1 + args.propagation_repeats):  # the first call tunes, exports and caches; not timed
+            state = pred.init_state(cine)
+            annotate(state)
+            stats: dict[str, float] = {}
+            digest = hashlib.sha256()
+            t0, c0 = time.perf_counter(), time.process_time()
+            for window in pred.propagate(state, stats=stats):
+                digest.update(np.ascontiguousarray(window.labels).tobytes())
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            tuning = stats.get("test-time tuning", 0.0)  # the reused tunings' few milliseconds
+            if k:
+                runs.append({"fps_propagation": n / (wall - tuning), "cores": cpu / wall, "seconds": wall})
+                digests.add(digest.hexdigest())
+    median = sorted(runs, key=lambda r: r["fps_propagation"])[len(runs) // 2]
+    return {"cine": source, "frames": n, "passes": 1 + ("self-annotation pass" in stats), **median,
+            "fps_propagation_range": [min(r["fps_propagation"] for r in runs),
+                                      max(r["fps_propagation"] for r in runs)], "runs": runs,
+            "masks_sha256": sorted(digests), "tunings": {"asked": calls[0], "computed": len(tuned)}}
 
 
 def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
@@ -370,7 +442,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--memory-lengths", default="100,1000")
     ap.add_argument("--memory-input", choices=("frames", "dicom"), default="frames",
                     help="frame folder + mask folder, or JPEG DICOM + full-length NIfTI labels (see above)")
-    ap.add_argument("--skip", default="", help="comma-separated: speed, memory")
+    ap.add_argument("--skip", default="", help="comma-separated: speed, memory, end-to-end")
+    ap.add_argument("--propagation-repeats", type=int, default=0,
+                    help="also time the predictor's propagation alone (tunings reused) this many times, on --cine "
+                         "or the speed cine")
     ap.add_argument("--cine", type=Path, help="also time this real cine through `inferring` end to end")
     ap.add_argument("--annotation", type=Path, help="its annotation (default: a centred box on frame 0)")
     ap.add_argument("--runtime", default=None, help="runtime for --cine (default: inference.yaml's)")
@@ -392,7 +467,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "memory" not in skip:
         res["memory"] = memory(args, [int(n) for n in args.memory_lengths.split(",")])
         print(json.dumps(res["memory"], indent=1), flush=True)
-    if args.cine:
+    if args.propagation_repeats > 0:
+        res["propagation"] = propagation_speed(args)
+        print(json.dumps(res["propagation"], indent=1), flush=True)
+    if args.cine and "end-to-end" not in skip:
         res["end_to_end"] = end_to_end(args)
         print(json.dumps(res["end_to_end"], indent=1), flush=True)
     if args.sam2:
@@ -436,6 +514,13 @@ def markdown(res: dict[str, Any]) -> str:
         lines += [f"| {r['frames']} frames | {r['peak_rss_mb']:.0f} | {r['rss_before_inference_mb']:.0f} | "
                   f"{r['seconds']:.0f} |" for r in res["memory"]["runs"].values()]
         lines += ["", f"Peak-memory ratio longest/shortest: **{res['memory']['ratio']:.3f}**", ""]
+    if "propagation" in res:
+        pg = res["propagation"]
+        lines += [f"The `inferring` predictor's propagation alone on the {pg['cine']} ({pg['frames']} frames, "
+                  f"{pg['passes']} pass(es), tunings reused; median of {len(pg['runs'])} runs): "
+                  f"**{pg['fps_propagation']:.1f} frames/s** ({pg['fps_propagation_range'][0]:.1f}-"
+                  f"{pg['fps_propagation_range'][1]:.1f}), {pg['cores']:.2f} cores in use; masks sha256 "
+                  + ", ".join(d[:12] for d in pg["masks_sha256"]) + ".", ""]
     if "end_to_end" in res:
         e = res["end_to_end"]
         c = e["command"]
