@@ -169,3 +169,33 @@ def test_the_second_tuning_starts_from_the_first_when_warm(endo_nifti, monkeypat
     for _ in pred.propagate(state):
         pass
     assert len(starts) == 4 and starts[2] is net and (starts[3] is returned[2]) == warm
+
+
+def test_the_second_tuning_takes_its_own_steps(endo_nifti, monkeypatch):
+    """``self_annotate_tune_steps``: the second pass's tuning runs that many steps, the first ``tune_steps``; a
+    correction's first tuning runs ``tune_steps`` again. Fewer than one is refused."""
+    from medvos.inference import tuning as tuning_module
+    from medvos.networks.image_model import FewShotSegNet
+
+    folder, _, labels = endo_nifti
+    torch.manual_seed(0)
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=16).eval()
+    steps, call = [], tuning_module.AnnotationTuning.__call__
+
+    def recording(self, network, images, lab):
+        steps.append(self.steps)
+        return call(self, network, images, lab)
+
+    monkeypatch.setattr(tuning_module.AnnotationTuning, "__call__", recording)
+    pred = VideoPredictor.with_defaults(net, SIZE, 4, runtime="torch", tune_steps=2, self_annotate=1,
+                                        self_annotate_tune_steps=1)
+    state = pred.init_state(str(folder / "cine.nii.gz"))
+    pred.add_annotation(state, 0, labels[0])
+    for _ in pred.propagate(state):
+        pass
+    pred.add_annotation(state, 6, labels[6])
+    for _ in pred.propagate(state):
+        pass
+    assert steps == [2, 1, 2, 1]
+    with pytest.raises(ValueError, match="self_annotate_tune_steps"):
+        VideoPredictor.with_defaults(net, SIZE, 4, runtime="torch", self_annotate_tune_steps=0)
