@@ -21,6 +21,9 @@
 - **SAM2.1-tiny** (``--sam2``): the ``sam2`` package's video predictor (random weights; speed only) on the same
   frames, as a peer anchor.
 
+``--option KEY=VALUE`` (repeatable) gives the timed predictor an `inferring` option instead of ``inference.yaml``'s
+(every part that runs the predictor: its speed row, propagation, memory, end to end).
+
 Without ``--checkpoint`` a randomly initialised relearned model is timed (speed does not depend on the weights).
 Writes ``results.json`` and ``table.md``.
 """
@@ -59,6 +62,22 @@ def load_network(args: argparse.Namespace) -> torch.nn.Module:
         net = RelearnNet.from_sizes(FewShotSegNet.from_sizes(backbone_weights=None), args.clip_length)  # default TAU
     net = net.eval()
     return net.to(memory_format=torch.channels_last) if args.channels_last else net
+
+
+def predictor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--option KEY=VALUE`` pairs: `inferring` options (``inference.yaml``'s) the timed predictor takes instead of
+    the defaults (values read as YAML)."""
+    import yaml
+
+    from medvos.inference.defaults import OPTIONS
+
+    out = {}
+    for pair in args.option:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in OPTIONS:
+            raise SystemExit(f"--option {pair!r}: expected KEY=VALUE, KEY an inference option: {', '.join(OPTIONS)}")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def ping_pong(frames: int, clip: int = 40) -> np.ndarray:
@@ -182,7 +201,7 @@ def predictor_speed(net: torch.nn.Module, frames: np.ndarray, labels: np.ndarray
     from medvos.inference.predictor import VideoPredictor
     from medvos.io.cine import Cine
 
-    pred = VideoPredictor.with_defaults(net, args.image_size, args.clip_length)
+    pred = VideoPredictor.with_defaults(net, args.image_size, args.clip_length, **predictor_options(args))
     cine = Cine(frames.astype(np.float32), source="speed test cine", format="frames")
     n, runs = frames.shape[0], []
     for k in range(1 + repeats):  # the first call exports and caches; the others are timed
@@ -231,7 +250,7 @@ def propagation_speed(args: argparse.Namespace) -> dict[str, Any]:
         frames_u8, labels = test_cine(args.speed_frames, args.image_size)
         cine = Cine(frames_u8.astype(np.float32), source="speed test cine", format="frames")
         source = f"speed test cine ({args.speed_frames} frames)"
-    pred = VideoPredictor.with_defaults(net, args.image_size, args.clip_length)
+    pred = VideoPredictor.with_defaults(net, args.image_size, args.clip_length, **predictor_options(args))
     tune, tuned, calls = AnnotationTuning.__call__, {}, [0]
 
     def tune_once(tuning: Any, network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Any:
@@ -302,6 +321,8 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
                repr([str(repo / "bundle/configs/train.yaml"), str(repo / "bundle/configs/inference.yaml")]),
                "--video", str(args.cine), "--annotation", str(annotation), "--inference_dir", str(Path(tmp) / "out"),
                "--output_dir", str(Path(tmp) / "eval")] + (["--runtime", args.runtime] if args.runtime else [])
+        for key, value in predictor_options(args).items():
+            cmd += [f"--{key}", value if isinstance(value, str) else repr(value)]  # (a Python literal to fire)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -312,7 +333,7 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
         out["command"] = {"wall_seconds": wall, "pipeline_seconds": pipeline, "startup_seconds": wall - pipeline}
         torch.set_num_threads(args.threads)
         net = load_network(args)
-        options = {"runtime": args.runtime} if args.runtime else {}
+        options = {**predictor_options(args), **({"runtime": args.runtime} if args.runtime else {})}
         for run in ("first call", "warm"):
             pred = VideoPredictor.with_defaults(net, args.image_size, args.clip_length, **options)
             res = run_inference(str(args.cine), str(annotation), Path(tmp) / run.replace(" ", "_"), net,
@@ -328,7 +349,8 @@ def memory_child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     net = load_network(args)
-    pred = VideoPredictor.with_defaults(net, args.image_size, args.clip_length)  # the inferring defaults
+    pred = VideoPredictor.with_defaults(net, args.image_size, args.clip_length,  # the inferring defaults, or
+                                        **predictor_options(args))  # --option's
     base = vm_kb("VmRSS") / 1024
     reset = reset_peak_rss()  # so the peak below is the inference's, not the model loading's
     dicom = args.memory_input == "dicom"
@@ -393,6 +415,8 @@ def memory(args: argparse.Namespace, lengths: list[int]) -> dict[str, Any]:
                 cmd += ["--tau-hidden", str(args.tau_hidden)]
             if args.checkpoint:
                 cmd += ["--checkpoint", str(args.checkpoint)]
+            for pair in args.option:
+                cmd += ["--option", pair]
             proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(proc.stderr[-3000:])
@@ -443,6 +467,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--memory-input", choices=("frames", "dicom"), default="frames",
                     help="frame folder + mask folder, or JPEG DICOM + full-length NIfTI labels (see above)")
     ap.add_argument("--skip", default="", help="comma-separated: speed, memory, end-to-end")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an inferring option for the timed predictor instead of inference.yaml's (repeatable)")
     ap.add_argument("--propagation-repeats", type=int, default=0,
                     help="also time the predictor's propagation alone (tunings reused) this many times, on --cine "
                          "or the speed cine")
@@ -487,6 +513,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, GPU: {m['gpu']}.", ""]
+    given = res["settings"].get("option", "[]")
+    if given != "[]":
+        lines += [f"The predictor's options instead of the defaults: {given}.", ""]
     if "speed" in res:
         sp = res["speed"]
         by = sp.get("fps_by_runtime", {})

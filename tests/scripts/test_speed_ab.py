@@ -57,3 +57,18 @@ def test_speed_ab_refuses_a_folder_without_medvos(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "scripts/speed_ab.py"), "--tree", f"a={REPO}", "--tree",
                            f"b={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "bundle/medvos" in proc.stderr
+
+
+def test_an_option_instead_of_the_default_is_timed(tmp_path, phase1_file):
+    """``--option``: the timed predictor takes it (one pass: one tuning); a key that is no inference option is refused."""
+    cmd = [sys.executable, str(REPO / "scripts/speed_memory.py"), "--checkpoint", str(phase1_file), "--image-size",
+           "64", "--speed-frames", "12", "--skip", "speed,memory", "--propagation-repeats", "1", "--option",
+           "self_annotate=0", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pg = json.loads((tmp_path / "results.json").read_text())["propagation"]
+    assert pg["passes"] == 1 and pg["tunings"] == {"asked": 2, "computed": 1}
+    assert "self_annotate=0" in (tmp_path / "table.md").read_text()
+    bad = subprocess.run(cmd[:-4] + ["--option", "self_annotation=0"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode != 0 and "self_annotation=0" in bad.stderr and "inference option" in bad.stderr
