@@ -172,8 +172,8 @@ def test_the_second_tuning_starts_from_the_first_when_warm(endo_nifti, monkeypat
 
 
 def test_the_second_tuning_takes_its_own_steps(endo_nifti, monkeypatch):
-    """``self_annotate_tune_steps``: the second pass's tuning runs that many steps, the first ``tune_steps``; a
-    correction's first tuning runs ``tune_steps`` again. Fewer than one is refused."""
+    """``self_annotate_tune_share``: the second pass's tuning runs that share of ``tune_steps`` (at least one step),
+    the first ``tune_steps``; a correction's first tuning runs ``tune_steps`` again. A share of 0 is refused."""
     from medvos.inference import tuning as tuning_module
     from medvos.networks.image_model import FewShotSegNet
 
@@ -187,8 +187,8 @@ def test_the_second_tuning_takes_its_own_steps(endo_nifti, monkeypatch):
         return call(self, network, images, lab)
 
     monkeypatch.setattr(tuning_module.AnnotationTuning, "__call__", recording)
-    pred = VideoPredictor.with_defaults(net, SIZE, 4, runtime="torch", tune_steps=2, self_annotate=1,
-                                        self_annotate_tune_steps=1)
+    pred = VideoPredictor.with_defaults(net, SIZE, 4, runtime="torch", tune_steps=4, self_annotate=1,
+                                        self_annotate_tune_share=0.5)
     state = pred.init_state(str(folder / "cine.nii.gz"))
     pred.add_annotation(state, 0, labels[0])
     for _ in pred.propagate(state):
@@ -196,6 +196,12 @@ def test_the_second_tuning_takes_its_own_steps(endo_nifti, monkeypatch):
     pred.add_annotation(state, 6, labels[6])
     for _ in pred.propagate(state):
         pass
-    assert steps == [2, 1, 2, 1]
-    with pytest.raises(ValueError, match="self_annotate_tune_steps"):
-        VideoPredictor.with_defaults(net, SIZE, 4, runtime="torch", self_annotate_tune_steps=0)
+    assert steps == [4, 2, 4, 2]
+    pred.self_annotate_tune_share = 0.01  # at least one step
+    state = pred.init_state(str(folder / "cine.nii.gz"))
+    pred.add_annotation(state, 0, labels[0])
+    for _ in pred.propagate(state):
+        pass
+    assert steps[-2:] == [4, 1]
+    with pytest.raises(ValueError, match="self_annotate_tune_share"):
+        VideoPredictor.with_defaults(net, SIZE, 4, runtime="torch", self_annotate_tune_share=0)

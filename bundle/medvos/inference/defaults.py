@@ -18,7 +18,7 @@ TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate", "tune_backbon
                "tune_scale_range", "tune_views", "tune_seed")
 # (medvos.inference.tuning)
 PREDICTOR_KEYS = ("self_annotate", "self_annotate_trust", "self_annotate_cue", "self_annotate_warm",
-                  "self_annotate_tune_steps", "pass_cache_mb")  # self-annotation (medvos.inference.predictor)
+                  "self_annotate_tune_share", "pass_cache_mb")  # self-annotation (medvos.inference.predictor)
 OPTIONS = KEYS + TUNING_KEYS + PREDICTOR_KEYS  # every option VideoPredictor.with_defaults takes
 
 

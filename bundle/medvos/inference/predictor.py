@@ -95,7 +95,8 @@ class VideoPredictor:
             and supports appearance, and no flow is computed from it.
         self_annotate_warm: whether the second pass's tuning starts from the first pass's tuned network (on the
             user's annotations) instead of the given one; off, both tunings start from the given network.
-        self_annotate_tune_steps: the second pass's tuning steps (None: the first's, ``tune_steps``).
+        self_annotate_tune_share: the second pass's tuning steps as a share of the first's (``tune_steps``; at
+            least one step): a warm start (``self_annotate_warm``) has less left to learn.
         pass_cache_mb: with self-annotation, the first pass's optical flows (a motion-aware strategy's) and query
             encodings (where both passes share the encoder) are kept, up to this many MB per video, for the second
             pass over the same frames (:class:`medvos.inference.reuse.PassCache`): the same result in less time.
@@ -106,22 +107,22 @@ class VideoPredictor:
                  tune: Callable[[VideoPredictor, VideoState], Any] | None = None, self_annotate: int = 0,
                  self_annotate_trust: float = 0.0, self_annotate_cue: bool = False,
                  self_annotate_warm: bool = False, pass_cache_mb: float = 256.0,
-                 self_annotate_tune_steps: int | None = None) -> None:
+                 self_annotate_tune_share: float = 1.0) -> None:
         if int(self_annotate) < 0 or not 0.0 <= float(self_annotate_trust) <= 1.0:
             raise ValueError(f"self_annotate ({self_annotate}) must be >= 0 and self_annotate_trust "
                              f"({self_annotate_trust}) in [0, 1]")
         if float(pass_cache_mb) < 0:
             raise ValueError(f"pass_cache_mb ({pass_cache_mb}) must be >= 0")
-        if self_annotate_tune_steps is not None and int(self_annotate_tune_steps) < 1:
-            raise ValueError(f"self_annotate_tune_steps ({self_annotate_tune_steps}) must be >= 1, or null for "
-                             "tune_steps")
+        if not float(self_annotate_tune_share) > 0:
+            raise ValueError(f"self_annotate_tune_share ({self_annotate_tune_share}) must be > 0 (a share of "
+                             "tune_steps)")
         self.make_strategy = make_strategy
         self.clip_length = int(clip_length)
         self.tune = tune
         self.self_annotate, self.self_annotate_trust = int(self_annotate), float(self_annotate_trust)
         self.self_annotate_cue, self.pass_cache_mb = bool(self_annotate_cue), float(pass_cache_mb)
         self.self_annotate_warm = bool(self_annotate_warm)
-        self.self_annotate_tune_steps = None if self_annotate_tune_steps is None else int(self_annotate_tune_steps)
+        self.self_annotate_tune_share = float(self_annotate_tune_share)
 
     @classmethod
     def with_defaults(cls, network: torch.nn.Module, image_size: int, clip_length: int,
@@ -152,8 +153,9 @@ class VideoPredictor:
             def tune(predictor: VideoPredictor, state: VideoState) -> Any:
                 images, labels = predictor.annotated_at_size(state, image_size)
                 warm = predictor.self_annotate_warm and state.trusted and state.tuned_model is not None
-                steps = predictor.self_annotate_tune_steps if state.trusted else None  # the second tuning's
-                tune_now = tuning if steps is None else dataclasses.replace(tuning, steps=steps)
+                share = predictor.self_annotate_tune_share if state.trusted else 1.0  # the second tuning's
+                tune_now = (tuning if share == 1.0 else
+                            dataclasses.replace(tuning, steps=max(1, round(share * tuning.steps))))
                 state.tuned_model = tune_now(state.tuned_model if warm else network, images, labels)
                 tuned = for_tuned(state.tuned_model, ready, runtime, image_size, clip_length, state.cine.num_frames)
                 return make_propagator(tuned, image_size, clip_length, tuned=True, prepared=True, **options)
