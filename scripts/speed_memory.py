@@ -80,6 +80,13 @@ def predictor_options(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def centred_box(h: int, w: int) -> np.ndarray:
+    """A timing-only annotation: the middle third of an ``h x w`` frame."""
+    box = np.zeros((h, w), np.uint8)
+    box[h // 3: 2 * h // 3, w // 3: 2 * w // 3] = 1
+    return box
+
+
 def ping_pong(frames: int, clip: int = 40) -> np.ndarray:
     """Indices that play a ``clip``-frame clip back and forth for ``frames`` frames."""
     return np.abs((np.arange(frames) + clip - 1) % (2 * clip - 2) - (clip - 1))
@@ -264,10 +271,7 @@ def propagation_speed(args: argparse.Namespace) -> dict[str, Any]:
         if args.cine and args.annotation:
             pred.add_annotations(state, args.annotation)
         elif args.cine:
-            h, w = cine.size
-            box = np.zeros((h, w), np.uint8)
-            box[h // 3: 2 * h // 3, w // 3: 2 * w // 3] = 1
-            pred.add_annotation(state, 0, box)
+            pred.add_annotation(state, 0, centred_box(*cine.size))
         else:
             pred.add_annotation(state, 0, labels[0])
 
@@ -311,11 +315,9 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
         annotation = args.annotation
         if annotation is None:  # timing only: a centred box on frame 0
             h, w = cine.size
-            box = np.zeros((1, h, w), np.uint8)
-            box[0, h // 3: 2 * h // 3, w // 3: 2 * w // 3] = 1
             annotation = Path(tmp) / "annotation.nii.gz"
             with NiftiWriter(annotation, cine.num_frames, (h, w)) as nw:
-                nw.append(box)
+                nw.append(centred_box(h, w)[None])
                 nw.append(np.zeros((cine.num_frames - 1, h, w), np.uint8))
         cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file",
                repr([str(repo / "bundle/configs/train.yaml"), str(repo / "bundle/configs/inference.yaml")]),

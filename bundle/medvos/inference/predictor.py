@@ -154,8 +154,7 @@ class VideoPredictor:
                 images, labels = predictor.annotated_at_size(state, image_size)
                 warm = predictor.self_annotate_warm and state.trusted and state.tuned_model is not None
                 share = predictor.self_annotate_tune_share if state.trusted else 1.0  # the second tuning's
-                tune_now = (tuning if share == 1.0 else
-                            dataclasses.replace(tuning, steps=max(1, round(share * tuning.steps))))
+                tune_now = dataclasses.replace(tuning, steps=max(1, round(share * tuning.steps)))
                 state.tuned_model = tune_now(state.tuned_model if warm else network, images, labels)
                 tuned = for_tuned(state.tuned_model, ready, runtime, image_size, clip_length, state.cine.num_frames)
                 return make_propagator(tuned, image_size, clip_length, tuned=True, prepared=True, **options)

@@ -110,8 +110,8 @@ def run_inference(video: str | Sequence[str] | Cine, annotation: str | Sequence[
                        if checkpoint is not None and Path(checkpoint).is_file() else None),
     }) if chosen else None
     # highdicom's first use in a process costs about 0.5 s: pay it in a thread while frames propagate, started once the
-    # first window is out, after the test-time tunings: their config parsing (MONAI's ComponentLocator) iterates
-    # sys.modules, which an import in another thread changes ("dictionary changed size during iteration")
+    # first window is out (after the test-time tunings, which it would only slow; the tuning's config parse no longer
+    # minds a concurrent import: medvos.inference.tuning._SnapshotLocator)
     warm: Callable[[], None] | None = None
     if any(getattr(sinks_by_name[k], "dicom_only", False) for k in chosen):
         from medvos.io.dicom_seg import warm_up as warm
