@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.bundle.config_item import ComponentLocator
 from monai.utils import convert_to_tensor
 from torch import nn
 from tqdm import tqdm
 
+from medvos.config_parsing import config_parser
 from medvos.networks.image_model import pack_episode, param_groups
 
 logger = logging.getLogger(__name__)
@@ -38,25 +37,12 @@ def _check_scale_range(scale_range: float) -> None:
         raise ValueError(f"tune_scale_range {scale_range}: expected 0 <= s < 1 (the scale factor is 1 +- s)")
 
 
-class _SnapshotLocator(ComponentLocator):
-    """MONAI's component locator, listing ``sys.modules`` from a copy. MONAI's iterates the live dict, which raises
-    'dictionary changed size during iteration' when another thread imports meanwhile (seen in 0.25.0: a DICOM run's
-    highdicom import during the first tuning; Python's ``sys.modules`` documentation: iterate a copy)."""
-
-    def _find_module_names(self) -> list[str]:
-        return [m for m in sys.modules.copy() if m.startswith(self.MOD_START)
-                and all(s not in m for s in self.excludes)]
-
-
 @lru_cache(maxsize=8)
 def _phase1_parts(image_size: int, scale_range: float | None = None) -> tuple[Any, Any]:
     """``(train#augment, loss)`` of ``train.yaml`` at ``image_size`` (phase 1's augmentation and loss, their one
     source); ``scale_range``: its ``augment_scale_range`` instead of phase 1's (a scale factor from ``1 - s`` to
     ``1 + s``: the object from ``1 / (1 + s)`` to ``1 / (1 - s)`` times its size)."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.locator = _SnapshotLocator()  # before the parse, which hands it to every component
+    parser = config_parser()  # a concurrent import (a DICOM run's highdicom) cannot fail it
     parser.read_config(str(TRAIN_CONFIG))
     parser["image_size"] = int(image_size)
     if scale_range is not None:

@@ -111,7 +111,7 @@ def run_inference(video: str | Sequence[str] | Cine, annotation: str | Sequence[
     }) if chosen else None
     # highdicom's first use in a process costs about 0.5 s: pay it in a thread while frames propagate, started once the
     # first window is out (after the test-time tunings, which it would only slow; the tuning's config parse no longer
-    # minds a concurrent import: medvos.inference.tuning._SnapshotLocator)
+    # minds a concurrent import: medvos.config_parsing)
     warm: Callable[[], None] | None = None
     if any(getattr(sinks_by_name[k], "dicom_only", False) for k in chosen):
         from medvos.io.dicom_seg import warm_up as warm

@@ -90,13 +90,13 @@ NETWORK_MODULES = "medvos.networks."  # the only modules a saved network config 
 
 
 def build_network(config: dict[str, Any], source: str | Path = "network config") -> nn.Module:
-    """The network a saved ``_target_`` config tree describes, built with MONAI's ``ConfigParser``, untrained.
+    """The network a saved ``_target_`` config tree describes, built with MONAI's ``ConfigParser`` (safe while another
+    thread imports: :func:`medvos.config_parsing.config_parser`), untrained.
 
     A checkpoint is data, never code: the tree may only name classes of :mod:`medvos.networks`, and holds no
     expressions, references or other special keys.
     """
-    from monai.bundle import ConfigParser
-
+    from medvos.config_parsing import config_parser
     from medvos.networks.image_model import FewShotModel
 
     def check(node: Any, where: str) -> None:
@@ -121,7 +121,7 @@ def build_network(config: dict[str, Any], source: str | Path = "network config")
     check(config, "")
     try:
         with weights_from_checkpoint():
-            network = ConfigParser({"network": config}).get_parsed_content("network")
+            network = config_parser({"network": config}).get_parsed_content("network")
     except Exception as exc:  # noqa: BLE001 - whatever the parts raise, name the file
         cause = exc
         while cause.__cause__ is not None:  # MONAI's "Failed to instantiate" wraps what the part said
