@@ -22,7 +22,8 @@
   frames, as a peer anchor.
 
 ``--option KEY=VALUE`` (repeatable) gives the timed predictor an `inferring` option instead of ``inference.yaml``'s
-(every part that runs the predictor: its speed row, propagation, memory, end to end).
+(every part that runs the predictor: its speed row, propagation, memory, end to end; and the one-tuning row, which
+takes its tuning and propagation options).
 
 Without ``--checkpoint`` a randomly initialised relearned model is timed (speed does not depend on the weights).
 Writes ``results.json`` and ``table.md``.
@@ -173,29 +174,32 @@ def tuned_speed(net: torch.nn.Module, frames: torch.Tensor, labels: np.ndarray, 
     """The `inferring` defaults with test-time tuning on: the seconds the tuning takes on the first frame, and the
     propagation's frames per second afterwards with the tuned copy as the predictor runs it (its memory layout, the
     tuned motion settings, the runtime :func:`medvos.networks.exported.for_tuned` gives a network tuned on a cine of
-    this length: sharing the untuned network's exported query graph where the backbone stayed frozen)."""
+    this length: sharing the untuned network's exported query graph where the backbone stayed frozen). ``--option``'s
+    tuning and propagation options apply."""
     from medvos.inference.tuning import AnnotationTuning
-    from medvos.inference.defaults import inference_defaults, make_propagator, tuning_options
+    from medvos.inference.defaults import KEYS, inference_defaults, make_propagator, tuning_options
     from medvos.networks.exported import OnnxNetwork, SharedQueryNetwork, for_runtime, for_tuned
 
-    tuning = AnnotationTuning(**tuning_options({})[0])
+    tune_opts, options = tuning_options(predictor_options(args))
+    options = {k: v for k, v in options.items() if k in KEYS}  # the propagation's (not self-annotation's)
+    tuning = AnnotationTuning(**tune_opts)
     size = (args.image_size, args.image_size)
     first = F.interpolate(frames[:1], size=size, mode="area")
     mask = F.interpolate(torch.from_numpy(labels[:1, None]).float(), size=size, mode="nearest")[:, 0].to(torch.uint8)
     t0 = time.perf_counter()
     tuned = tuning(net, first, mask)
     seconds = time.perf_counter() - t0
-    runtime = str(inference_defaults()["runtime"])
+    runtime = str({**inference_defaults(), **options}["runtime"])
     base = for_runtime(net, runtime, args.image_size, args.clip_length)
     tuned = for_tuned(tuned, base, runtime, args.image_size, args.clip_length, frames.shape[0])
     ran = ("torch + " + runtime + " query graph" if isinstance(tuned, SharedQueryNetwork)
            else runtime if isinstance(tuned, OnnxNetwork) else "torch")
-    prop = make_propagator(tuned, args.image_size, args.clip_length, tuned=True, prepared=True)
+    prop = make_propagator(tuned, args.image_size, args.clip_length, tuned=True, prepared=True, **options)
     warm = 2 * args.clip_length
     prop.propagate(frames[:warm], torch.from_numpy(labels[:warm]), [0])
     t0 = time.perf_counter()
     prop.propagate(frames, torch.from_numpy(labels), [0])
-    return {"tune_steps": tuning.steps, "tuning_seconds": seconds, "runtime": ran,
+    return {"tune_steps": tuning.steps, "tune_precision": tuning.precision, "tuning_seconds": seconds, "runtime": ran,
             "fps_propagation": frames.shape[0] / (time.perf_counter() - t0)}
 
 

@@ -72,3 +72,26 @@ def test_an_option_instead_of_the_default_is_timed(tmp_path, phase1_file):
     bad = subprocess.run(cmd[:-4] + ["--option", "self_annotation=0"], cwd=REPO, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode != 0 and "self_annotation=0" in bad.stderr and "inference option" in bad.stderr
+
+
+def test_the_one_tuning_row_takes_the_tuning_and_propagation_options():
+    """``--option``: speed_memory's one-tuning row tunes and propagates with it (its tuning options were ignored)."""
+    import argparse
+    import importlib.util
+
+    import numpy as np
+
+    from medvos.networks.image_model import FewShotSegNet
+
+    spec = importlib.util.spec_from_file_location("speed_memory", REPO / "scripts/speed_memory.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = argparse.Namespace(image_size=32, clip_length=4, option=["tune_steps=2", "tune_views=4",
+                                                                    "tune_precision=bfloat16", "runtime=torch"])
+    torch.manual_seed(0)
+    net = FewShotSegNet.from_sizes(backbone_weights=None, channels=8).eval()
+    frames, labels = torch.rand(8, 3, 32, 32), np.zeros((8, 32, 32), np.uint8)
+    labels[:, 8:20, 10:22] = 1
+    row = script.tuned_speed(net, frames, labels, args)
+    assert (row["tune_steps"], row["tune_precision"], row["runtime"]) == (2, "bfloat16", "torch")
+    assert row["tuning_seconds"] > 0 and row["fps_propagation"] > 0
