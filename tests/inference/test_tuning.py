@@ -236,3 +236,49 @@ def test_tuning_on_a_bank_of_views(annotated):
     assert tuning_options({"tune_seed": 3})[0]["seed"] == 3 and tuning_options({})[0]["seed"] == 0
     # a bare AnnotationTuning is inference.yaml's tuning (its defaults are written in both places, like CueFusion's)
     assert AnnotationTuning() == AnnotationTuning(**tuning_options({})[0])
+
+
+@pytest.mark.parametrize("views", [8, 0], ids=["bank of views", "fresh views"])
+def test_tuning_in_bf16_learns_the_annotation_with_float32_weights(annotated, views):
+    """``precision="bfloat16"`` (``tune_precision``): the forward passes autocast to bf16, the weights and their
+    update stay float32; it fits the annotation as float32 does, with a different (rounded) result, reproducibly."""
+    from medvos.inference.defaults import tuning_options
+    from medvos.inference.tuning import AnnotationTuning
+
+    images, labels = annotated
+    net = _net()
+    tuning = AnnotationTuning(steps=10, learning_rate=3e-3, views=views, precision="bfloat16")
+    tuned = tuning(net, images, labels)
+    after = tuned.state_dict()
+    assert all(v.dtype == net.state_dict()[k].dtype for k, v in after.items())  # float32 stays float32
+    assert _loss_on(tuned, images, labels) < 0.8 * _loss_on(net, images, labels)
+    assert all(torch.equal(after[k], v) for k, v in tuning(net, images, labels).state_dict().items())
+    fp32 = AnnotationTuning(steps=10, learning_rate=3e-3, views=views, precision="float32")(net, images, labels)
+    fp32 = fp32.state_dict()
+    assert any(not torch.equal(after[k], fp32[k]) for k in after if after[k].is_floating_point())
+    with pytest.raises(ValueError, match="tune_precision 'float16'"):
+        AnnotationTuning(precision="float16")
+    assert tuning_options({"tune_precision": "bfloat16"})[0]["precision"] == "bfloat16"
+    assert tuning_options({})[0]["precision"] == "auto"  # inference.yaml's default (model card)
+
+
+def test_auto_precision_is_bf16_only_where_it_is_native(annotated):
+    """``tune_precision auto``: bf16 where the processor computes it natively, float32 elsewhere (emulated bf16 is
+    slower than float32), the same models as asking for each."""
+    from unittest import mock
+
+    from medvos.inference import tuning as module
+    from medvos.inference.tuning import AnnotationTuning
+
+    images, labels = annotated
+    net = _net()
+
+    def tuned(precision):
+        return AnnotationTuning(steps=3, views=4, precision=precision)(net, images, labels).state_dict()
+
+    for native, same in ((True, "bfloat16"), (False, "float32")):
+        with mock.patch.object(module, "native_bf16", return_value=native):
+            auto = tuned("auto")
+        expected = tuned(same)
+        assert all(torch.equal(auto[k], expected[k]) for k in auto), (native, same)
+    assert module.native_bf16("meta") is False

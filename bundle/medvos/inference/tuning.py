@@ -11,6 +11,7 @@ points on CVC-ClinicDB, frozen it gained 9; model card). The input network is un
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -29,12 +30,25 @@ from medvos.config_parsing import config_parser
 from medvos.networks.image_model import pack_episode, param_groups
 
 logger = logging.getLogger(__name__)
+PRECISIONS = ("float32", "bfloat16", "auto")  # AnnotationTuning.precision
 TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train.yaml"
 
 
 def _check_scale_range(scale_range: float) -> None:
     if not 0 <= float(scale_range) < 1:
         raise ValueError(f"tune_scale_range {scale_range}: expected 0 <= s < 1 (the scale factor is 1 +- s)")
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a GPU that supports it, or a CPU with AVX-512 BF16 or AMX
+    (elsewhere PyTorch emulates it, slower than float32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(check()) for check in checks if check is not None)
 
 
 @lru_cache(maxsize=8)
@@ -69,6 +83,10 @@ class AnnotationTuning:
             and a support from them, so a step runs only what learns (pseudo mask, fusion, neck, head). Needs the
             backbone frozen (``backbone_lr_mult`` 0): its features of a view then never change.
         seed: of the augmentation and of the episode draw (the same cine and annotation give the same model).
+        precision: the arithmetic of the forward passes (the view bank's encoding and each step's episodes):
+            ``float32``, or ``bfloat16`` (autocast; the loss, gradients and weights stay float32): faster where the
+            processor computes bf16 natively (AVX-512 BF16 / AMX, recent GPUs), slower where it does not;
+            ``auto``: bf16 where it is native (:func:`native_bf16`), else float32.
         progress: a progress bar.
     """
 
@@ -80,9 +98,12 @@ class AnnotationTuning:
     scale_range: float | None = 0.5
     views: int = 64
     seed: int = 0
+    precision: str = "auto"
     progress: bool = False
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"tune_precision {self.precision!r}: expected one of {PRECISIONS}")
         if self.scale_range is not None:  # refused when the predictor is built, not once the cine is read
             _check_scale_range(self.scale_range)
         if self.views < 0 or self.views == 1:
@@ -132,16 +153,22 @@ class AnnotationTuning:
                     return x, y
             return image, mask  # augmentation kept cutting the object out of the support: the plain frame
 
+        bf16 = self.precision == "bfloat16" or (self.precision == "auto" and native_bf16(device))
+
+        def arithmetic() -> Any:  # the forward passes' (autocast: the loss and the update stay float32)
+            return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
         t0, done = time.perf_counter(), 0
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(self.seed)
         bar = tqdm(total=self.steps, desc="test-time tuning", unit="step", disable=not self.progress)
         try:
-            bank = _ViewBank.encode(model, pairs, view, self.views, device) if self.views else None
+            bank = _ViewBank.encode(model, pairs, view, self.views, device, arithmetic) if self.views else None
             frames_of = {v: [k for k, w in pairs if w == v] for _, v in pairs}  # per object, its annotated frames
             for done in range(1, self.steps + 1):
                 if bank is not None:
-                    logits, target = bank.episodes(model, self.batch_size, rng, size)
+                    with arithmetic():
+                        logits, target = bank.episodes(model, self.batch_size, rng, size)
                 else:
                     queries, targets, supports, masks = [], [], [], []
                     for _ in range(self.batch_size):
@@ -151,8 +178,10 @@ class AnnotationTuning:
                         s, m = view(same[int(rng.integers(len(same)))], value, True)
                         queries.append(q), targets.append(y), supports.append(s[None]), masks.append(m[None])
                     x = pack_episode(torch.stack(queries), torch.stack(supports), torch.stack(masks)).to(device)
-                    logits, target = model(x), torch.stack(targets).to(device)
-                loss = loss_fn(logits, target)
+                    with arithmetic():
+                        logits = model(x)
+                    target = torch.stack(targets).to(device)
+                loss = loss_fn(logits.float(), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -163,8 +192,8 @@ class AnnotationTuning:
         finally:
             bar.close()
             torch.random.set_rng_state(gen_state)
-        logger.info("test-time tuning: %d steps in %.1f s on %d annotated frame(s)", done, time.perf_counter() - t0,
-                    len(images))
+        logger.info("test-time tuning: %d steps in %.1f s on %d annotated frame(s), %s", done,
+                    time.perf_counter() - t0, len(images), "bfloat16" if bf16 else "float32")
         return model.eval()
 
 
@@ -187,9 +216,10 @@ class _ViewBank:
 
     @classmethod
     def encode(cls, model: nn.Module, pairs: list[tuple[int, int]], view: Any, count: int, device: torch.device,
-               chunk: int = 16) -> _ViewBank:
+               arithmetic: Any = contextlib.nullcontext, chunk: int = 16) -> _ViewBank:
         """``count`` views drawn by ``view(frame, object, need_object) -> (image, mask)`` over the annotated
-        ``(frame, object)`` pairs, each encoded as a query and as a masked support (``chunk`` views at a time)."""
+        ``(frame, object)`` pairs, each encoded as a query and as a masked support (``chunk`` views at a time, in
+        the context ``arithmetic()`` gives: the tuning's precision)."""
         drawn = []
         for j in range(count):  # every annotated (frame, object) in turn, so each object gets its share
             i, value = pairs[j % len(pairs)]
@@ -201,7 +231,7 @@ class _ViewBank:
         images = torch.stack([x for _, x, _ in drawn]).to(device)
         targets = torch.stack([y for _, _, y in drawn]).to(device)
         queries, supports = [], []
-        with torch.no_grad():
+        with torch.no_grad(), arithmetic():
             for start in range(0, len(drawn), chunk):
                 x, y = images[start:start + chunk], targets[start:start + chunk]
                 queries.append(model.encode_query(x))
