@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import statistics
@@ -105,7 +106,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         shutil.copy(args.cine, studies / name)
         cid = name[: -len("".join(Path(name).suffixes))] if Path(name).suffixes else name
         annotation = args.annotation or box_annotation(studies / name, tmp / "annotation.nii.gz")
-        with running_server(studies, models, tmp / "server.log", args.checkpoint) as (url, ready):
+        extra = shlex.split(args.server_args or "")
+        with running_server(studies, models, tmp / "server.log", args.checkpoint, extra) as (url, ready):
             t = time.perf_counter()
             r = requests.put(f"{url}/datastore/label", params={"image": cid, "tag": "final"},
                              files={"label": ("label.nii.gz", Path(annotation).read_bytes())}, timeout=300)
@@ -122,7 +124,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from medvos.io import read_cine
 
     cine = read_cine(args.cine, lazy=True)
-    return {"cine": str(args.cine), "frames": cine.num_frames, "size": list(cine.size), "format": cine.format,
+    return {"cine": str(args.cine), "server_args": args.server_args or "", "frames": cine.num_frames, "size": list(cine.size), "format": cine.format,
             "server_ready_seconds": ready, "save_label_seconds": save, "first_infer_seconds": seconds[0],
             "warm_infer_seconds": seconds[1:], "warm_median_seconds": statistics.median(seconds[1:]),
             "result_bytes": len(r.content), "checkpoint": meta.get("checkpoint"), "machine": machine_info()}
@@ -144,6 +146,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--annotation", type=Path, help="its label on the cine's ITK grid (default: a box on frame 0)")
     ap.add_argument("--checkpoint", type=Path, help="base model (default: the shipped general model)")
     ap.add_argument("--repeats", type=int, default=3, help="warm infer requests timed after the first")
+    ap.add_argument("--server-args", default=None,
+                    help='options of scripts/start_label_server.py for the server, e.g. "--tune-steps 45 '
+                         '--tune-precision auto" (default: the app\'s own)')
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     if not args.cine.is_file():

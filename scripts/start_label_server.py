@@ -33,7 +33,7 @@ def command(args: argparse.Namespace, extra: list[str]) -> list[str]:
             cmd += ["--conf", key, str(getattr(args, key)).lower()]
     if args.runtime:
         cmd += ["--conf", "runtime", args.runtime]
-    for key in ("tune_steps", "tune_views", "self_annotate"):
+    for key in ("tune_steps", "tune_views", "self_annotate", "tune_precision"):
         if getattr(args, key) is not None:
             cmd += ["--conf", key, str(getattr(args, key))]
     if args.image_size:
@@ -67,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
                     help="test-time tuning steps per infer request (default: the app's 30; 0: off)")
     ap.add_argument("--tune-views", type=int, default=None,
                     help="augmented views the tuning pairs its episodes from (default: the app's 16)")
+    ap.add_argument("--tune-precision", choices=["float32", "bfloat16", "auto"], default=None,
+                    help="the tuning's arithmetic (default: the app's float32; auto: bf16 where it is native, as "
+                         "inferring)")
     ap.add_argument("--self-annotate", type=int, default=None,
                     help="self-annotated frames for a second pass (default: the app's 0, one pass; inferring's: 2)")
     ap.add_argument("--max-epochs", type=int, default=3, help="relearning epochs of the 'relearn' task")

@@ -1,6 +1,7 @@
 """The package's layers: no module imports a layer above its own (issue 17 item 4).
 
-0: ``io``, ``flow``, ``metrics`` (and the package root) - files, optical flow and warping, scores;
+0: ``io``, ``flow``, ``metrics``, ``config_parsing`` (and the package root) - files, optical flow and warping,
+scores, MONAI's config parser made safe for threads;
 1: ``networks``, ``data``, ``losses`` - what is trained and on what;
 2: ``inference`` - propagation, the `inferring` workflow and batch inference;
 3: ``engines`` - training, relearning (test-time relearning too), evaluation handlers;
@@ -16,7 +17,7 @@ from pathlib import Path
 from conftest import REPO
 
 PACKAGE = REPO / "bundle" / "medvos"
-LAYERS = {"": 0, "command_line": 0, "io": 0, "flow": 0, "metrics": 0,
+LAYERS = {"": 0, "command_line": 0, "io": 0, "flow": 0, "metrics": 0, "config_parsing": 0,
           "networks": 1, "data": 1, "losses": 1,
           "inference": 2,
           "engines": 3,

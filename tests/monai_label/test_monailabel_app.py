@@ -525,7 +525,9 @@ def test_app_speed_script_times_a_jpeg_echo_cine_through_the_server(tmp_path):
     from conftest import pydicom_file
 
     cine = pydicom_file("color3d_jpeg_baseline.dcm")  # pydicom-data: 120 frames, 480x640, YBR_FULL_422 JPEG
-    res = label_app_speed.main(["--cine", str(cine), "--repeats", "1", "--out", str(tmp_path)])
+    res = label_app_speed.main(["--cine", str(cine), "--repeats", "1", "--out", str(tmp_path), "--server-args",
+                                "--tune-steps 5 --tune-precision auto"])  # the app takes them (else no server)
+    assert res["server_args"] == "--tune-steps 5 --tune-precision auto"
     assert res["frames"] == 120 and res["checkpoint"] == "general.pt" and res["result_bytes"] > 0
     assert len(res["warm_infer_seconds"]) == 1 and res["first_infer_seconds"] > 0
     assert "| color3d_jpeg_baseline.dcm (dicom) | 120 | 480x640 |" in (tmp_path / "table.md").read_text()

@@ -16,9 +16,9 @@ def _conf(cmd: list[str]) -> dict[str, str]:
 def test_inference_options_reach_the_app_only_when_given(tmp_path):
     base = ["--studies", str(tmp_path)]
     conf = _conf(command(parser().parse_args(base), []))
-    assert not {"tune_steps", "tune_views", "self_annotate", "runtime", "motion"} & set(conf)  # the app's defaults
+    assert not {"tune_steps", "tune_views", "self_annotate", "runtime", "motion", "tune_precision"} & set(conf)
     args = parser().parse_args(base + ["--tune-steps", "200", "--tune-views", "64", "--self-annotate", "2",
-                                       "--no-motion"])
+                                       "--no-motion", "--tune-precision", "auto"])
     conf = _conf(command(args, ["--workers", "1"]))
     assert conf["tune_steps"] == "200" and conf["tune_views"] == "64" and conf["self_annotate"] == "2"
-    assert conf["motion"] == "false"
+    assert conf["motion"] == "false" and conf["tune_precision"] == "auto"
