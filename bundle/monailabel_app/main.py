@@ -66,11 +66,9 @@ class MedVOSApp(MONAILabelApp):
                     raise ValueError(f"--conf {key} {conf[key]!r}: expected a whole number")
                 options[key] = int(conf[key])
         if "tune_precision" in conf:  # the app's: float32 (APP_OPTIONS); auto: inferring's
-            from medvos.inference.tuning import PRECISIONS
+            from medvos.networks.precision import check_precision
 
-            if conf["tune_precision"] not in PRECISIONS:
-                raise ValueError(f"--conf tune_precision {conf['tune_precision']!r}: expected one of {PRECISIONS}")
-            options["tune_precision"] = conf["tune_precision"]
+            options["tune_precision"] = check_precision(conf["tune_precision"], "--conf tune_precision")
         if "runtime" in conf:
             from medvos.networks.exported import RUNTIMES
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO
 
@@ -42,6 +43,7 @@ def test_training_tiny(tmp_path, synthetic_root):
     options = load_state(tmp_path / "models" / "model.pt")["spec"]["training"]["options"]  # the file names its recipe
     assert options["max_epochs"] == 2 and options["episodes_per_epoch"] == 8 and options["image_size"] == 64
     assert options["augment_scale_range"] == 0.2 and options["self_support"] == 0.0
+    assert options["train_precision"] == "float32"
     assert "network" not in options and "device" not in options
 
 
@@ -59,12 +61,17 @@ def test_relearning_evaluating_inferring_tiny(tmp_path, synthetic_root):
 
     common = ["--datalist", str(synthetic_root / "datalist.json"), "--image_size", "64"]
     run_bundle("training", ["train.yaml"], tmp_path, *common, "--max_epochs", "1", "--episodes_per_epoch", "8",
-               "--batch_size", "4", "--run_name", "p1")
+               "--batch_size", "4", "--run_name", "p1", "--train_precision", "bfloat16")  # bf16 forward passes
     run_bundle("relearning", ["train.yaml", "relearn.yaml"], tmp_path, *common, "--max_epochs", "1",
                "--clip_length", "4", "--tau_hidden", "32", "--run_name", "p2",
                "--phase1_checkpoint", str(tmp_path / "models" / "model.pt"))
     relearned = tmp_path / "models" / "relearned.pt"
     assert relearned.is_file()
+    from medvos.networks.checkpoint import load_state
+
+    p1_state = load_state(tmp_path / "models" / "model.pt")
+    assert p1_state["spec"]["training"]["options"]["train_precision"] == "bfloat16"
+    assert all(v.dtype != torch.bfloat16 for v in p1_state["model"].values())  # the weights stay float32
     run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], tmp_path, *common, "--checkpoint", str(relearned),
                "--clip_length", "4", "--tau_hidden", "32", "--run_name", "ev")
     assert (tmp_path / "eval" / "evaluation" / "test" / "videos.csv").is_file()

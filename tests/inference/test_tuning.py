@@ -267,8 +267,8 @@ def test_auto_precision_is_bf16_only_where_it_is_native(annotated):
     slower than float32), the same models as asking for each."""
     from unittest import mock
 
-    from medvos.inference import tuning as module
     from medvos.inference.tuning import AnnotationTuning
+    from medvos.networks import precision as module
 
     images, labels = annotated
     net = _net()

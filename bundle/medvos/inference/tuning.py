@@ -28,27 +28,15 @@ from tqdm import tqdm
 
 from medvos.config_parsing import config_parser
 from medvos.networks.image_model import pack_episode, param_groups
+from medvos.networks.precision import autocast, check_precision, uses_bf16
 
 logger = logging.getLogger(__name__)
-PRECISIONS = ("float32", "bfloat16", "auto")  # AnnotationTuning.precision
 TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train.yaml"
 
 
 def _check_scale_range(scale_range: float) -> None:
     if not 0 <= float(scale_range) < 1:
         raise ValueError(f"tune_scale_range {scale_range}: expected 0 <= s < 1 (the scale factor is 1 +- s)")
-
-
-def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` computes bfloat16 natively: a GPU that supports it, or a CPU with AVX-512 BF16 or AMX
-    (elsewhere PyTorch emulates it, slower than float32)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    if device.type != "cpu":
-        return False
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(bool(check()) for check in checks if check is not None)
 
 
 @lru_cache(maxsize=8)
@@ -102,8 +90,7 @@ class AnnotationTuning:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"tune_precision {self.precision!r}: expected one of {PRECISIONS}")
+        check_precision(self.precision, "tune_precision")
         if self.scale_range is not None:  # refused when the predictor is built, not once the cine is read
             _check_scale_range(self.scale_range)
         if self.views < 0 or self.views == 1:
@@ -153,10 +140,10 @@ class AnnotationTuning:
                     return x, y
             return image, mask  # augmentation kept cutting the object out of the support: the plain frame
 
-        bf16 = self.precision == "bfloat16" or (self.precision == "auto" and native_bf16(device))
+        bf16 = uses_bf16(self.precision, device)
 
         def arithmetic() -> Any:  # the forward passes' (autocast: the loss and the update stay float32)
-            return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+            return autocast(bf16, device)
 
         t0, done = time.perf_counter(), 0
         gen_state = torch.random.get_rng_state()
