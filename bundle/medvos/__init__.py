@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.27.0"
+__version__ = "0.28.0"
 
 from medvos.command_line import install_for_bundle_command as _install_for_bundle_command
 

@@ -282,3 +282,30 @@ def test_auto_precision_is_bf16_only_where_it_is_native(annotated):
         expected = tuned(same)
         assert all(torch.equal(auto[k], expected[k]) for k in auto), (native, same)
     assert module.native_bf16("meta") is False
+
+
+def test_averaged_tunings_hold_the_mean_weights_of_consecutive_seeds(annotated):
+    """``average=k`` (``tune_average``): the weights are the mean of k tunings with seeds seed..seed+k-1; the frozen
+    backbone and batch-norm statistics stay the input network's bit for bit; a bad value is refused."""
+    from medvos.inference.defaults import tuning_options
+    from medvos.inference.tuning import AnnotationTuning
+
+    images, labels = annotated
+    net = _net()
+    base = dict(steps=10, learning_rate=3e-3, views=8, precision="float32")
+    singles = [AnnotationTuning(seed=s, **base)(net, images, labels).state_dict() for s in (3, 4)]
+    soup = AnnotationTuning(seed=3, average=2, **base)(net, images, labels).state_dict()
+    start = net.state_dict()
+    learned = [k for k in soup if not torch.equal(singles[0][k], singles[1][k])]
+    assert learned  # the two seeds learned differently, and the soup is their mean
+    assert all(torch.allclose(soup[k], (singles[0][k] + singles[1][k]) / 2, atol=1e-6) for k in learned)
+    backbone = [k for k in soup if k.startswith("backbone.")]  # frozen (tune_backbone_lr_mult 0)
+    assert backbone and all(torch.equal(soup[k], start[k]) for k in backbone)
+    stats = [k for k in soup if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(soup[k], start[k]) for k in stats)
+    soup_net = AnnotationTuning(seed=3, average=2, **base)(net, images, labels)
+    assert _loss_on(soup_net, images, labels) < 0.8 * _loss_on(net, images, labels)  # it fits the annotation
+    with pytest.raises(ValueError, match="tune_average 0"):
+        AnnotationTuning(average=0)
+    assert tuning_options({"tune_average": 3})[0]["average"] == 3
+    assert tuning_options({})[0]["average"] == 1  # inference.yaml's default

@@ -15,7 +15,7 @@ KEYS = ("fusion", "threshold", "memory_tree", "pathways", "motion", "motion_weig
         "redetect_support", "redetect_confidence", "redetect_frames", "anchor_weight", "anchor_agreement",
         "motion_cap", "hold_below", "hold_frames", "meeting_agreement", "edge_radius", "flow_check", "spill_mb", "runtime")
 TUNING_KEYS = ("tune_steps", "tune_seconds", "tune_learning_rate", "tune_backbone_lr_mult",  # test-time tuning
-               "tune_scale_range", "tune_views", "tune_seed", "tune_precision")
+               "tune_scale_range", "tune_views", "tune_seed", "tune_precision", "tune_average")
 # (medvos.inference.tuning)
 PREDICTOR_KEYS = ("self_annotate", "self_annotate_trust", "self_annotate_cue", "self_annotate_warm",
                   "self_annotate_tune_share", "pass_cache_mb")  # self-annotation (medvos.inference.predictor)
@@ -48,7 +48,8 @@ def tuning_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
              "learning_rate": float(given["tune_learning_rate"]),
              "backbone_lr_mult": float(given["tune_backbone_lr_mult"]),
              "scale_range": optional("tune_scale_range"), "views": int(given["tune_views"] or 0),
-             "seed": int(given["tune_seed"]), "precision": str(given["tune_precision"])},
+             "seed": int(given["tune_seed"]), "precision": str(given["tune_precision"]),
+             "average": int(given["tune_average"])},
             {k: v for k, v in options.items() if k not in TUNING_KEYS})
 
 

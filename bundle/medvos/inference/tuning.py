@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ class AnnotationTuning:
             ``float32``, or ``bfloat16`` (autocast; the loss, gradients and weights stay float32): faster where the
             processor computes bf16 natively (AVX-512 BF16 / AMX, recent GPUs), slower where it does not;
             ``auto``: bf16 where it is native (:func:`native_bf16`), else float32.
+        average: the returned weights are the mean of this many tunings, seeds ``seed`` to ``seed + average - 1``
+            (a model soup, Wortsman et al., ICML 2022: fine-tunings of one network stay in one basin, so their mean
+            weights predict about as their ensemble would, with one network's cost per frame); their time adds up.
         progress: a progress bar.
     """
 
@@ -87,10 +91,13 @@ class AnnotationTuning:
     views: int = 64
     seed: int = 0
     precision: str = "auto"
+    average: int = 1
     progress: bool = False
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "tune_precision")
+        if self.average < 1:
+            raise ValueError(f"tune_average {self.average}: expected at least 1 (tunings whose weights are averaged)")
         if self.scale_range is not None:  # refused when the predictor is built, not once the cine is read
             _check_scale_range(self.scale_range)
         if self.views < 0 or self.views == 1:
@@ -111,7 +118,12 @@ class AnnotationTuning:
         if hasattr(network, "tau"):
             raise ValueError("test-time tuning adapts a phase-1 image model; this one is relearned (has a TAU)")
         with torch.inference_mode(False), torch.enable_grad():
-            return self._tune(network, images.clone(), labels.clone())
+            if self.average == 1:
+                return self._tune(network, images.clone(), labels.clone())
+            tuned = [dataclasses.replace(self, seed=self.seed + k, average=1)._tune(network, images.clone(),
+                                                                                     labels.clone())
+                     for k in range(self.average)]
+        return _mean_weights(tuned)
 
     def _tune(self, network: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> nn.Module:
         size = int(images.shape[-1])
@@ -182,6 +194,17 @@ class AnnotationTuning:
         logger.info("test-time tuning: %d steps in %.1f s on %d annotated frame(s), %s", done,
                     time.perf_counter() - t0, len(images), "bfloat16" if bf16 else "float32")
         return model.eval()
+
+
+def _mean_weights(models: list[nn.Module]) -> nn.Module:
+    """The first of ``models`` (copies of one network) holding the mean of their floating-point weights and buffers
+    where they differ (the frozen backbone and integer buffers stay the first's, bit for bit)."""
+    states = [m.state_dict() for m in models]
+    mean = {k: torch.stack([s[k] for s in states]).mean(0)
+            if v.is_floating_point() and not all(torch.equal(v, s[k]) for s in states[1:]) else v
+            for k, v in states[0].items()}
+    models[0].load_state_dict(mean)
+    return models[0]
 
 
 @dataclass
