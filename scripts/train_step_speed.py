@@ -22,12 +22,13 @@ from typing import Any
 
 import torch
 
+from medvos.bundle_command import CONFIGS
 from medvos.config_parsing import config_parser
 from medvos.io.atomic import atomic_write_bytes
 from medvos.networks.image_model import param_groups
 from medvos.networks.precision import PrecisionInferer, native_bf16
 
-TRAIN_CONFIG = Path(__file__).resolve().parents[1] / "bundle" / "configs" / "train.yaml"
+TRAIN_CONFIG = CONFIGS / "train.yaml"
 
 
 def step_seconds(precision: str, image_size: int, batch_size: int, steps: int, seed: int = 0) -> float:

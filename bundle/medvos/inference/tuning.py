@@ -75,7 +75,7 @@ class AnnotationTuning:
         precision: the arithmetic of the forward passes (the view bank's encoding and each step's episodes):
             ``float32``, or ``bfloat16`` (autocast; the loss, gradients and weights stay float32): faster where the
             processor computes bf16 natively (AVX-512 BF16 / AMX, recent GPUs), slower where it does not;
-            ``auto``: bf16 where it is native (:func:`native_bf16`), else float32.
+            ``auto``: bf16 where it is native (:func:`medvos.networks.precision.native_bf16`), else float32.
         average: the returned weights are the mean of this many tunings, seeds ``seed`` to ``seed + average - 1``
             (a model soup, Wortsman et al., ICML 2022: fine-tunings of one network stay in one basin, so their mean
             weights predict about as their ensemble would, with one network's cost per frame); their time adds up.

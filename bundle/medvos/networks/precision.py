@@ -1,5 +1,6 @@
 """The arithmetic of a network's forward passes: float32, or bfloat16 under autocast (the loss, the gradients and
-the weights stay float32). One place for the choice, used by phase-1 training, relearning and test-time tuning.
+the weights stay float32). One place for the choice, used by phase-1 training (``train_precision``) and
+test-time tuning (``tune_precision``).
 
 ``auto`` takes bfloat16 only where the device computes it natively; elsewhere PyTorch emulates it, slower than
 float32, so ``auto`` is then float32 and the result is float32's.
